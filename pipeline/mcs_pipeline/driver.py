@@ -1,0 +1,206 @@
+"""The Ray driver: runs a plan's scenes as Ray tasks, retries what can be cured, keeps the summary.
+
+Runs on a cluster's head node (`--ray-address auto`, the default) or on this machine
+(`--ray-address local`). Exit status: 0 every scene succeeded, 1 some failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import scene_task
+from .scene_task import RETRYABLE, excerpt, run_scene
+from .schedule import expected_costs, longest_first
+from .store import open_store
+from .summary import RunSummary, load_previous
+
+
+class Interrupted(Exception):
+    pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run_eval.py", description=__doc__)
+    p.add_argument("--plan", required=True, help="the plan directory (holds plan.json)")
+    p.add_argument("--retries", type=int, help="retries for retryable failures (default: the plan's)")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="skip scenes the store's summary already has as SUCCESS")
+    p.add_argument("--scene-timeout", type=float, help="seconds per scene (default: the plan's)")
+    p.add_argument("--ray-address", default="auto",
+                   help="'auto' (a running cluster), 'local' (start Ray here), or an address")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    args = p.parse_args(argv)
+    if args.retries is not None and args.retries < 0:
+        p.error("--retries must be a non-negative integer")
+    return args
+
+
+def load_plan(plan_dir: Path) -> dict:
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    # Paths in plan.json are relative to the plan directory, wherever it was synced to.
+    plan["run_script"] = str((plan_dir / plan["run_script"]).resolve())
+    plan["mcs_config_text"] = (plan_dir / plan["mcs_config"]).read_text()
+    for scene in plan["scenes"]:
+        scene["path"] = plan_dir / scene["file"]
+    return plan
+
+
+def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float) -> dict:
+    return {
+        "name": scene["name"],
+        "attempt": attempt,
+        "scene": scene["path"].read_text(),
+        "mcs_config": plan["mcs_config_text"],
+        "run_script": plan["run_script"],
+        "eval_dir": plan.get("eval_dir"),
+        "timeout_s": timeout_s,
+        "history_required": plan["history_required"],
+        "store": plan["store"],
+        "names": plan["names"],
+    }
+
+
+def init_ray(address: str, num_cpus: int | None):
+    import ray
+
+    # Ship our package with the task by value: worker nodes need not have it on their path.
+    ray.cloudpickle.register_pickle_by_value(sys.modules["mcs_pipeline"])
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    return ray
+
+
+def failed_task_result(error: Exception, attempt: int) -> dict:
+    """A task that raised instead of returning: Ray lost the worker/node, or our code failed."""
+    import ray.exceptions as rex
+
+    if isinstance(error, rex.OutOfMemoryError):
+        failure = "oom"
+    elif isinstance(error, rex.RayTaskError):
+        failure = "task_error"
+    else:
+        failure = "node_lost"
+    return {"attempt": attempt, "exit_code": None, "failure_class": failure, "duration_s": None,
+            "node": None, "started_at": scene_task.utc_now(), "outputs": None,
+            "log_excerpt": excerpt(str(error))}
+
+
+class Progress:
+    """One line per finished scene: counts, and an ETA from the expected cost still to run."""
+
+    def __init__(self, summary: RunSummary, costs: dict[str, float]):
+        self.summary, self.costs = summary, costs
+        self.start = time.monotonic()
+        self.cost_left = sum(costs[n] for n in summary.pending())
+        self.cost_done = 0.0
+
+    def line(self, name: str, result: dict, note: str = "") -> str:
+        self.cost_done += self.costs[name]
+        self.cost_left -= self.costs[name]
+        t = self.summary.totals()
+        done = t["succeeded"] + t["failed"]
+        elapsed = time.monotonic() - self.start
+        eta = elapsed * self.cost_left / self.cost_done if self.cost_done > 0 else 0
+        status = result["failure_class"] or "SUCCESS"
+        took = f"{result['duration_s']:.1f}s" if result.get("duration_s") is not None else "-"
+        return (f"[{done}/{t['total']}] {status} {name} in {took} (attempt {result['attempt']}, "
+                f"node {result.get('node') or '?'}){note} | ok {t['succeeded']} failed {t['failed']}"
+                f" left {t['pending']} | ETA {format_seconds(eta)}")
+
+
+def format_seconds(seconds: float) -> str:
+    s = int(round(max(seconds, 0)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = load_plan(Path(args.plan))
+    retries = plan["retries"] if args.retries is None else args.retries
+    timeout_s = args.scene_timeout or plan["scene_timeout_s"]
+    resume = plan["resume"] if args.resume is None else args.resume
+    store = open_store(plan["store"])
+    previous = load_previous(store, plan["summary_key"])
+    summary = RunSummary(plan, previous if resume else None)
+    costs = expected_costs(plan["scenes"], previous)
+    scenes = {s["name"]: s for s in plan["scenes"]}
+
+    def save() -> None:
+        store.put_bytes(plan["summary_key"], summary.to_bytes())
+
+    todo = longest_first(summary.pending(), costs)
+    save()
+    skipped = len(scenes) - len(todo)
+    print(f"mcs-pipeline: {len(todo)} scenes to run"
+          + (f", {skipped} already succeeded (resume)" if skipped else "")
+          + f"; retries {retries}, timeout {timeout_s:.0f} s per scene; summary "
+          + store.uri(plan["summary_key"]), flush=True)
+
+    ray = init_ray(args.ray_address, args.num_cpus) if todo else None
+    in_flight: dict = {}
+    try:
+        if ray:
+            task = ray.remote(run_scene).options(max_retries=0, **plan["resources"])
+
+            def submit(name: str, attempt: int) -> None:
+                ref = task.remote(scene_spec(plan, scenes[name], attempt, timeout_s))
+                in_flight[ref] = (name, attempt)
+
+            for name in todo:
+                submit(name, 1)
+            progress = Progress(summary, costs)
+            while in_flight:
+                ready, rest = ray.wait(list(in_flight), num_returns=1)
+                # Take everything already finished in one pass: fewer summary rewrites.
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
+                for ref in ready + more:
+                    name, attempt = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as error:
+                        result = failed_task_result(error, attempt)
+                    failure = result["failure_class"]
+                    retry = failure in RETRYABLE and attempt <= retries
+                    summary.record(name, result, final=not retry)
+                    if retry:
+                        submit(name, attempt + 1)
+                        print(f"retrying {name} after {failure} (attempt {attempt + 1} of "
+                              f"{retries + 1})", flush=True)
+                        continue
+                    save()
+                    print(progress.line(name, result), flush=True)
+        summary.finish("finished")
+        save()
+    except (KeyboardInterrupt, Interrupted):
+        # A second Ctrl-C or a forwarded SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+        summary.finish("interrupted")
+        save()
+        print(f"mcs-pipeline: interrupted; {len(in_flight)} scenes cancelled; the summary keeps "
+              "what finished (re-run with --resume)", flush=True)
+        return 130
+    finally:
+        if ray:
+            ray.shutdown()
+    t = summary.totals()
+    print(f"mcs-pipeline: done: {t['succeeded']} succeeded, {t['failed']} failed of {t['total']}"
+          f"; summary {store.uri(plan['summary_key'])}", flush=True)
+    return 0 if t["failed"] == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    def on_term(_signum, _frame):
+        raise Interrupted()
+
+    signal.signal(signal.SIGTERM, on_term)
+    return run(parse_args(argv))

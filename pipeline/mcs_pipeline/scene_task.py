@@ -1,0 +1,168 @@
+"""One scene, one attempt: the body of the Ray task.
+
+The task writes the MCS config and the scene to a temporary directory of its own (concurrent
+tasks on one node never share a path), runs the module's run script with a timeout, keeps its
+output as the scene log, classifies a failure, and uploads the outputs to the store under the
+names of DESIGN §4. It returns a plain dict; the driver owns the summary and the retries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .store import open_store
+
+# Classes a new attempt can cure: a slow controller, a flaky X server, a lost node, our own
+# transient errors (e.g. an upload). Out of memory, script errors and missing outputs repeat.
+RETRYABLE = frozenset({"timeout", "xserver", "node_lost", "task_error"})
+
+XSERVER_FAILURE = re.compile(
+    r"X server failed to start|\(EE\) Server terminated|cannot open display|unable to open display",
+    re.IGNORECASE,
+)
+OUT_OF_MEMORY = re.compile(
+    r"MemoryError|out of memory|Cannot allocate memory|std::bad_alloc|oom-kill", re.IGNORECASE
+)
+EXCERPT_LINES = 40
+EXCERPT_BYTES = 4000
+KILL_GRACE_S = 5
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_address() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # outside a Ray worker (unit use): the host name is the best we have
+        return socket.gethostname()
+
+
+def classify(exit_code: int | None, timed_out: bool, log_tail: str, has_history: bool,
+             history_required: bool) -> str | None:
+    """The failure class of a finished attempt, or None when it succeeded."""
+    if timed_out:
+        return "timeout"
+    if exit_code == 0:
+        return "missing_outputs" if history_required and not has_history else None
+    if XSERVER_FAILURE.search(log_tail):
+        return "xserver"
+    # 137 / -9: killed by SIGKILL, which on a scene node means the kernel's OOM killer.
+    if exit_code in (137, -signal.SIGKILL) or OUT_OF_MEMORY.search(log_tail):
+        return "oom"
+    return "script_error"
+
+
+def excerpt(text: str) -> str:
+    tail = "\n".join(text.splitlines()[-EXCERPT_LINES:])
+    return tail[-EXCERPT_BYTES:]
+
+
+def run_script(script: str, args: list[str], log_path: Path, cwd: Path, timeout_s: float,
+               env: dict[str, str]) -> tuple[int | None, bool]:
+    """Run the script in its own process group; on timeout stop the whole group, not just bash."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([script, *args], stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                env=env, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout_s), False
+        except subprocess.TimeoutExpired:
+            for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            proc.wait()
+            return None, True
+
+
+def find_outputs(eval_dir: Path, scene: str) -> tuple[Path | None, list[Path]]:
+    """The newest scene history for this scene and its videos, where MCS leaves them."""
+    histories = sorted((eval_dir / "SCENE_HISTORY").glob(f"{glob_escape(scene)}*.json"),
+                       key=lambda p: p.stat().st_mtime)
+    videos = sorted((eval_dir / scene).glob("*.mp4")) if (eval_dir / scene).is_dir() else []
+    return (histories[-1] if histories else None), videos
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def upload_outputs(spec: dict, log_path: Path, history: Path | None, videos: list[Path],
+                   started: datetime) -> dict:
+    names = spec["names"]
+    store = open_store(spec["store"])
+    base = f"{names['prefix']}_{spec['name']}"
+    outputs: dict = {"history": None, "log": None, "videos": []}
+    outputs["log"] = f"{names['folder']}/{base}_{started.strftime('%Y%m%d-%H%M%S')}_log.txt"
+    store.put_file(outputs["log"], str(log_path))
+    if history is not None:
+        outputs["history"] = f"{names['folder']}/{base}.json"
+        store.put_file(outputs["history"], str(history))
+    for video in videos:
+        kind = video.stem.removeprefix(spec["name"]).strip("_-") or "video"
+        key = f"{names['movies_folder']}/{base}_{kind}.mp4"
+        store.put_file(key, str(video))
+        outputs["videos"].append(key)
+    return outputs
+
+
+def run_scene(spec: dict) -> dict:
+    """Play one attempt of one scene. `spec` is built by the driver (see driver.scene_spec)."""
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    name = spec["name"]
+    workdir = Path(tempfile.mkdtemp(prefix=f"mcs-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-"))
+    try:
+        config = workdir / "mcs_config.ini"
+        config.write_text(spec["mcs_config"])
+        scene_file = workdir / f"{name}.json"
+        scene_file.write_text(spec["scene"])
+        eval_dir = Path(spec["eval_dir"]) if spec.get("eval_dir") else workdir / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / "scene.log"
+        env = dict(os.environ, MCS_ATTEMPT=str(spec["attempt"]), MCS_SCENE_NAME=name)
+        # The run script finds the same Python the driver uses (no slow or missing shims).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        exit_code, timed_out = run_script(spec["run_script"],
+                                          [str(config), str(scene_file), str(eval_dir)],
+                                          log_path, eval_dir, spec["timeout_s"], env)
+        duration = time.monotonic() - t0
+        history, videos = find_outputs(eval_dir, name)
+        log_text = log_path.read_text(errors="replace")
+        failure = classify(exit_code, timed_out, log_text[-20000:], history is not None,
+                           spec["history_required"])
+        if timed_out:
+            log_text += f"\n[mcs-pipeline] scene timed out after {spec['timeout_s']:.0f} s\n"
+            log_path.write_text(log_text)
+        outputs = upload_outputs(spec, log_path, history, videos, started)
+        return {
+            "attempt": spec["attempt"],
+            "exit_code": exit_code,
+            "failure_class": failure,
+            "duration_s": round(duration, 3),
+            "node": node_address(),
+            "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "outputs": outputs,
+            "log_excerpt": excerpt(log_text) if failure else None,
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,117 @@
+/**
+ * The local CLI: `run` an evaluation on this machine's Ray, `plan` one (validate, start nothing),
+ * or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some failed, 2 bad input,
+ * 3 the machine could not run it, 130 interrupted.
+ */
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { describePlan } from "./plan.js";
+import { evaluate, preparePlan, type Environment } from "./engine.js";
+import { EnvironmentError, InputError } from "./errors.js";
+import { ensureRay } from "./ray/install.js";
+import { parseRequest, type RawRequest } from "./request.js";
+
+const USAGE = `usage: node dist/cli/index.js <command> [options]
+
+commands:
+  run     run an evaluation on this machine's Ray; results, report.md under --out
+  plan    build and print the plan, validating every input; starts nothing
+  setup   create the Python venv with the pinned Ray (run and plan do this when needed)
+
+options (run, plan):
+  --module M                 module name (configs/M_aws.ini, ...); required
+  --scenes PATH              scene directory or file (default scenes/subset)
+  --metadata LEVEL           level1 | level2 | oracle (default level2)
+  --retries N                retries for retryable failures (default 2)
+  --scene-timeout-minutes N  per-scene timeout (default: the module's, else 60)
+  --set key=value            MCS-config override for this run (repeatable)
+  --resume                   skip scenes that already succeeded in the store's summary
+  --out DIR                  runs and the local results store (default .mcs-local)
+  --num-cpus N               Ray CPU slots (default: all cores)
+options (setup):
+  --dev                      also install the test tools (pytest, moto)
+`;
+
+const OPTIONS = {
+  module: { type: "string" },
+  scenes: { type: "string" },
+  metadata: { type: "string" },
+  retries: { type: "string" },
+  "scene-timeout-minutes": { type: "string" },
+  set: { type: "string", multiple: true },
+  resume: { type: "boolean" },
+  out: { type: "string" },
+  "num-cpus": { type: "string" },
+  dev: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+  const [command, ...extra] = positionals;
+  if (values.help || command === undefined || command === "help") {
+    process.stdout.write(USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  if (extra.length) throw new InputError("arguments", `unexpected "${extra.join(" ")}"; see --help`);
+  const toolRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+  const env: Environment = {
+    toolRoot,
+    workspace: process.cwd(),
+    venvDir: path.resolve(process.env.MCS_VENV ?? path.join(toolRoot, ".venv")),
+    python: process.env.MCS_PYTHON,
+    log: (line) => console.log(line),
+  };
+  if (command === "setup") {
+    await ensureRay({ ...env, dev: values.dev ?? false });
+    return 0;
+  }
+  if (command !== "run" && command !== "plan") {
+    throw new InputError("command", `unknown command "${command}": use run, plan or setup`);
+  }
+  const raw: RawRequest = {
+    module: values.module,
+    scenes: values.scenes,
+    metadata: values.metadata,
+    retries: values.retries,
+    sceneTimeoutMinutes: values["scene-timeout-minutes"],
+    overrides: (values.set ?? []).join("\n"),
+    resume: String(values.resume ?? false),
+    dryRun: String(command === "plan"),
+    outDir: values.out,
+    numCpus: values["num-cpus"],
+  };
+  const request = parseRequest(raw, "local");
+  if (command === "plan") {
+    console.log(describePlan(preparePlan(request, env)));
+    return 0;
+  }
+  const outcome = await evaluate(request, env, (line) => console.log(line));
+  console.log(`\n${outcome.terminalTable}\nreport: ${outcome.reportPath}`);
+  return outcome.exitCode;
+}
+
+/** CLI spellings of the request's inputs, for error lines. */
+const FLAG: Record<string, string> = {
+  overrides: "--set",
+  "mcs-config-overrides": "--set",
+  sceneTimeoutMinutes: "--scene-timeout-minutes",
+};
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof InputError) {
+      const flag = FLAG[error.input] ?? (error.input === "command" || error.input === "arguments" ? error.input : `--${error.input}`);
+      console.error(`mcs-pipeline: ${flag}: ${error.message}`);
+      process.exit(2);
+    }
+    if (error instanceof Error && error.name === "TypeError" && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS")) {
+      console.error(`mcs-pipeline: ${error.message}; see --help`);
+      process.exit(2);
+    }
+    console.error(`mcs-pipeline: ${error instanceof EnvironmentError ? "" : "internal error: "}${error instanceof Error ? error.message : String(error)}`);
+    process.exit(3);
+  },
+);

@@ -1,0 +1,135 @@
+/**
+ * The plan: a staging directory holding everything the driver needs (driver code, deploy files,
+ * configs, the selected scenes, plan.json), plus the run's identity and results location.
+ * A dry run stops here. Paths inside plan.json are relative to the staging directory, so the
+ * same plan runs wherever it is synced to.
+ */
+import { chmodSync, cpSync, mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { InputError } from "./errors.js";
+import { stringifyIni } from "./ini.js";
+import { checkMcsConfig, mcsSection, type Module } from "./module.js";
+import type { Request } from "./request.js";
+import type { Scene } from "./scenes.js";
+
+export const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
+
+/** plan.json, read by the driver (pipeline/mcs_pipeline/driver.py): one shape for both sides. */
+export interface PlanFile {
+  schema_version: 1;
+  run_id: string;
+  module: string;
+  metadata: string;
+  target: Request["target"];
+  cluster_name: string | null;
+  ray_version: string;
+  /** `s3://bucket` or a local directory: where outputs and run-summary.json go. */
+  store: string;
+  summary_key: string;
+  names: { folder: string; movies_folder: string; prefix: string };
+  retries: number;
+  scene_timeout_s: number;
+  resume: boolean;
+  resources: Module["resources"];
+  /** Relative to the plan directory, or absolute on the node. */
+  run_script: string;
+  eval_dir: string | null;
+  history_required: boolean;
+  mcs_config: string;
+  scenes: { name: string; file: string; expected_cost: number }[];
+}
+
+export interface Plan extends PlanFile {
+  /** The staging directory on this machine. */
+  dir: string;
+}
+
+export interface PlanContext {
+  /** Where pipeline/ (the driver) lives: this tool's own checkout. */
+  toolRoot: string;
+  dir: string;
+  runId: string;
+  store: string;
+  rayVersion: string;
+  clusterName: string | null;
+}
+
+export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanContext): Plan {
+  const mcsConfig = structuredClone(mod.mcsConfig);
+  const mcs = mcsSection(mcsConfig, "MCS config");
+  for (const [key, value] of Object.entries(req.overrides)) mcs.set(key, value);
+  if (Object.keys(req.overrides).length) {
+    try {
+      checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");
+    } catch (error) {
+      throw new InputError("mcs-config-overrides", (error as Error).message);
+    }
+  }
+  const folder = mcs.get("s3_folder")!;
+  const prefix = `${mcs.get("evaluation_name")}_${req.metadata}_${mcs.get("team")}`;
+
+  mkdirSync(path.join(ctx.dir, "configs"), { recursive: true });
+  mkdirSync(path.join(ctx.dir, "scenes"), { recursive: true });
+  copyDriver(ctx.toolRoot, path.join(ctx.dir, "pipeline"));
+  cpSync(mod.deployDir, path.join(ctx.dir, "deploy"), { recursive: true });
+  for (const scene of scenes) cpSync(scene.file, path.join(ctx.dir, "scenes", `${scene.name}.json`));
+  writeFileSync(path.join(ctx.dir, "scenes.txt"), scenes.map((s) => `${s.name}.json\n`).join(""));
+  writeFileSync(path.join(ctx.dir, "configs", "mcs_config.ini"), stringifyIni(mcsConfig));
+  const exec = new Map(mod.exec).set("scene_location", "scenes/").set("scene_list", "scenes.txt");
+  writeFileSync(path.join(ctx.dir, "configs", "exec.ini"), stringifyIni(new Map([["MCS", exec]])));
+
+  const runScript = mod.exec.get("run_script")!;
+  const plan: PlanFile = {
+    schema_version: 1,
+    run_id: ctx.runId,
+    module: mod.name,
+    metadata: req.metadata,
+    target: req.target,
+    cluster_name: ctx.clusterName,
+    ray_version: ctx.rayVersion,
+    store: ctx.store,
+    summary_key: `${folder}/${prefix}_run-summary.json`,
+    names: { folder, movies_folder: mcs.get("s3_movies_folder") || folder, prefix },
+    retries: req.retries,
+    scene_timeout_s:
+      60 * (req.sceneTimeoutMinutes ?? mod.sceneTimeoutMinutes ?? DEFAULT_SCENE_TIMEOUT_MINUTES),
+    resume: req.resume,
+    resources: mod.resources,
+    run_script: path.isAbsolute(runScript) ? runScript : `deploy/${runScript}`,
+    eval_dir: mod.exec.get("eval_dir") || null,
+    history_required: (mcs.get("history_enabled") ?? "true").toLowerCase() !== "false",
+    mcs_config: "configs/mcs_config.ini",
+    scenes: scenes.map((s) => ({ name: s.name, file: `scenes/${s.name}.json`, expected_cost: s.lastStep })),
+  };
+  writeFileSync(path.join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
+  if (!path.isAbsolute(runScript)) chmodSync(path.join(ctx.dir, "deploy", runScript), 0o755);
+  return { ...plan, dir: ctx.dir };
+}
+
+function copyDriver(toolRoot: string, to: string): void {
+  const from = path.join(toolRoot, "pipeline");
+  cpSync(from, to, {
+    recursive: true,
+    filter: (src) => !/(^|\/)(tests|__pycache__|\.pytest_cache)$/.test(path.relative(from, src)),
+  });
+}
+
+/** A run id that sorts by time: 20261125-151500-ab12. */
+export function newRunId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+  return `${stamp}-${Math.random().toString(16).slice(2, 6)}`;
+}
+
+export function describePlan(plan: Plan): string {
+  const lines = [
+    `plan ${plan.run_id}: module ${plan.module}, metadata ${plan.metadata}, target ${plan.target}`,
+    `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
+    `  staging:       ${plan.dir}`,
+    `  results:       ${plan.store} (summary ${plan.summary_key})`,
+    `  retries:       ${plan.retries}; timeout ${plan.scene_timeout_s / 60} min per scene`,
+    `  resources:     ${JSON.stringify(plan.resources)} per scene; Ray ${plan.ray_version}`,
+  ];
+  if (plan.cluster_name) lines.push(`  cluster:       ${plan.cluster_name}`);
+  if (plan.resume) lines.push("  resume:        scenes already SUCCESS in the summary are skipped");
+  return lines.join("\n");
+}

@@ -1,0 +1,46 @@
+/** Child processes with their output streamed line by line (long runs must show progress). */
+import { spawn, type SpawnOptions } from "node:child_process";
+import { createInterface } from "node:readline";
+
+export interface Streamed {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface StreamOptions extends Pick<SpawnOptions, "cwd" | "env"> {
+  onStdout?: (line: string) => void;
+  onStderr?: (line: string) => void;
+  /** Called with the child once it runs: callers forward signals to it. */
+  onSpawn?: (child: ReturnType<typeof spawn>) => void;
+}
+
+export function stream(command: string, args: string[], options: StreamOptions = {}) {
+  return new Promise<Streamed>((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: "pipe" });
+    child.stdin?.end();
+    options.onSpawn?.(child);
+    const done = [child.stdout, child.stderr].map((out, i) => {
+      const each = i === 0 ? options.onStdout : options.onStderr;
+      const lines = createInterface({ input: out! });
+      if (each) lines.on("line", each);
+      return new Promise((r) => lines.on("close", r));
+    });
+    child.on("error", reject);
+    child.on("close", (code, signal) => void Promise.all(done).then(() => resolve({ code, signal })));
+  });
+}
+
+/** Run to completion; its stdout, or an error carrying its stderr. */
+export async function capture(command: string, args: string[], options: StreamOptions = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const result = await stream(command, args, {
+    ...options,
+    onStdout: (l) => out.push(l),
+    onStderr: (l) => err.push(l),
+  });
+  if (result.code !== 0) {
+    throw new Error(`${command} ${args.join(" ")} failed (${result.code ?? result.signal}): ${err.slice(-5).join(" / ")}`);
+  }
+  return out.join("\n");
+}

@@ -1,0 +1,93 @@
+/**
+ * The Ray installer: a Python venv with the pinned `ray[default]` and boto3 (plus the test tools
+ * with `dev`). Idempotent: when the venv already has the pinned versions it does nothing.
+ * The pins live in pipeline/requirements*.txt, the one place they are written.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { EnvironmentError } from "../errors.js";
+import { capture, stream } from "../proc.js";
+
+export const MIN_PYTHON: [number, number] = [3, 10];
+
+export interface InstallOptions {
+  toolRoot: string;
+  venvDir: string;
+  /** The interpreter to build the venv from (default: python3 on PATH). */
+  python?: string;
+  dev?: boolean;
+  log: (line: string) => void;
+}
+
+export function requirementsFile(toolRoot: string, dev = false): string {
+  return path.join(toolRoot, "pipeline", dev ? "requirements-dev.txt" : "requirements.txt");
+}
+
+/** The pinned Ray version, read from pipeline/requirements.txt. */
+export function pinnedRayVersion(toolRoot: string): string {
+  const text = readFileSync(requirementsFile(toolRoot), "utf8");
+  const pin = /^ray(?:\[[^\]]*\])?==(\S+)/m.exec(text);
+  if (!pin) throw new Error(`${requirementsFile(toolRoot)} does not pin ray (ray[default]==X)`);
+  return pin[1]!;
+}
+
+export function venvPython(venvDir: string): string {
+  return path.join(venvDir, "bin", "python");
+}
+
+/** Make sure the venv has the pinned Ray; returns its python. */
+export async function ensureRay(options: InstallOptions): Promise<string> {
+  const { toolRoot, venvDir, dev = false, log } = options;
+  const version = pinnedRayVersion(toolRoot);
+  const python = venvPython(venvDir);
+  const modules = dev ? "ray, boto3, pytest, moto" : "ray, boto3";
+  if ((await installedRay(python, modules)) === version) {
+    log(`Ray ${version} is already installed in ${venvDir}`);
+    return python;
+  }
+  const base = options.python ?? "python3";
+  await checkPython(base);
+  if (!existsSync(python)) {
+    log(`Creating a Python venv in ${venvDir}`);
+    await capture(base, ["-m", "venv", venvDir]).catch((error: Error) => {
+      throw new EnvironmentError(
+        `could not create a venv with ${base} (${error.message}); on Debian/Ubuntu: apt-get install python3-venv`,
+      );
+    });
+  }
+  log(`Installing ray[default]==${version} and boto3${dev ? " and the test tools" : ""} (this takes a few minutes once)`);
+  const pip = await stream(
+    python,
+    ["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", "-r", requirementsFile(toolRoot, dev)],
+    { onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`), onStderr: (l) => log(`  ${l}`) },
+  );
+  const installed = await installedRay(python, modules);
+  if (pip.code !== 0 || installed !== version) {
+    throw new EnvironmentError(
+      `installing Ray ${version} into ${venvDir} failed (pip exit ${pip.code}); see the pip output above`,
+    );
+  }
+  log(`Ray ${version} installed in ${venvDir}`);
+  return python;
+}
+
+async function installedRay(python: string, modules: string): Promise<string | undefined> {
+  if (!existsSync(python)) return undefined;
+  return capture(python, ["-c", `import ${modules}; print(ray.__version__)`]).then(
+    (out) => out.trim(),
+    () => undefined,
+  );
+}
+
+async function checkPython(python: string): Promise<void> {
+  const found = await capture(python, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).catch(
+    () => undefined,
+  );
+  const [major = 0, minor = 0] = (found ?? "").split(".").map(Number);
+  if (found === undefined || major < MIN_PYTHON[0] || (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])) {
+    throw new EnvironmentError(
+      `Ray needs Python ${MIN_PYTHON.join(".")} or newer as "${python}" (found ${found ?? "none"}):` +
+        " install python3 (e.g. apt-get install python3 python3-venv) or set MCS_PYTHON",
+    );
+  }
+}

@@ -1,0 +1,357 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULT_BUDGET_BYTES, renderMarkdown, renderTerminal } from "../src/report.js";
+import type { LinkTarget } from "../src/report.js";
+import { parseSummary } from "../src/summary.js";
+import type { RunSummary, SceneResult } from "../src/summary.js";
+
+const BUCKET = "mcs-results";
+const link = (key: string): LinkTarget => ({
+  href: `https://s3.console.aws.amazon.com/s3/object/${BUCKET}?prefix=${encodeURIComponent(key)}`,
+  uri: `s3://${BUCKET}/${key}`,
+});
+const bytes = (text: string) => Buffer.byteLength(text);
+
+function scene(name: string, overrides: Partial<SceneResult> = {}): SceneResult {
+  const status = overrides.status ?? "SUCCESS";
+  const failed = status === "FAILED";
+  return {
+    name,
+    status,
+    attempts: 1,
+    exit_code: status === "PENDING" ? null : failed ? 1 : 0,
+    failure_class: failed ? "script_error" : null,
+    duration_s: status === "PENDING" ? null : 10,
+    node: status === "PENDING" ? null : "10.0.0.5",
+    expected_cost: 200,
+    resumed: false,
+    outputs:
+      status === "PENDING"
+        ? { history: null, log: null, videos: [] }
+        : {
+            history: `eval/${name}.json`,
+            log: `eval/${name}_log.txt`,
+            videos: [`movies/${name}_visual.mp4`],
+          },
+    log_excerpt: failed ? `error in ${name}` : null,
+    history: [],
+    ...overrides,
+  };
+}
+
+function summaryOf(scenes: SceneResult[], overrides: Partial<RunSummary> = {}): RunSummary {
+  const count = (status: string) => scenes.filter((s) => s.status === status).length;
+  return {
+    schema_version: 1,
+    run_id: "20261125-151500-ab12",
+    module: "demo",
+    metadata: "level2",
+    cluster_name: "mcs-demo-ab12-1",
+    store: `s3://${BUCKET}`,
+    summary_key: "eval/eval_level2_demo_run-summary.json",
+    state: "finished",
+    started_at: "2026-11-25T15:15:00Z",
+    updated_at: "2026-11-25T15:45:00Z",
+    finished_at: "2026-11-25T15:45:00Z",
+    totals: {
+      total: scenes.length,
+      succeeded: count("SUCCESS"),
+      failed: count("FAILED"),
+      pending: count("PENDING"),
+      retried: scenes.filter((s) => s.attempts > 1).length,
+    },
+    scenes,
+    ...overrides,
+  };
+}
+
+/** Eight scenes: two failed (one retried, excerpts with ``` and |), one resumed. */
+function smallSummary(): RunSummary {
+  return summaryOf([
+    scene("demo_collision_0001_02", { duration_s: 3 }),
+    scene("demo_collision_0001_01", { duration_s: 1 }),
+    scene("demo_zz_timeout", {
+      status: "FAILED",
+      attempts: 2,
+      exit_code: null,
+      failure_class: "timeout",
+      duration_s: 3600,
+      log_excerpt: "starting\n```\nfenced | not really\n```\nTimeoutError: scene took too long",
+      history: [
+        {
+          attempt: 1,
+          exit_code: 1,
+          failure_class: "xserver",
+          duration_s: 0.4,
+          node: "10.0.0.6",
+          started_at: "2026-11-25T15:15:01Z",
+        },
+        {
+          attempt: 2,
+          exit_code: null,
+          failure_class: "timeout",
+          duration_s: 3600,
+          node: "10.0.0.5",
+          started_at: "2026-11-25T15:16:00Z",
+        },
+      ],
+    }),
+    scene("demo_aa|pipe", {
+      status: "FAILED",
+      exit_code: 2,
+      log_excerpt: "Traceback\nValueError: a|b\n``````",
+    }),
+    scene("demo_gravity_0003_01", { duration_s: 5 }),
+    scene("demo_gravity_0004_01", { duration_s: 7 }),
+    scene("demo_gravity_0005_01", { duration_s: 9 }),
+    scene("demo_resumed_0001_01", { resumed: true, duration_s: 99_999 }),
+  ]);
+}
+
+function hugeSummary(n: number, failedEvery = 10): RunSummary {
+  const logLine = "x".repeat(120) + " | `quoted` ```";
+  const scenes = Array.from({ length: n }, (_, i) => {
+    const name = `eval_scene_${String(i).padStart(6, "0")}_01`;
+    return i % failedEvery === 0
+      ? scene(name, {
+          status: "FAILED",
+          log_excerpt: Array.from({ length: 200 }, (_, l) => `${l} ${logLine}`).join("\n"),
+        })
+      : scene(name, { duration_s: (i % 97) * 3.7 });
+  });
+  return summaryOf(scenes);
+}
+
+describe("renderMarkdown", () => {
+  const markdown = renderMarkdown(smallSummary(), {
+    link,
+    phases: [
+      { name: "ray up", seconds: 300 },
+      { name: "scenes", seconds: 1500 },
+    ],
+  });
+
+  it("has a title, the outcome, the cluster and the totals", () => {
+    expect(markdown).toMatch(/^## MCS run: demo · level2 · 20261125-151500-ab12\n/);
+    expect(markdown).toContain("**❌ 2 of 8 scenes failed.**");
+    expect(markdown).toContain("cluster `mcs-demo-ab12-1`");
+    expect(markdown).toContain(
+      "| total | succeeded | failed | pending | retried | resumed |\n" +
+        "| ---: | ---: | ---: | ---: | ---: | ---: |\n" +
+        "| 8 | 6 | 2 | 0 | 1 | 1 |",
+    );
+  });
+
+  it("shows durations (wall time, median/p90/max of scenes run now), phases and failure classes", () => {
+    // Timed scenes, resumed excluded: 1, 3, 5, 7, 9, 10, 3600 → median 7, p90 3600.
+    expect(markdown).toContain("| 30m 00s | 7 | 7.0 s | 1h 00m | 1h 00m |");
+    expect(markdown).toContain("| ray up | 5m 00s |");
+    expect(markdown).toContain("| **total** | **30m 00s** |");
+    expect(markdown).toContain("| script_error | 1 |");
+    expect(markdown).toContain("| timeout | 1 |");
+  });
+
+  it("details failed scenes first, with their log excerpt in a <details> block", () => {
+    const failures = markdown.indexOf("### Failed scenes (2)");
+    const table = markdown.indexOf("### Scenes");
+    expect(failures).toBeGreaterThan(0);
+    expect(table).toBeGreaterThan(failures);
+    expect(markdown).toContain(
+      "#### ❌ `demo_zz_timeout` — timeout · 2 attempts · no exit code · node `10.0.0.5` · " +
+        `[log](${link("eval/demo_zz_timeout_log.txt").href})`,
+    );
+    expect(markdown).toContain("Attempts: 1. xserver, exit 1, 0.4 s → 2. timeout, 1h 00m");
+    expect(markdown).toContain("#### ❌ `demo_aa|pipe` — script_error · 1 attempt · exit code 2");
+    expect(markdown.match(/<details><summary>log<\/summary>/g)).toHaveLength(2);
+  });
+
+  it("fences excerpts so ``` inside cannot end the code block", () => {
+    // The excerpt with ``` gets a 4-backtick fence; the one with `````` a 7-backtick fence.
+    expect(markdown).toContain(
+      "````text\nstarting\n```\nfenced | not really\n```\nTimeoutError: scene took too long\n````\n",
+    );
+    expect(markdown).toContain("```````text\nTraceback\nValueError: a|b\n``````\n```````\n");
+  });
+
+  it("lists failed rows first, then the rest by name, with links and escaped cells", () => {
+    const rows = markdown.split("\n").filter((line) => line.startsWith("| `"));
+    expect(rows.map((row) => row.split(" | ")[0])).toEqual([
+      "| `demo_aa\\|pipe`",
+      "| `demo_zz_timeout`",
+      "| `demo_collision_0001_01`",
+      "| `demo_collision_0001_02`",
+      "| `demo_gravity_0003_01`",
+      "| `demo_gravity_0004_01`",
+      "| `demo_gravity_0005_01`",
+      "| `demo_resumed_0001_01`",
+    ]);
+    const ok = rows.find((row) => row.includes("demo_collision_0001_01"));
+    const target = link("eval/demo_collision_0001_01.json");
+    expect(ok).toContain(`✅ SUCCESS | 1 | 1.0 s |  | [history](${target.href}) \`${target.uri}\``);
+    expect(ok).toContain(`[video](${link("movies/demo_collision_0001_01_visual.mp4").href})`);
+    expect(rows.find((row) => row.includes("demo_resumed"))).toContain("✅ SUCCESS (resumed)");
+    // Every row has exactly 8 cells: no raw | leaks from names or keys.
+    for (const row of rows) expect(row.split(/(?<!\\)\|/).length).toBe(10);
+    expect(rows[0]).toContain("`s3://mcs-results/eval/demo_aa\\|pipe.json`");
+    expect(rows[0]).toContain(
+      "(https://s3.console.aws.amazon.com/s3/object/mcs-results?prefix=eval%2Fdemo_aa%7Cpipe.json)",
+    );
+  });
+
+  it("keeps newlines out of table cells", () => {
+    const md = renderMarkdown(summaryOf([scene("two\nlines")]), { link });
+    expect(md).toContain("| `two lines` | ✅ SUCCESS |");
+  });
+
+  it("says how an unfinished run stands and uses a custom title", () => {
+    const running = summaryOf([scene("a"), scene("b", { status: "PENDING" })], {
+      state: "running",
+      finished_at: null,
+      cluster_name: null,
+    });
+    const md = renderMarkdown(running, { link, title: "PR test run" });
+    expect(md).toMatch(/^## PR test run\n/);
+    expect(md).toContain("⏳ Still running: 1 of 2 scenes finished (1 succeeded, 0 failed)");
+    expect(md).toContain("| `b` | ⏳ PENDING | 1 | — |  | — | — |  |");
+    expect(md).not.toContain("cluster `");
+    const stopped = renderMarkdown({ ...running, state: "interrupted" }, { link });
+    expect(stopped).toContain("⚠️ Interrupted: 1 of 2 scenes finished");
+    const allOk = renderMarkdown(summaryOf([scene("a"), scene("b")]), { link });
+    expect(allOk).toContain("**✅ All 2 scenes succeeded.**");
+    expect(allOk).not.toContain("### Failed scenes");
+  });
+
+  it("cuts a long excerpt to its last ~2 KiB of lines", () => {
+    const excerpt = Array.from({ length: 500 }, (_, i) => `line ${i} ${"y".repeat(40)}`).join("\n");
+    const md = renderMarkdown(summaryOf([scene("f", { status: "FAILED", log_excerpt: excerpt })]), {
+      link,
+    });
+    const block = md.slice(md.indexOf("```text\n"), md.indexOf("\n```\n\n</details>"));
+    expect(bytes(block)).toBeLessThan(2.2 * 1024);
+    expect(block).toContain("line 499 ");
+    expect(block).not.toContain("line 400 ");
+    expect(block).toContain("earlier lines cut");
+  });
+
+  it("keeps a 10,000-scene run with long logs under the default budget, with a note", () => {
+    const summary = hugeSummary(10_000);
+    const md = renderMarkdown(summary, { link });
+    expect(bytes(md)).toBeLessThanOrEqual(DEFAULT_BUDGET_BYTES);
+    expect(bytes(md)).toBeLessThan(1024 * 1024);
+    expect(bytes(md)).toBeGreaterThan(DEFAULT_BUDGET_BYTES - 8 * 1024); // the budget is used
+    const full = link(summary.summary_key);
+    const notes = md.match(/^_… [\d,]+ more .*$/gm) ?? [];
+    expect(notes).toHaveLength(2);
+    expect(notes[0]).toMatch(
+      /^_… [\d,]+ more failed scenes not detailed here \(the report is capped at 900 KiB\)/,
+    );
+    expect(notes[1]).toMatch(
+      /^_… \d{1,2},\d{3} more scenes not shown \(the report is capped at 900 KiB\)/,
+    );
+    expect(notes[1]).toContain(`Full results: [run-summary.json](${full.href}) \`${full.uri}\`_`);
+    expect(md.endsWith(`\`${full.uri}\`_\n`)).toBe(true);
+    // The counts in the notes add up with what is shown.
+    const shownDetails = md.match(/^#### ❌/gm)?.length ?? 0;
+    const shownRows = md.match(/^\| `eval_scene_/gm)?.length ?? 0;
+    const number = (note: string | undefined) =>
+      Number(/… ([\d,]+)/.exec(note ?? "")?.[1]?.replace(/,/g, ""));
+    expect(shownDetails + number(notes[0])).toBe(1_000);
+    expect(shownRows + number(notes[1])).toBe(10_000);
+    expect(shownDetails).toBeGreaterThan(0);
+    expect(shownRows).toBeGreaterThan(shownDetails);
+  });
+
+  it("respects a custom small budget", () => {
+    for (const budgetBytes of [16 * 1024, 6000, 300, 0]) {
+      const md = renderMarkdown(hugeSummary(2_000, 3), { link, budgetBytes });
+      expect(bytes(md)).toBeLessThanOrEqual(budgetBytes);
+    }
+    const md = renderMarkdown(hugeSummary(2_000, 3), { link, budgetBytes: 16 * 1024 });
+    expect(md).toContain("## MCS run:");
+    expect(md).toMatch(/more scenes not shown \(the report is capped at 16 KiB\)/);
+  });
+});
+
+describe("renderTerminal", () => {
+  it("aligns columns, puts failures first and shows totals", () => {
+    const text = renderTerminal(smallSummary());
+    const lines = text.split("\n");
+    expect(lines[0]).toBe("demo level2 run 20261125-151500-ab12: 2 of 8 scenes failed.");
+    const header = lines[2] ?? "";
+    expect(header).toMatch(/^SCENE +STATUS +ATTEMPTS +DURATION +FAILURE$/);
+    const rows = lines.slice(3, 11);
+    expect(rows[0]).toMatch(/^demo_aa\|pipe +FAILED +1 +10\.0 s +script_error$/);
+    expect(rows[1]).toMatch(/^demo_zz_timeout +FAILED +2 +1h 00m +timeout$/);
+    // Columns line up: each status starts where the header's STATUS starts; durations end together.
+    for (const row of rows) {
+      expect(row.indexOf(row.includes("FAILED") ? "FAILED" : "SUCCESS")).toBe(
+        header.indexOf("STATUS"),
+      );
+      expect(row.slice(0, header.indexOf("DURATION") + "DURATION".length)).toMatch(/\d(\.\d s|m|s)$/);
+    }
+    expect(text).toContain("total 8 · succeeded 6 · failed 2 · pending 0 · retried 1 · resumed 1");
+    expect(text).not.toContain("more");
+  });
+
+  it("truncates after maxRows with a count of the rest", () => {
+    const text = renderTerminal(hugeSummary(1_234), 5);
+    const rows = text.split("\n").filter((line) => line.startsWith("eval_scene_"));
+    expect(rows).toHaveLength(5);
+    expect(rows.every((row) => row.includes("FAILED"))).toBe(true);
+    expect(text).toContain("… 1,229 more");
+  });
+});
+
+describe("parseSummary", () => {
+  const valid = () => JSON.parse(JSON.stringify(smallSummary())) as Record<string, unknown>;
+  const parse = (doc: unknown) => () =>
+    parseSummary(JSON.stringify(doc), "s3://b/run-summary.json");
+
+  it("accepts a valid summary and keeps its content", () => {
+    const doc = valid();
+    const parsed = parseSummary(JSON.stringify({ ...doc, extra: "ignored" }), "x");
+    expect(parsed).toEqual(smallSummary());
+  });
+
+  it("rejects bad input with a one-line message naming the source and the problem", () => {
+    const cases: [unknown, RegExp][] = [
+      [{ ...valid(), schema_version: 2 }, /schema_version 2 is not supported \(expected 1\)/],
+      [{ ...valid(), schema_version: undefined }, /schema_version is missing/],
+      [{ ...valid(), scenes: undefined }, /scenes is missing \(expected an array\)/],
+      [
+        { ...valid(), state: "done" },
+        /state must be one of running, finished, interrupted, got "done"/,
+      ],
+      [[1, 2], /the document must be an object, got an array/],
+    ];
+    const badStatus = valid();
+    (badStatus.scenes as Record<string, unknown>[])[3]!.status = "DONE";
+    cases.push([
+      badStatus,
+      /scenes\[3\]\.status must be one of SUCCESS, FAILED, PENDING, got "DONE"/,
+    ]);
+    const badVideo = valid();
+    (badVideo.scenes as { outputs: { videos: unknown[] } }[])[0]!.outputs.videos = [3];
+    cases.push([badVideo, /scenes\[0\]\.outputs\.videos\[0\] must be a string, got 3/]);
+    const badAttempt = valid();
+    (badAttempt.scenes as { history: Record<string, unknown>[] }[])[2]!.history[1]!.failure_class =
+      "meltdown";
+    cases.push([
+      badAttempt,
+      /scenes\[2\]\.history\[1\]\.failure_class must be one of timeout, .* or null/,
+    ]);
+    const badTotals = valid();
+    (badTotals.totals as Record<string, unknown>).failed = -1;
+    cases.push([badTotals, /totals\.failed must be a non-negative integer, got -1/]);
+
+    for (const [doc, problem] of cases) {
+      expect(parse(doc)).toThrowError(problem);
+      expect(parse(doc)).toThrowError(/^s3:\/\/b\/run-summary\.json: invalid run summary: [^\n]+$/);
+    }
+  });
+
+  it("rejects text that is not JSON", () => {
+    expect(() => parseSummary("{ nope", "/tmp/run-summary.json")).toThrowError(
+      /^\/tmp\/run-summary\.json: not valid JSON \([^\n]+\)$/,
+    );
+  });
+});
