@@ -5,7 +5,7 @@
  * GitHub drops a job summary over 1 MiB whole, so renderMarkdown measures every piece it adds
  * and stops deliberately (with a note linking the full run-summary.json) when its budget is spent.
  */
-import type { RunSummary, SceneResult, SceneStatus } from "./summary.js";
+import type { AttemptRecord, RunSummary, SceneResult, SceneStatus } from "./summary.js";
 
 /** Where an output key lives: `href` to click (console URL, relative path), `uri` to copy. */
 export interface LinkTarget {
@@ -188,8 +188,9 @@ function failureDetail(scene: SceneResult, link: ReportOptions["link"]): string 
     ...(scene.outputs.log ? [mdLink("log", link(scene.outputs.log).href)] : []),
   ];
   const parts = [`#### ${STATUS_ICON.FAILED} ${code(scene.name)} — ${facts.join(" · ")}`];
-  if (scene.history.length > 1)
+  if (scene.history.length > 1) {
     parts.push(`Attempts: ${scene.history.map(attemptText).join(" → ")}`);
+  }
   parts.push(
     scene.log_excerpt === null
       ? "_No log excerpt._"
@@ -198,7 +199,7 @@ function failureDetail(scene: SceneResult, link: ReportOptions["link"]): string 
   return parts.join("\n\n") + "\n\n";
 }
 
-function attemptText(attempt: SceneResult["history"][number]): string {
+function attemptText(attempt: AttemptRecord): string {
   const what = attempt.failure_class ?? "ok";
   const exit = attempt.exit_code === null ? "" : `, exit ${attempt.exit_code}`;
   const took = attempt.duration_s === null ? "" : `, ${formatSeconds(attempt.duration_s)}`;
@@ -339,9 +340,9 @@ function fenced(text: string): string {
 }
 
 function mdLink(label: string, href: string): string {
-  const safe = href.replace(
-    /[\s()<>|\\`]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase()}`,
+  // Characters that would end or break a Markdown link destination (or a table cell).
+  const safe = href.replace(/[\s()<>|\\`]/g, (c) =>
+    c === "(" ? "%28" : c === ")" ? "%29" : encodeURIComponent(c),
   );
   return `[${label}](${safe})`;
 }
@@ -362,7 +363,7 @@ function cleanExcerpt(text: string): string {
   let tail = buffer.subarray(start).toString();
   const newline = tail.indexOf("\n");
   if (newline >= 0 && newline < tail.length - 1) tail = tail.slice(newline + 1);
-  return `… (earlier lines cut; the full log is linked above)\n${tail}`;
+  return `… (earlier lines cut)\n${tail}`;
 }
 
 // ── terminal ──────────────────────────────────────────────────────────────────────────────────

@@ -260,14 +260,27 @@ describe("renderMarkdown", () => {
     expect(shownRows).toBeGreaterThan(shownDetails);
   });
 
-  it("respects a custom small budget", () => {
-    for (const budgetBytes of [16 * 1024, 6000, 300, 0]) {
-      const md = renderMarkdown(hugeSummary(2_000, 3), { link, budgetBytes });
+  it("respects a custom small budget and always keeps room for the note", () => {
+    const summary = hugeSummary(300, 3);
+    const full = link(summary.summary_key);
+    // Many budgets, so the last row leaves every possible amount of slack before the note.
+    for (let budgetBytes = 4000; budgetBytes < 12_000; budgetBytes += 37) {
+      const md = renderMarkdown(summary, { link, budgetBytes });
       expect(bytes(md)).toBeLessThanOrEqual(budgetBytes);
+      expect(md).toMatch(/^## MCS run: /);
+      expect(md).toMatch(
+        /\n_… [\d,]+ more scenes not shown \(the report is capped at [\d.]+ KiB\)/,
+      );
+      expect(md.endsWith(`\`${full.uri}\`_\n`)).toBe(true);
     }
-    const md = renderMarkdown(hugeSummary(2_000, 3), { link, budgetBytes: 16 * 1024 });
-    expect(md).toContain("## MCS run:");
-    expect(md).toMatch(/more scenes not shown \(the report is capped at 16 KiB\)/);
+    const md = renderMarkdown(summary, { link, budgetBytes: 16 * 1024 });
+    expect(md).toContain("more scenes not shown (the report is capped at 16 KiB)");
+    // Budgets too small for anything useful still hold.
+    for (const budgetBytes of [600, 100, 0]) {
+      expect(bytes(renderMarkdown(summary, { link, budgetBytes }))).toBeLessThanOrEqual(
+        budgetBytes,
+      );
+    }
   });
 });
 
@@ -286,7 +299,9 @@ describe("renderTerminal", () => {
       expect(row.indexOf(row.includes("FAILED") ? "FAILED" : "SUCCESS")).toBe(
         header.indexOf("STATUS"),
       );
-      expect(row.slice(0, header.indexOf("DURATION") + "DURATION".length)).toMatch(/\d(\.\d s|m|s)$/);
+      expect(row.slice(0, header.indexOf("DURATION") + "DURATION".length)).toMatch(
+        /\d(\.\d s|m|s)$/,
+      );
     }
     expect(text).toContain("total 8 · succeeded 6 · failed 2 · pending 0 · retried 1 · resumed 1");
     expect(text).not.toContain("more");
@@ -302,50 +317,53 @@ describe("renderTerminal", () => {
 });
 
 describe("parseSummary", () => {
-  const valid = () => JSON.parse(JSON.stringify(smallSummary())) as Record<string, unknown>;
-  const parse = (doc: unknown) => () =>
-    parseSummary(JSON.stringify(doc), "s3://b/run-summary.json");
+  /** The small summary as JSON with the value at `path` replaced (undefined: removed). */
+  function validWith(path: (string | number)[], value: unknown): string {
+    const doc: unknown = JSON.parse(JSON.stringify(smallSummary()));
+    let node = doc as Record<string, unknown>;
+    for (const key of path.slice(0, -1)) node = node[key] as Record<string, unknown>;
+    node[String(path.at(-1))] = value;
+    return JSON.stringify(doc);
+  }
 
   it("accepts a valid summary and keeps its content", () => {
-    const doc = valid();
-    const parsed = parseSummary(JSON.stringify({ ...doc, extra: "ignored" }), "x");
+    const parsed = parseSummary(validWith(["extra"], "ignored"), "x");
     expect(parsed).toEqual(smallSummary());
   });
 
   it("rejects bad input with a one-line message naming the source and the problem", () => {
-    const cases: [unknown, RegExp][] = [
-      [{ ...valid(), schema_version: 2 }, /schema_version 2 is not supported \(expected 1\)/],
-      [{ ...valid(), schema_version: undefined }, /schema_version is missing/],
-      [{ ...valid(), scenes: undefined }, /scenes is missing \(expected an array\)/],
+    const cases: [string, RegExp][] = [
+      [validWith(["schema_version"], 2), /schema_version 2 is not supported \(expected 1\)/],
+      [validWith(["schema_version"], undefined), /schema_version is missing/],
+      [validWith(["scenes"], undefined), /scenes is missing \(expected an array\)/],
+      [validWith(["scenes"], {}), /scenes must be an array, got an object/],
       [
-        { ...valid(), state: "done" },
+        validWith(["state"], "done"),
         /state must be one of running, finished, interrupted, got "done"/,
       ],
-      [[1, 2], /the document must be an object, got an array/],
+      [
+        validWith(["scenes", 3, "status"], "DONE"),
+        /scenes\[3\]\.status must be one of SUCCESS, FAILED, PENDING, got "DONE"/,
+      ],
+      [validWith(["scenes", 1, "name"], 7), /scenes\[1\]\.name must be a string, got 7/],
+      [
+        validWith(["scenes", 0, "outputs", "videos"], [3]),
+        /scenes\[0\]\.outputs\.videos\[0\] must be a string, got 3/,
+      ],
+      [
+        validWith(["scenes", 2, "history", 1, "failure_class"], "meltdown"),
+        /scenes\[2\]\.history\[1\]\.failure_class must be one of timeout, .* or null/,
+      ],
+      [
+        validWith(["totals", "failed"], -1),
+        /totals\.failed must be a non-negative integer, got -1/,
+      ],
+      ["[1, 2]", /the document must be an object, got an array/],
     ];
-    const badStatus = valid();
-    (badStatus.scenes as Record<string, unknown>[])[3]!.status = "DONE";
-    cases.push([
-      badStatus,
-      /scenes\[3\]\.status must be one of SUCCESS, FAILED, PENDING, got "DONE"/,
-    ]);
-    const badVideo = valid();
-    (badVideo.scenes as { outputs: { videos: unknown[] } }[])[0]!.outputs.videos = [3];
-    cases.push([badVideo, /scenes\[0\]\.outputs\.videos\[0\] must be a string, got 3/]);
-    const badAttempt = valid();
-    (badAttempt.scenes as { history: Record<string, unknown>[] }[])[2]!.history[1]!.failure_class =
-      "meltdown";
-    cases.push([
-      badAttempt,
-      /scenes\[2\]\.history\[1\]\.failure_class must be one of timeout, .* or null/,
-    ]);
-    const badTotals = valid();
-    (badTotals.totals as Record<string, unknown>).failed = -1;
-    cases.push([badTotals, /totals\.failed must be a non-negative integer, got -1/]);
-
-    for (const [doc, problem] of cases) {
-      expect(parse(doc)).toThrowError(problem);
-      expect(parse(doc)).toThrowError(/^s3:\/\/b\/run-summary\.json: invalid run summary: [^\n]+$/);
+    for (const [text, problem] of cases) {
+      const parse = () => parseSummary(text, "s3://b/run-summary.json");
+      expect(parse).toThrowError(problem);
+      expect(parse).toThrowError(/^s3:\/\/b\/run-summary\.json: invalid run summary: [^\n]+$/);
     }
   });
 

@@ -9275,8 +9275,9 @@ function failureDetail(scene, link) {
         ...(scene.outputs.log ? [mdLink("log", link(scene.outputs.log).href)] : []),
     ];
     const parts = [`#### ${STATUS_ICON.FAILED} ${code(scene.name)} — ${facts.join(" · ")}`];
-    if (scene.history.length > 1)
+    if (scene.history.length > 1) {
         parts.push(`Attempts: ${scene.history.map(attemptText).join(" → ")}`);
+    }
     parts.push(scene.log_excerpt === null
         ? "_No log excerpt._"
         : `<details><summary>log</summary>\n\n${fenced(cleanExcerpt(scene.log_excerpt))}\n\n</details>`);
@@ -9419,7 +9420,7 @@ function cleanExcerpt(text) {
     const newline = tail.indexOf("\n");
     if (newline >= 0 && newline < tail.length - 1)
         tail = tail.slice(newline + 1);
-    return `… (earlier lines cut; the full log is linked above)\n${tail}`;
+    return `… (earlier lines cut)\n${tail}`;
 }
 // ── terminal ──────────────────────────────────────────────────────────────────────────────────
 /** A plain-text aligned table (failed scenes first) with the totals below. */

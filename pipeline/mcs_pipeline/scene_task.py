@@ -39,7 +39,12 @@ KILL_GRACE_S = 5
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(datetime.now(timezone.utc))
+
+
+def iso(moment: datetime) -> str:
+    """UTC, to the millisecond: benchmarks and the report compute makespans from these."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def node_address() -> str:
@@ -160,7 +165,7 @@ def run_scene(spec: dict) -> dict:
             "failure_class": failure,
             "duration_s": round(duration, 3),
             "node": node_address(),
-            "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "started_at": iso(started),
             "outputs": outputs,
             "log_excerpt": excerpt(log_text) if failure else None,
         }
