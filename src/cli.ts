@@ -47,14 +47,30 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
+/** `--retries -1` reaches our own check (and its one-line message) instead of parseArgs' puzzle. */
+function joinNegativeValues(argv: string[]): string[] {
+  return argv.flatMap((arg, i) =>
+    /^-\d/.test(arg) && argv[i - 1]?.startsWith("--") && !argv[i - 1]!.includes("=")
+      ? []
+      : /^--[\w-]+$/.test(arg) && /^-\d/.test(argv[i + 1] ?? "")
+        ? [`${arg}=${argv[i + 1]}`]
+        : [arg],
+  );
+}
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+  const { values, positionals } = parseArgs({
+    args: joinNegativeValues(argv),
+    options: OPTIONS,
+    allowPositionals: true,
+  });
   const [command, ...extra] = positionals;
   if (values.help || command === undefined || command === "help") {
     process.stdout.write(USAGE);
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (extra.length) throw new InputError("arguments", `unexpected "${extra.join(" ")}"; see --help`);
+  if (extra.length)
+    throw new InputError("arguments", `unexpected "${extra.join(" ")}"; see --help`);
   const toolRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
   const env: Environment = {
     toolRoot,
@@ -103,15 +119,27 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
     if (error instanceof InputError) {
-      const flag = FLAG[error.input] ?? (error.input === "command" || error.input === "arguments" ? error.input : `--${error.input}`);
+      const flag =
+        FLAG[error.input] ??
+        (error.input === "command" || error.input === "arguments"
+          ? error.input
+          : `--${error.input}`);
       console.error(`mcs-pipeline: ${flag}: ${error.message}`);
       process.exit(2);
     }
-    if (error instanceof Error && error.name === "TypeError" && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS")) {
-      console.error(`mcs-pipeline: ${error.message}; see --help`);
+    if (
+      error instanceof Error &&
+      error.name === "TypeError" &&
+      "code" in error &&
+      String(error.code).startsWith("ERR_PARSE_ARGS")
+    ) {
+      // Node's text goes on about positionals after "--"; its first sentence is what matters.
+      console.error(`mcs-pipeline: ${error.message.split(/\.(\s|$)/)[0]} (see --help)`);
       process.exit(2);
     }
-    console.error(`mcs-pipeline: ${error instanceof EnvironmentError ? "" : "internal error: "}${error instanceof Error ? error.message : String(error)}`);
+    console.error(
+      `mcs-pipeline: ${error instanceof EnvironmentError ? "" : "internal error: "}${error instanceof Error ? error.message : String(error)}`,
+    );
     process.exit(3);
   },
 );

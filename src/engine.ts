@@ -2,7 +2,7 @@
  * The engine, in the one direction of DESIGN §3: request → module → plan → run → results → report.
  * Front ends (the CLI now, the action next) build the request and print what comes back.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { EnvironmentError } from "./errors.js";
 import { loadModule } from "./module.js";
@@ -38,7 +38,6 @@ export function preparePlan(req: Request, env: Environment, runId = newRunId()):
   const mod = loadModule(env.workspace, req.module, req.metadata);
   const scenes = loadScenes(path.resolve(env.workspace, req.scenes), req.scenes);
   const layout = localLayout(path.resolve(env.workspace, req.outDir), runId);
-  mkdirSync(layout.planDir, { recursive: true });
   return buildPlan(req, mod, scenes, {
     toolRoot: env.toolRoot,
     dir: layout.planDir,
@@ -67,7 +66,9 @@ export async function evaluate(req: Request, env: Environment, onProgress: (line
   const python = await timed("install Ray", () =>
     ensureRay({ toolRoot: env.toolRoot, venvDir: env.venvDir, python: env.python, log: env.log }),
   );
-  const driver = await timed("run scenes", () => runDriver(plan, python, runDir, req.numCpus, onProgress));
+  const driver = await timed("run scenes", () =>
+    runDriver(plan, python, runDir, req.numCpus, onProgress),
+  );
   let summary: RunSummary;
   try {
     summary = parseSummary(readLocalSummary(plan), path.join(plan.store, plan.summary_key));

@@ -71,7 +71,9 @@ export function loadModule(workspace: string, name: string, metadata: Metadata):
   const exec = mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
   const runScript = exec.get("run_script");
   if (!runScript) throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
-  if (!path.isAbsolute(runScript) && !existsSync(path.join(deployDir, runScript))) {
+  const local = path.resolve(deployDir, runScript);
+  const inDeploy = !path.relative(deployDir, local).startsWith("..");
+  if (!path.isAbsolute(runScript) && (!inDeploy || !existsSync(local))) {
     throw new InputError(
       "module",
       `${rel(execConfigPath)}: run_script "${runScript}" is not in ${rel(deployDir)}/`,
@@ -113,7 +115,10 @@ export function checkMcsConfig(ini: Ini, metadata: Metadata, source: string): vo
   }
   for (const key of ["s3_bucket", "s3_folder", "s3_movies_folder", "team", "evaluation_name"]) {
     const value = mcs.get(key);
-    if (value !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)*$/.test(value)) {
+    if (
+      value !== undefined &&
+      !/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/.test(value)
+    ) {
       throw new InputError("metadata", `${source}: ${key}="${value}" is not a safe S3 name`);
     }
   }
@@ -136,7 +141,7 @@ function readIni(file: string, rel: (p: string) => string): Ini {
 function readClusterYaml(file: string, source: string): Record<string, unknown> {
   let doc: unknown;
   try {
-    doc = parseYaml(readFileSync(file, "utf8"), { prettyErrors: false });
+    doc = parseYaml(readFileSync(file, "utf8"));
   } catch (error) {
     const first = (error as Error).message.split("\n")[0];
     throw new InputError("module", `malformed YAML in ${source}: ${first}`);

@@ -72,7 +72,8 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
   mkdirSync(path.join(ctx.dir, "scenes"), { recursive: true });
   copyDriver(ctx.toolRoot, path.join(ctx.dir, "pipeline"));
   cpSync(mod.deployDir, path.join(ctx.dir, "deploy"), { recursive: true });
-  for (const scene of scenes) cpSync(scene.file, path.join(ctx.dir, "scenes", `${scene.name}.json`));
+  for (const scene of scenes)
+    cpSync(scene.file, path.join(ctx.dir, "scenes", `${scene.name}.json`));
   writeFileSync(path.join(ctx.dir, "scenes.txt"), scenes.map((s) => `${s.name}.json\n`).join(""));
   writeFileSync(path.join(ctx.dir, "configs", "mcs_config.ini"), stringifyIni(mcsConfig));
   const exec = new Map(mod.exec).set("scene_location", "scenes/").set("scene_list", "scenes.txt");
@@ -99,7 +100,11 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
     eval_dir: mod.exec.get("eval_dir") || null,
     history_required: (mcs.get("history_enabled") ?? "true").toLowerCase() !== "false",
     mcs_config: "configs/mcs_config.ini",
-    scenes: scenes.map((s) => ({ name: s.name, file: `scenes/${s.name}.json`, expected_cost: s.lastStep })),
+    scenes: scenes.map((s) => ({
+      name: s.name,
+      file: `scenes/${s.name}.json`,
+      expected_cost: s.lastStep,
+    })),
   };
   writeFileSync(path.join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
   if (!path.isAbsolute(runScript)) chmodSync(path.join(ctx.dir, "deploy", runScript), 0o755);

@@ -26,7 +26,10 @@ export function stream(command: string, args: string[], options: StreamOptions =
       return new Promise((r) => lines.on("close", r));
     });
     child.on("error", reject);
-    child.on("close", (code, signal) => void Promise.all(done).then(() => resolve({ code, signal })));
+    child.on(
+      "close",
+      (code, signal) => void Promise.all(done).then(() => resolve({ code, signal })),
+    );
   });
 }
 
@@ -40,7 +43,9 @@ export async function capture(command: string, args: string[], options: StreamOp
     onStderr: (l) => err.push(l),
   });
   if (result.code !== 0) {
-    throw new Error(`${command} ${args.join(" ")} failed (${result.code ?? result.signal}): ${err.slice(-5).join(" / ")}`);
+    throw new Error(
+      `${command} ${args.join(" ")} failed (${result.code ?? result.signal}): ${err.slice(-5).join(" / ")}`,
+    );
   }
   return out.join("\n");
 }

@@ -48,7 +48,7 @@ export function parseRequest(raw: RawRequest, target: Target): Request {
     resume: parseBool("resume", raw.resume),
     dryRun: parseBool("dry-run", raw.dryRun),
     outDir: nonEmpty(raw.outDir, ".mcs-local"),
-    numCpus: raw.numCpus?.trim() ? parseCount("num-cpus", raw.numCpus, 1) || undefined : undefined,
+    numCpus: raw.numCpus?.trim() ? parsePositiveCount("num-cpus", raw.numCpus) : undefined,
   };
 }
 
@@ -59,7 +59,10 @@ function nonEmpty(value: string | undefined, fallback: string): string {
 function parseMetadata(value: string | undefined): Metadata {
   const level = nonEmpty(value, "level2");
   if (!(METADATA_LEVELS as readonly string[]).includes(level)) {
-    throw new InputError("metadata", `"${level}" is not a level: use ${METADATA_LEVELS.join(", ")}`);
+    throw new InputError(
+      "metadata",
+      `"${level}" is not a level: use ${METADATA_LEVELS.join(", ")}`,
+    );
   }
   return level as Metadata;
 }
@@ -70,6 +73,12 @@ function parseCount(input: string, value: string | undefined, fallback: number):
     throw new InputError(input, `"${text}" is not a non-negative integer (e.g. ${fallback})`);
   }
   return Number(text);
+}
+
+function parsePositiveCount(input: string, value: string): number {
+  const n = parseCount(input, value, 1);
+  if (n === 0) throw new InputError(input, `must be at least 1 (e.g. 4)`);
+  return n;
 }
 
 function parsePositive(input: string, value: string | undefined): number | undefined {

@@ -14,7 +14,10 @@ const SCENE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 export function loadScenes(scenesPath: string, shown: string): Scene[] {
   if (!existsSync(scenesPath)) {
-    throw new InputError("scenes", `${shown} does not exist: give a directory of scene .json files`);
+    throw new InputError(
+      "scenes",
+      `${shown} does not exist: give a directory of scene .json files`,
+    );
   }
   const files = statSync(scenesPath).isDirectory()
     ? readdirSync(scenesPath)
@@ -28,9 +31,11 @@ export function loadScenes(scenesPath: string, shown: string): Scene[] {
   const seen = new Map<string, string>();
   return files.map((file) => {
     const scene = readScene(file, path.join(shown, path.relative(scenesPath, file)));
+    const shownFile = path.join(shown, path.relative(scenesPath, file));
     const other = seen.get(scene.name);
-    if (other) throw new InputError("scenes", `${file} and ${other} are both named ${scene.name}`);
-    seen.set(scene.name, file);
+    if (other)
+      throw new InputError("scenes", `${shownFile} and ${other} are both named ${scene.name}`);
+    seen.set(scene.name, shownFile);
     return scene;
   });
 }

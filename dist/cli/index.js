@@ -8742,7 +8742,7 @@ function parseRequest(raw, target) {
         resume: parseBool("resume", raw.resume),
         dryRun: parseBool("dry-run", raw.dryRun),
         outDir: nonEmpty(raw.outDir, ".mcs-local"),
-        numCpus: raw.numCpus?.trim() ? parseCount("num-cpus", raw.numCpus, 1) || undefined : undefined,
+        numCpus: raw.numCpus?.trim() ? parsePositiveCount("num-cpus", raw.numCpus) : undefined,
     };
 }
 function nonEmpty(value, fallback) {
@@ -8761,6 +8761,12 @@ function parseCount(input, value, fallback) {
         throw new InputError(input, `"${text}" is not a non-negative integer (e.g. ${fallback})`);
     }
     return Number(text);
+}
+function parsePositiveCount(input, value) {
+    const n = parseCount(input, value, 1);
+    if (n === 0)
+        throw new InputError(input, `must be at least 1 (e.g. 4)`);
+    return n;
 }
 function parsePositive(input, value) {
     if (!value?.trim())
@@ -8844,7 +8850,9 @@ function loadModule(workspace, name, metadata) {
     const runScript = exec.get("run_script");
     if (!runScript)
         throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
-    if (!external_node_path_default().isAbsolute(runScript) && !(0,external_node_fs_namespaceObject.existsSync)(external_node_path_default().join(deployDir, runScript))) {
+    const local = external_node_path_default().resolve(deployDir, runScript);
+    const inDeploy = !external_node_path_default().relative(deployDir, local).startsWith("..");
+    if (!external_node_path_default().isAbsolute(runScript) && (!inDeploy || !(0,external_node_fs_namespaceObject.existsSync)(local))) {
         throw new InputError("module", `${rel(execConfigPath)}: run_script "${runScript}" is not in ${rel(deployDir)}/`);
     }
     const mcsConfig = readIni(mcsConfigPath, rel);
@@ -8879,7 +8887,8 @@ function checkMcsConfig(ini, metadata, source) {
     }
     for (const key of ["s3_bucket", "s3_folder", "s3_movies_folder", "team", "evaluation_name"]) {
         const value = mcs.get(key);
-        if (value !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)*$/.test(value)) {
+        if (value !== undefined &&
+            !/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/.test(value)) {
             throw new InputError("metadata", `${source}: ${key}="${value}" is not a safe S3 name`);
         }
     }
@@ -8901,7 +8910,7 @@ function readIni(file, rel) {
 function readClusterYaml(file, source) {
     let doc;
     try {
-        doc = (0,dist/* parse */.qg)((0,external_node_fs_namespaceObject.readFileSync)(file, "utf8"), { prettyErrors: false });
+        doc = (0,dist/* parse */.qg)((0,external_node_fs_namespaceObject.readFileSync)(file, "utf8"));
     }
     catch (error) {
         const first = error.message.split("\n")[0];
@@ -8986,7 +8995,11 @@ function buildPlan(req, mod, scenes, ctx) {
         eval_dir: mod.exec.get("eval_dir") || null,
         history_required: (mcs.get("history_enabled") ?? "true").toLowerCase() !== "false",
         mcs_config: "configs/mcs_config.ini",
-        scenes: scenes.map((s) => ({ name: s.name, file: `scenes/${s.name}.json`, expected_cost: s.lastStep })),
+        scenes: scenes.map((s) => ({
+            name: s.name,
+            file: `scenes/${s.name}.json`,
+            expected_cost: s.lastStep,
+        })),
     };
     (0,external_node_fs_namespaceObject.writeFileSync)(external_node_path_default().join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
     if (!external_node_path_default().isAbsolute(runScript))
@@ -9104,7 +9117,19 @@ async function ensureRay(options) {
         });
     }
     log(`Installing ray[default]==${version} and boto3${dev ? " and the test tools" : ""} (this takes a few minutes once)`);
-    const pip = await stream(python, ["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", "-r", requirementsFile(toolRoot, dev)], { onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`), onStderr: (l) => log(`  ${l}`) });
+    const pip = await stream(python, [
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "-r",
+        requirementsFile(toolRoot, dev),
+    ], {
+        onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`),
+        onStderr: (l) => log(`  ${l}`),
+    });
     const installed = await installedRay(python, modules);
     if (pip.code !== 0 || installed !== version) {
         throw new EnvironmentError(`installing Ray ${version} into ${venvDir} failed (pip exit ${pip.code}); see the pip output above`);
@@ -9118,9 +9143,14 @@ async function installedRay(python, modules) {
     return capture(python, ["-c", `import ${modules}; print(ray.__version__)`]).then((out) => out.trim(), () => undefined);
 }
 async function checkPython(python) {
-    const found = await capture(python, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).catch(() => undefined);
+    const found = await capture(python, [
+        "-c",
+        "import sys; print('%d.%d' % sys.version_info[:2])",
+    ]).catch(() => undefined);
     const [major = 0, minor = 0] = (found ?? "").split(".").map(Number);
-    if (found === undefined || major < MIN_PYTHON[0] || (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])) {
+    if (found === undefined ||
+        major < MIN_PYTHON[0] ||
+        (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])) {
         throw new EnvironmentError(`Ray needs Python ${MIN_PYTHON.join(".")} or newer as "${python}" (found ${found ?? "none"}):` +
             " install python3 (e.g. apt-get install python3 python3-venv) or set MCS_PYTHON");
     }
@@ -9398,7 +9428,8 @@ function fenced(text) {
     return `${fence}text\n${text}\n${fence}`;
 }
 function mdLink(label, href) {
-    const safe = href.replace(/[\s()<>|\\`]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0").toUpperCase()}`);
+    // Characters that would end or break a Markdown link destination (or a table cell).
+    const safe = href.replace(/[\s()<>|\\`]/g, (c) => c === "(" ? "%28" : c === ")" ? "%29" : encodeURIComponent(c));
     return `[${label}](${safe})`;
 }
 /** Log text fit for a code block: no ANSI colours or control characters, last ~2 KiB of lines. */
@@ -9534,10 +9565,11 @@ function loadScenes(scenesPath, shown) {
     const seen = new Map();
     return files.map((file) => {
         const scene = readScene(file, external_node_path_default().join(shown, external_node_path_default().relative(scenesPath, file)));
+        const shownFile = external_node_path_default().join(shown, external_node_path_default().relative(scenesPath, file));
         const other = seen.get(scene.name);
         if (other)
-            throw new InputError("scenes", `${file} and ${other} are both named ${scene.name}`);
-        seen.set(scene.name, file);
+            throw new InputError("scenes", `${shownFile} and ${other} are both named ${scene.name}`);
+        seen.set(scene.name, shownFile);
         return scene;
     });
 }
@@ -9748,7 +9780,13 @@ function localLayout(outDir, runId) {
 async function runDriver(plan, python, runDir, numCpus, onProgress) {
     const logPath = external_node_path_default().join(runDir, "driver.log");
     const log = (0,external_node_fs_namespaceObject.createWriteStream)(logPath);
-    const args = [external_node_path_default().join(plan.dir, "pipeline", "run_eval.py"), "--plan", plan.dir, "--ray-address", "local"];
+    const args = [
+        external_node_path_default().join(plan.dir, "pipeline", "run_eval.py"),
+        "--plan",
+        plan.dir,
+        "--ray-address",
+        "local",
+    ];
     if (numCpus)
         args.push("--num-cpus", String(numCpus));
     // Ctrl-C reaches the driver from the terminal; a SIGTERM to us is passed on. Either way we
@@ -9775,7 +9813,10 @@ function readLocalSummary(plan) {
     return (0,external_node_fs_namespaceObject.readFileSync)(external_node_path_default().join(plan.store, plan.summary_key), "utf8");
 }
 function tail(file, lines = 20) {
-    return (0,external_node_fs_namespaceObject.readFileSync)(file, "utf8").split("\n").slice(-lines - 1).join("\n");
+    return (0,external_node_fs_namespaceObject.readFileSync)(file, "utf8")
+        .split("\n")
+        .slice(-lines - 1)
+        .join("\n");
 }
 
 ;// CONCATENATED MODULE: ./src/engine.ts
@@ -9798,7 +9839,6 @@ function preparePlan(req, env, runId = newRunId()) {
     const mod = loadModule(env.workspace, req.module, req.metadata);
     const scenes = loadScenes(external_node_path_default().resolve(env.workspace, req.scenes), req.scenes);
     const layout = localLayout(external_node_path_default().resolve(env.workspace, req.outDir), runId);
-    (0,external_node_fs_namespaceObject.mkdirSync)(layout.planDir, { recursive: true });
     return buildPlan(req, mod, scenes, {
         toolRoot: env.toolRoot,
         dir: layout.planDir,
@@ -9904,8 +9944,20 @@ const OPTIONS = {
     dev: { type: "boolean" },
     help: { type: "boolean", short: "h" },
 };
+/** `--retries -1` reaches our own check (and its one-line message) instead of parseArgs' puzzle. */
+function joinNegativeValues(argv) {
+    return argv.flatMap((arg, i) => /^-\d/.test(arg) && argv[i - 1]?.startsWith("--") && !argv[i - 1].includes("=")
+        ? []
+        : /^--[\w-]+$/.test(arg) && /^-\d/.test(argv[i + 1] ?? "")
+            ? [`${arg}=${argv[i + 1]}`]
+            : [arg]);
+}
 async function main(argv) {
-    const { values, positionals } = (0,external_node_util_namespaceObject.parseArgs)({ args: argv, options: OPTIONS, allowPositionals: true });
+    const { values, positionals } = (0,external_node_util_namespaceObject.parseArgs)({
+        args: joinNegativeValues(argv),
+        options: OPTIONS,
+        allowPositionals: true,
+    });
     const [command, ...extra] = positionals;
     if (values.help || command === undefined || command === "help") {
         process.stdout.write(USAGE);
@@ -9957,12 +10009,19 @@ const FLAG = {
 };
 main(process.argv.slice(2)).then((code) => process.exit(code), (error) => {
     if (error instanceof InputError) {
-        const flag = FLAG[error.input] ?? (error.input === "command" || error.input === "arguments" ? error.input : `--${error.input}`);
+        const flag = FLAG[error.input] ??
+            (error.input === "command" || error.input === "arguments"
+                ? error.input
+                : `--${error.input}`);
         console.error(`mcs-pipeline: ${flag}: ${error.message}`);
         process.exit(2);
     }
-    if (error instanceof Error && error.name === "TypeError" && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS")) {
-        console.error(`mcs-pipeline: ${error.message}; see --help`);
+    if (error instanceof Error &&
+        error.name === "TypeError" &&
+        "code" in error &&
+        String(error.code).startsWith("ERR_PARSE_ARGS")) {
+        // Node's text goes on about positionals after "--"; its first sentence is what matters.
+        console.error(`mcs-pipeline: ${error.message.split(/\.(\s|$)/)[0]} (see --help)`);
         process.exit(2);
     }
     console.error(`mcs-pipeline: ${error instanceof EnvironmentError ? "" : "internal error: "}${error instanceof Error ? error.message : String(error)}`);

@@ -10,10 +10,10 @@ import configparser
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,21 +21,43 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# The unit tests import the driver's package from the repo (the plan copy is what drivers run).
+sys.path.insert(0, str(REPO / "pipeline"))
 DRIVER = "pipeline/run_eval.py"  # relative to REPO, the cwd of every driver subprocess
 STEP_SECONDS = 0.002  # demo_step_seconds for the copied MCS config (the demo default)
 DRIVER_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="session")
-def ray_address():
-    """One local Ray for the whole session; ray.shutdown() stops exactly what it started."""
+def s3_port() -> int:
+    """The port the session's moto server will use (started only by tests that need S3)."""
+    return free_port()
+
+
+def s3_environment(port: int) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+
+
+@pytest.fixture(scope="session")
+def ray_address(s3_port):
+    """One local Ray for the whole session; ray.shutdown() stops exactly what it started.
+
+    Its workers inherit this process's environment, so it gets the S3 test settings first: like
+    cluster nodes set up for the results store (the driver forwards no environment to tasks).
+    """
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False)
+    saved = dict(os.environ)
+    os.environ.update(s3_environment(s3_port))
     try:
+        ray.init(num_cpus=4, include_dashboard=False)
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class PlanDir:
@@ -47,6 +69,7 @@ class PlanDir:
         self.store_dir = root / "store"
         self.ray_address = ray_address
         self.scene_names: list[str] = []
+        self.started: list[RunningDriver] = []
         mcs = configparser.ConfigParser()
         mcs.read(REPO / "configs" / "mcs_config_demo_level2.ini")
         mcs["MCS"]["demo_step_seconds"] = str(step_seconds)
@@ -116,16 +139,18 @@ class PlanDir:
                                                      for s in self.plan["scenes"]))
 
     # -- running -------------------------------------------------------------------------------
-    def command(self, *args: str) -> list[str]:
+    def command(self, *args: str, ray_address: str | None = None) -> list[str]:
         return [sys.executable, DRIVER, "--plan", str(self.dir), "--ray-address",
-                self.ray_address, *args]
+                ray_address or self.ray_address, *args]
 
-    def start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen(self.command(*args), cwd=REPO, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def start(self, *args: str, env: dict | None = None) -> "RunningDriver":
+        driver = RunningDriver(self.command(*args), env, self.dir.parent / "driver.stderr")
+        self.started.append(driver)
+        return driver
 
-    def run(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.command(*args), cwd=REPO, env=env, text=True,
+    def run(self, *args: str, env: dict | None = None,
+            ray_address: str | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.command(*args, ray_address=ray_address), cwd=REPO, env=env, text=True,
                               capture_output=True, timeout=DRIVER_TIMEOUT_S)
         # Shown by pytest only when a test fails.
         print(f"$ {' '.join(proc.args)}\n--- exit {proc.returncode}\n--- stdout\n{proc.stdout}"
@@ -164,25 +189,71 @@ class PlanDir:
                 if p.is_file()}
 
 
+class RunningDriver:
+    """A driver subprocess started in the background; its stdout lines are collected as they come."""
+
+    def __init__(self, command: list[str], env: dict | None, stderr_path: Path):
+        self.stderr_path = stderr_path
+        self._stderr = open(stderr_path, "w")
+        self.proc = subprocess.Popen(command, cwd=REPO, env=env, text=True, bufsize=1,
+                                     stdout=subprocess.PIPE, stderr=self._stderr)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_line(self, pattern: str, timeout_s: float = 60) -> str:
+        """The first stdout line matching the regex, waiting for it (fails if none comes)."""
+        import re
+
+        def found():
+            return next((l for l in self.lines if re.search(pattern, l)), None)
+
+        line = wait_for(lambda: found() or self.proc.poll() is not None, timeout_s)
+        line = found()
+        assert line, f"no stdout line matching {pattern!r}; got {self.lines}"
+        return line
+
+    def finish(self, timeout_s: float = DRIVER_TIMEOUT_S) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        self._stderr.close()
+        print(f"--- exit {code}\n--- stdout\n" + "\n".join(self.lines)
+              + f"\n--- stderr\n{self.stderr_path.read_text()[-4000:]}")
+        return code
+
+    def stop(self) -> None:
+        """Clean-up for a test that failed half-way: kill this driver (by its handle) if alive."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._stderr.close()
+
+
 @pytest.fixture
 def make_plan(tmp_path, ray_address):
     """make_plan(**plan_fields) -> PlanDir in its own tmp directory."""
-    count = 0
+    plans: list[PlanDir] = []
 
     def make(store: str | None = None, step_seconds: float = STEP_SECONDS, **fields) -> PlanDir:
-        nonlocal count
-        count += 1
-        root = tmp_path / f"p{count}"
+        root = tmp_path / f"p{len(plans) + 1}"
         root.mkdir()
         plan = PlanDir(root, ray_address, store=store, step_seconds=step_seconds)
+        plans.append(plan)
         return plan.set(**fields) if fields else plan
 
-    return make
+    yield make
+    for plan in plans:
+        for driver in plan.started:
+            driver.stop()
 
 
 def processes_matching(text: str) -> list[str]:
     """`pid args` lines of live processes whose command line contains `text` (not ps itself)."""
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True,
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True,
                          check=True).stdout
     return [line.strip() for line in out.splitlines()
             if text in line and "ps -eo" not in line and " Z" not in f" {line.split()[1]}"]
@@ -205,20 +276,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory):
+def moto_endpoint(s3_port, tmp_path_factory):
     """A moto S3 server on 127.0.0.1 for the session; stopped through its Popen handle."""
-    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
+                             str(s3_port)], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{s3_port}"
 
     def answers() -> bool:
         try:
             urllib.request.urlopen(endpoint, timeout=1).close()
             return True
         except OSError:
-            return proc.poll() is not None  # died: stop waiting, fail below
+            return proc.poll() is not None  # died (port taken?): stop waiting, fail below
 
     try:
         wait_for(answers, 30, 0.1)
@@ -226,7 +296,7 @@ def moto_endpoint(tmp_path_factory):
             pytest.fail(f"moto server exited with {proc.returncode}")
         yield endpoint
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -236,11 +306,7 @@ def moto_endpoint(tmp_path_factory):
 
 
 @pytest.fixture
-def s3_env(moto_endpoint, monkeypatch):
-    """Dummy credentials and the moto endpoint, for boto3 here and for driver subprocesses."""
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_endpoint}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+def s3_env(ray_address, moto_endpoint):
+    """The environment for boto3 here and for driver subprocesses (the session already has it)."""
+    assert os.environ["AWS_ENDPOINT_URL"] == moto_endpoint
     return dict(os.environ)

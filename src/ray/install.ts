@@ -55,11 +55,25 @@ export async function ensureRay(options: InstallOptions): Promise<string> {
       );
     });
   }
-  log(`Installing ray[default]==${version} and boto3${dev ? " and the test tools" : ""} (this takes a few minutes once)`);
+  log(
+    `Installing ray[default]==${version} and boto3${dev ? " and the test tools" : ""} (this takes a few minutes once)`,
+  );
   const pip = await stream(
     python,
-    ["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", "-r", requirementsFile(toolRoot, dev)],
-    { onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`), onStderr: (l) => log(`  ${l}`) },
+    [
+      "-m",
+      "pip",
+      "install",
+      "--disable-pip-version-check",
+      "--progress-bar",
+      "off",
+      "-r",
+      requirementsFile(toolRoot, dev),
+    ],
+    {
+      onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`),
+      onStderr: (l) => log(`  ${l}`),
+    },
   );
   const installed = await installedRay(python, modules);
   if (pip.code !== 0 || installed !== version) {
@@ -80,11 +94,16 @@ async function installedRay(python: string, modules: string): Promise<string | u
 }
 
 async function checkPython(python: string): Promise<void> {
-  const found = await capture(python, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).catch(
-    () => undefined,
-  );
+  const found = await capture(python, [
+    "-c",
+    "import sys; print('%d.%d' % sys.version_info[:2])",
+  ]).catch(() => undefined);
   const [major = 0, minor = 0] = (found ?? "").split(".").map(Number);
-  if (found === undefined || major < MIN_PYTHON[0] || (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])) {
+  if (
+    found === undefined ||
+    major < MIN_PYTHON[0] ||
+    (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])
+  ) {
     throw new EnvironmentError(
       `Ray needs Python ${MIN_PYTHON.join(".")} or newer as "${python}" (found ${found ?? "none"}):` +
         " install python3 (e.g. apt-get install python3 python3-venv) or set MCS_PYTHON",

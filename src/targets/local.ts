@@ -36,7 +36,13 @@ export async function runDriver(
 ): Promise<DriverRun> {
   const logPath = path.join(runDir, "driver.log");
   const log = createWriteStream(logPath);
-  const args = [path.join(plan.dir, "pipeline", "run_eval.py"), "--plan", plan.dir, "--ray-address", "local"];
+  const args = [
+    path.join(plan.dir, "pipeline", "run_eval.py"),
+    "--plan",
+    plan.dir,
+    "--ray-address",
+    "local",
+  ];
   if (numCpus) args.push("--num-cpus", String(numCpus));
   // Ctrl-C reaches the driver from the terminal; a SIGTERM to us is passed on. Either way we
   // wait for the driver, which saves the summary before it exits.
@@ -63,5 +69,8 @@ export function readLocalSummary(plan: Plan): string {
 }
 
 export function tail(file: string, lines = 20): string {
-  return readFileSync(file, "utf8").split("\n").slice(-lines - 1).join("\n");
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .slice(-lines - 1)
+    .join("\n");
 }

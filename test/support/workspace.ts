@@ -28,7 +28,8 @@ export function removeTemps(): void {
 /** A temp workspace holding copies of the repo's module files (and scenes), ready to break. */
 export function copyWorkspace(parts: readonly string[] = WORKSPACE_PARTS): string {
   const dir = makeTemp("mcs-ws-");
-  for (const part of parts) cpSync(path.join(REPO, part), path.join(dir, part), { recursive: true });
+  for (const part of parts)
+    cpSync(path.join(REPO, part), path.join(dir, part), { recursive: true });
   return dir;
 }
 

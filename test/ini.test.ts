@@ -1,0 +1,154 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseIni, stringifyIni, type Ini } from "../src/ini.js";
+import { REPO } from "./support/workspace.js";
+
+const entries = (ini: Ini) =>
+  Object.fromEntries([...ini].map(([name, section]) => [name, Object.fromEntries(section)]));
+
+describe("parseIni", () => {
+  it("reads sections, both key/value spellings, comments and blank lines", () => {
+    const text = [
+      "; a comment",
+      "# another comment",
+      "",
+      "[MCS]",
+      "metadata = level2",
+      "team=demo",
+      "  evaluation_name   =   demo-eval  ",
+      "timeout: 600",
+      "empty =",
+      "url = https://example.com/a?b=c",
+      "",
+      "[other.section]",
+      "a-b_c.d = 1",
+    ].join("\n");
+    expect(entries(parseIni(text, "x.ini"))).toEqual({
+      MCS: {
+        metadata: "level2",
+        team: "demo",
+        evaluation_name: "demo-eval",
+        timeout: "600",
+        empty: "",
+        url: "https://example.com/a?b=c",
+      },
+      "other.section": { "a-b_c.d": "1" },
+    });
+  });
+
+  it("keeps the order of sections and keys", () => {
+    const ini = parseIni("[b]\nz = 1\na = 2\n[a]\nm = 3\n", "x.ini");
+    expect([...ini.keys()]).toEqual(["b", "a"]);
+    expect([...ini.get("b")!.keys()]).toEqual(["z", "a"]);
+  });
+
+  it("accepts CRLF line endings", () => {
+    expect(entries(parseIni("[MCS]\r\nteam = demo\r\n", "x.ini"))).toEqual({
+      MCS: { team: "demo" },
+    });
+  });
+
+  it("an empty or comment-only file has no sections", () => {
+    expect(parseIni("", "x.ini").size).toBe(0);
+    expect(parseIni("; nothing\n\n# here\n", "x.ini").size).toBe(0);
+  });
+
+  it("reads every INI file of the demo module", () => {
+    for (const file of [
+      "demo_aws.ini",
+      "mcs_config_demo_level1.ini",
+      "mcs_config_demo_level2.ini",
+      "mcs_config_demo_oracle.ini",
+    ]) {
+      const text = readFileSync(path.join(REPO, "configs", file), "utf8");
+      const ini = parseIni(text, file);
+      expect([...ini.keys()], file).toEqual(["MCS"]);
+    }
+    const exec = parseIni(readFileSync(path.join(REPO, "configs/demo_aws.ini"), "utf8"), "e");
+    expect(exec.get("MCS")!.get("run_script")).toBe("ray_script.sh");
+    const mcs = parseIni(
+      readFileSync(path.join(REPO, "configs/mcs_config_demo_oracle.ini"), "utf8"),
+      "m",
+    );
+    expect(mcs.get("MCS")!.get("metadata")).toBe("oracle");
+  });
+
+  describe("errors name the file and line", () => {
+    it("a line that is neither key = value, a section nor a comment", () => {
+      const text = "; comment\n[MCS]\nteam = demo\n\nthis line has no equals sign\n";
+      expect(() => parseIni(text, "configs/demo_aws.ini")).toThrow(
+        'configs/demo_aws.ini:5: expected "key = value", "[section]" or a comment',
+      );
+    });
+
+    it("counts lines the same with CRLF endings", () => {
+      expect(() => parseIni("[MCS]\r\na = 1\r\nbroken\r\n", "c.ini")).toThrow(/^c\.ini:3: /);
+    });
+
+    it("an unterminated section header", () => {
+      expect(() => parseIni("[MCS\na = 1\n", "c.ini")).toThrow(/^c\.ini:1: expected "key = value"/);
+    });
+
+    it("a key with characters a key cannot have", () => {
+      expect(() => parseIni("[MCS]\nbad key = 1\n", "c.ini")).toThrow(/^c\.ini:2: expected/);
+      expect(() => parseIni("[MCS]\n= 1\n", "c.ini")).toThrow(/^c\.ini:2: expected/);
+    });
+
+    it("a key set twice in one section", () => {
+      const text = "[MCS]\nteam = demo\ntimeout = 1\nteam = other\n";
+      expect(() => parseIni(text, "m.ini")).toThrow('m.ini:4: "team" is set twice');
+    });
+
+    it("the same key in two sections is fine", () => {
+      const ini = parseIni("[a]\nk = 1\n[b]\nk = 2\n", "m.ini");
+      expect(entries(ini)).toEqual({ a: { k: "1" }, b: { k: "2" } });
+    });
+
+    it("a section that appears twice", () => {
+      const text = "[MCS]\na = 1\n\n[MCS]\nb = 2\n";
+      expect(() => parseIni(text, "m.ini")).toThrow("m.ini:4: section [MCS] appears twice");
+    });
+
+    it("a key before any section", () => {
+      const text = "# header comment\nteam = demo\n[MCS]\n";
+      expect(() => parseIni(text, "m.ini")).toThrow('m.ini:2: "team" comes before any [section]');
+    });
+
+    it("messages are one line", () => {
+      try {
+        parseIni("[MCS]\noops\n", "m.ini");
+        expect.unreachable();
+      } catch (error) {
+        expect((error as Error).message).not.toContain("\n");
+      }
+    });
+  });
+});
+
+describe("stringifyIni", () => {
+  it("writes sections and key = value lines that parse back to the same thing", () => {
+    const ini: Ini = new Map([
+      [
+        "MCS",
+        new Map([
+          ["metadata", "level2"],
+          ["s3_folder", "demo-eval-test"],
+          ["empty", ""],
+        ]),
+      ],
+      ["extra", new Map([["k", "v = w"]])],
+    ]);
+    const text = stringifyIni(ini);
+    expect(text).toBe(
+      "[MCS]\nmetadata = level2\ns3_folder = demo-eval-test\nempty = \n\n[extra]\nk = v = w\n",
+    );
+    expect(entries(parseIni(text, "round-trip"))).toEqual(entries(ini));
+  });
+
+  it("round-trips the demo MCS config", () => {
+    const file = path.join(REPO, "configs/mcs_config_demo_level2.ini");
+    const ini = parseIni(readFileSync(file, "utf8"), file);
+    expect(entries(parseIni(stringifyIni(ini), "copy"))).toEqual(entries(ini));
+  });
+});
