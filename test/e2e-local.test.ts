@@ -95,7 +95,7 @@ function expectOutputs(store: string, scene: SceneResult) {
   expect(history.steps).toHaveLength(doc.goal.action_list?.length || doc.goal.last_step);
 
   expect(scene.outputs.log).toMatch(
-    new RegExp(`^${FOLDER}/${PREFIX}_${scene.name}_\\d{8}-\\d{6}_log\\.txt$`),
+    new RegExp(`^${FOLDER}/${PREFIX}_${scene.name}_\\d{8}-\\d{6}-\\d{3}_log\\.txt$`),
   );
   const log = readFileSync(path.join(store, scene.outputs.log!), "utf8");
   expect(log).toContain(`[demo] scene ${scene.name} (`);

@@ -20,8 +20,12 @@ from .store import open_store
 from .summary import RunSummary, load_previous
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: Ray lets only KeyboardInterrupt out of a blocking wait."""
+
+
+def on_term(_signum, _frame):
+    raise Interrupted()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,9 +76,12 @@ def init_ray(address: str, num_cpus: int | None):
     ray.cloudpickle.register_pickle_by_value(sys.modules["mcs_pipeline"])
     if not ray.is_initialized():
         if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # address="local": a Ray of our own, never someone's cluster found via RAY_ADDRESS.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
+    signal.signal(signal.SIGTERM, on_term)  # ray.init installs its own handler; ours decides
     return ray
 
 
@@ -124,7 +131,7 @@ def format_seconds(seconds: float) -> str:
 def run(args: argparse.Namespace) -> int:
     plan = load_plan(Path(args.plan))
     retries = plan["retries"] if args.retries is None else args.retries
-    timeout_s = args.scene_timeout or plan["scene_timeout_s"]
+    timeout_s = plan["scene_timeout_s"] if args.scene_timeout is None else args.scene_timeout
     resume = plan["resume"] if args.resume is None else args.resume
     store = open_store(plan["store"])
     previous = load_previous(store, plan["summary_key"])
@@ -143,10 +150,11 @@ def run(args: argparse.Namespace) -> int:
           + f"; retries {retries}, timeout {timeout_s:.0f} s per scene; summary "
           + store.uri(plan["summary_key"]), flush=True)
 
-    ray = init_ray(args.ray_address, args.num_cpus) if todo else None
+    ray = None
     in_flight: dict = {}
     try:
-        if ray:
+        if todo:
+            ray = init_ray(args.ray_address, args.num_cpus)
             task = ray.remote(run_scene).options(max_retries=0, **plan["resources"])
 
             def submit(name: str, attempt: int) -> None:
@@ -178,11 +186,11 @@ def run(args: argparse.Namespace) -> int:
                     print(progress.line(name, result), flush=True)
         summary.finish("finished")
         save()
-    except (KeyboardInterrupt, Interrupted):
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Interrupted
         # A second Ctrl-C or a forwarded SIGTERM must not cut the clean-up short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for ref in in_flight:
+        for ref in in_flight if ray else ():
             ray.cancel(ref, force=True)
         summary.finish("interrupted")
         save()
@@ -199,8 +207,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def on_term(_signum, _frame):
-        raise Interrupted()
-
     signal.signal(signal.SIGTERM, on_term)
     return run(parse_args(argv))

@@ -117,7 +117,9 @@ def upload_outputs(spec: dict, log_path: Path, history: Path | None, videos: lis
     store = open_store(spec["store"])
     base = f"{names['prefix']}_{spec['name']}"
     outputs: dict = {"history": None, "log": None, "videos": []}
-    outputs["log"] = f"{names['folder']}/{base}_{started.strftime('%Y%m%d-%H%M%S')}_log.txt"
+    # Milliseconds in the timestamp: a quick retry must not overwrite the failed attempt's log.
+    stamp = started.strftime("%Y%m%d-%H%M%S-") + f"{started.microsecond // 1000:03d}"
+    outputs["log"] = f"{names['folder']}/{base}_{stamp}_log.txt"
     store.put_file(outputs["log"], str(log_path))
     if history is not None:
         outputs["history"] = f"{names['folder']}/{base}.json"

@@ -78,9 +78,10 @@ class RunSummary:
         """Add an attempt; a final one (success, or no retry left) settles the scene."""
         scene = self.scenes[name]
         scene["attempts"] += 1
-        scene["history"].append({k: result.get(k) for k in
-                                 ("attempt", "exit_code", "failure_class", "duration_s", "node",
-                                  "started_at")})
+        attempt = {k: result.get(k) for k in ("attempt", "exit_code", "failure_class",
+                                              "duration_s", "node", "started_at")}
+        attempt["log"] = (result.get("outputs") or {}).get("log")
+        scene["history"].append(attempt)
         if final:
             scene.update(
                 status="FAILED" if result["failure_class"] else "SUCCESS",

@@ -9,12 +9,14 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -68,7 +70,6 @@ class PlanDir:
         self.dir = root / "plan"
         self.store_dir = root / "store"
         self.ray_address = ray_address
-        self.scene_names: list[str] = []
         self.started: list[RunningDriver] = []
         mcs = configparser.ConfigParser()
         mcs.read(REPO / "configs" / "mcs_config_demo_level2.ini")
@@ -86,7 +87,8 @@ class PlanDir:
         with open(self.dir / "configs" / "mcs_config.ini", "w") as f:
             mcs.write(f)
         (self.dir / "configs" / "exec.ini").write_text(
-            "[MCS]\nrun_script = ray_script.sh\nscene_location = scenes/\nscene_list = scenes.txt\n")
+            "[MCS]\nrun_script = ray_script.sh\n"
+            "scene_location = scenes/\nscene_list = scenes.txt\n")
         self.plan = {
             "schema_version": 1,
             "run_id": f"test-{root.name}",
@@ -123,8 +125,6 @@ class PlanDir:
         self.plan["scenes"] = [s for s in self.plan["scenes"] if s["name"] != name]
         self.plan["scenes"].append(
             {"name": name, "file": f"scenes/{name}.json", "expected_cost": last_step})
-        if name not in self.scene_names:
-            self.scene_names.append(name)
         self.write()
         return self
 
@@ -150,8 +150,8 @@ class PlanDir:
 
     def run(self, *args: str, env: dict | None = None,
             ray_address: str | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.command(*args, ray_address=ray_address), cwd=REPO, env=env, text=True,
-                              capture_output=True, timeout=DRIVER_TIMEOUT_S)
+        proc = subprocess.run(self.command(*args, ray_address=ray_address), cwd=REPO, env=env,
+                              text=True, capture_output=True, timeout=DRIVER_TIMEOUT_S)
         # Shown by pytest only when a test fails.
         print(f"$ {' '.join(proc.args)}\n--- exit {proc.returncode}\n--- stdout\n{proc.stdout}"
               f"--- stderr\n{proc.stderr[-4000:]}")
@@ -178,10 +178,8 @@ class PlanDir:
 
     def log_key_pattern(self, scene: str) -> str:
         """The DESIGN §4 log name as a regex."""
-        import re
-
         return (re.escape(f"{self.names['folder']}/{self.names['prefix']}_{scene}_")
-                + r"\d{8}-\d{6}_log\.txt")
+                + r"\d{8}-\d{6}-\d{3}_log\.txt")
 
     def store_files(self) -> set[str]:
         """Every object in the local store, as keys (hidden temporary files would show too)."""
@@ -190,7 +188,7 @@ class PlanDir:
 
 
 class RunningDriver:
-    """A driver subprocess started in the background; its stdout lines are collected as they come."""
+    """A driver subprocess in the background; its stdout lines are collected as they come."""
 
     def __init__(self, command: list[str], env: dict | None, stderr_path: Path):
         self.stderr_path = stderr_path
@@ -207,12 +205,10 @@ class RunningDriver:
 
     def wait_line(self, pattern: str, timeout_s: float = 60) -> str:
         """The first stdout line matching the regex, waiting for it (fails if none comes)."""
-        import re
-
         def found():
             return next((l for l in self.lines if re.search(pattern, l)), None)
 
-        line = wait_for(lambda: found() or self.proc.poll() is not None, timeout_s)
+        wait_for(lambda: found() or self.proc.poll() is not None, timeout_s)
         line = found()
         assert line, f"no stdout line matching {pattern!r}; got {self.lines}"
         return line
@@ -252,11 +248,11 @@ def make_plan(tmp_path, ray_address):
 
 
 def processes_matching(text: str) -> list[str]:
-    """`pid args` lines of live processes whose command line contains `text` (not ps itself)."""
+    """`pid stat args` of live (not zombie) processes whose command line contains `text`."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True,
                          check=True).stdout
     return [line.strip() for line in out.splitlines()
-            if text in line and "ps -eo" not in line and " Z" not in f" {line.split()[1]}"]
+            if text in line and not line.split()[1].startswith("Z")]
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.05):
@@ -287,6 +283,8 @@ def moto_endpoint(s3_port, tmp_path_factory):
         try:
             urllib.request.urlopen(endpoint, timeout=1).close()
             return True
+        except urllib.error.HTTPError:
+            return True  # it answered
         except OSError:
             return proc.poll() is not None  # died (port taken?): stop waiting, fail below
 
