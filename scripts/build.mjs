@@ -9,7 +9,18 @@ rmSync(outRoot, { recursive: true, force: true });
 for (const [name, source] of Object.entries(entries)) {
   execFileSync(
     "npx",
-    ["ncc", "build", source, "-o", `${outRoot}/${name}`, "--target", "es2022", "--license", "licenses.txt", "-q"],
+    [
+      "ncc",
+      "build",
+      source,
+      "-o",
+      `${outRoot}/${name}`,
+      "--target",
+      "es2022",
+      "--license",
+      "licenses.txt",
+      "-q",
+    ],
     { stdio: "inherit" },
   );
 }
