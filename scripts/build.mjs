@@ -2,7 +2,7 @@
 import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
 
-const entries = { cli: "src/cli.ts" };
+const entries = { cli: "src/cli.ts", main: "src/main.ts", post: "src/post.ts" };
 const outRoot = process.argv[2] ?? "dist";
 
 rmSync(outRoot, { recursive: true, force: true });

@@ -3,6 +3,7 @@
  * or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some failed, 2 bad input,
  * 3 the machine could not run it, 130 interrupted.
  */
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -10,7 +11,9 @@ import { describePlan } from "./plan.js";
 import { evaluate, preparePlan, type Environment } from "./engine.js";
 import { EnvironmentError, InputError } from "./errors.js";
 import { ensureRay } from "./ray/install.js";
+import { renderTerminal } from "./report.js";
 import { parseRequest, type RawRequest } from "./request.js";
+import { localTarget, runDir } from "./targets/local.js";
 
 const USAGE = `usage: node dist/cli/index.js <command> [options]
 
@@ -99,12 +102,15 @@ async function main(argv: string[]): Promise<number> {
     numCpus: values["num-cpus"],
   };
   const request = parseRequest(raw, "local");
+  const target = localTarget(request.outDir, request.numCpus);
   if (command === "plan") {
-    console.log(describePlan(preparePlan(request, env)));
+    console.log(describePlan(preparePlan(request, env, target)));
     return 0;
   }
-  const outcome = await evaluate(request, env, (line) => console.log(line));
-  console.log(`\n${outcome.terminalTable}\nreport: ${outcome.reportPath}`);
+  const outcome = await evaluate(request, env, target, { progress: (line) => console.log(line) });
+  const reportPath = path.join(runDir(outcome.plan), "report.md");
+  writeFileSync(reportPath, outcome.markdown!);
+  console.log(`\n${renderTerminal(outcome.summary!)}\nreport: ${reportPath}`);
   return outcome.exitCode;
 }
 

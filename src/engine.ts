@@ -1,18 +1,16 @@
 /**
  * The engine, in the one direction of DESIGN §3: request → module → plan → run → results → report.
- * Front ends (the CLI now, the action next) build the request and print what comes back.
+ * Front ends (cli.ts, main.ts) build the request and a target, and present what comes back.
  */
-import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { EnvironmentError } from "./errors.js";
-import { loadModule } from "./module.js";
+import { loadModule, mcsSection, type Module } from "./module.js";
 import { buildPlan, newRunId, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
-import { renderMarkdown, renderTerminal } from "./report.js";
+import { type LinkTarget, type Phase, renderMarkdown } from "./report.js";
 import type { Request } from "./request.js";
 import { loadScenes } from "./scenes.js";
 import { parseSummary, type RunSummary } from "./summary.js";
-import { localLayout, readLocalSummary, runDriver, tail } from "./targets/local.js";
 
 export interface Environment {
   /** This tool's checkout: pipeline/ and its pinned requirements. */
@@ -21,82 +19,125 @@ export interface Environment {
   workspace: string;
   venvDir: string;
   python?: string;
+  /** Ray to install (default: the pinned version). */
+  rayVersion?: string;
   log: (line: string) => void;
+}
+
+/** Where a run's plan and results live, decided by the target once the module is known. */
+export interface Placement {
+  dir: string;
+  store: string;
+  clusterName: string | null;
+}
+
+export interface Hooks {
+  log: (line: string) => void;
+  /** One line per finished scene, from the driver. */
+  progress: (line: string) => void;
+  /** Times a phase for the report. */
+  phase: <T>(name: string, work: () => Promise<T> | T) => Promise<T>;
+}
+
+/** What differs between running here and running on a cluster. */
+export interface Target {
+  place(mod: Module, runId: string): Placement;
+  /** Add target-specific files to the built plan (e.g. the rendered cluster YAML). */
+  stage?(plan: Plan, mod: Module): void;
+  /** Run the plan's scenes; resolves once the driver has finished (whatever its verdict). */
+  run(plan: Plan, python: string, hooks: Hooks): Promise<void>;
+  /** run-summary.json as the driver left it in the store. */
+  readSummary(plan: Plan): Promise<string>;
+  link(plan: Plan, key: string): LinkTarget;
 }
 
 export interface Outcome {
   plan: Plan;
   summary?: RunSummary;
-  reportPath?: string;
-  terminalTable?: string;
+  markdown?: string;
+  phases: Phase[];
   /** 0 all scenes succeeded, 1 some failed, 130 interrupted. */
   exitCode: number;
 }
 
 /** request → module → plan. Validates everything and starts nothing. */
-export function preparePlan(req: Request, env: Environment, runId = newRunId()): Plan {
+export function preparePlan(
+  req: Request,
+  env: Environment,
+  target: Target,
+  runId = newRunId(),
+): Plan {
   const mod = loadModule(env.workspace, req.module, req.metadata);
   const scenes = loadScenes(path.resolve(env.workspace, req.scenes), req.scenes);
-  const layout = localLayout(path.resolve(env.workspace, req.outDir), runId);
-  return buildPlan(req, mod, scenes, {
+  const plan = buildPlan(req, mod, scenes, {
     toolRoot: env.toolRoot,
-    dir: layout.planDir,
     runId,
-    store: layout.store,
-    rayVersion: pinnedRayVersion(env.toolRoot),
-    clusterName: null,
+    rayVersion: env.rayVersion ?? pinnedRayVersion(env.toolRoot),
+    ...target.place(mod, runId),
   });
+  target.stage?.(plan, mod);
+  return plan;
 }
 
-/** The whole local evaluation. */
-export async function evaluate(req: Request, env: Environment, onProgress: (line: string) => void) {
-  const phases: { name: string; seconds: number }[] = [];
-  const timed = async <T>(name: string, work: () => Promise<T> | T): Promise<T> => {
-    const start = performance.now();
-    try {
-      return await work();
-    } finally {
-      phases.push({ name, seconds: (performance.now() - start) / 1000 });
-    }
-  };
-  const plan = await timed("plan", () => preparePlan(req, env));
-  if (req.dryRun) return { plan, exitCode: 0 } satisfies Outcome;
+export interface EvaluateOptions {
+  progress: (line: string) => void;
+  runId?: string;
+  /** Called once the plan is built, before anything starts. */
+  onPlan?: (plan: Plan) => void;
+}
 
-  const runDir = path.dirname(plan.dir);
-  const python = await timed("install Ray", () =>
-    ensureRay({ toolRoot: env.toolRoot, venvDir: env.venvDir, python: env.python, log: env.log }),
+export async function evaluate(
+  req: Request,
+  env: Environment,
+  target: Target,
+  { progress, runId, onPlan }: EvaluateOptions,
+): Promise<Outcome> {
+  const phases: Phase[] = [];
+  const hooks: Hooks = {
+    log: env.log,
+    progress,
+    phase: async (name, work) => {
+      const start = performance.now();
+      try {
+        return await work();
+      } finally {
+        phases.push({ name, seconds: (performance.now() - start) / 1000 });
+      }
+    },
+  };
+  const plan = await hooks.phase("plan", () => preparePlan(req, env, target, runId));
+  onPlan?.(plan);
+  if (req.dryRun) return { plan, phases, exitCode: 0 };
+
+  const python = await hooks.phase("install Ray", () =>
+    ensureRay({
+      toolRoot: env.toolRoot,
+      venvDir: env.venvDir,
+      python: env.python,
+      version: plan.ray_version,
+      log: env.log,
+    }),
   );
-  const driver = await timed("run scenes", () =>
-    runDriver(plan, python, runDir, req.numCpus, onProgress),
-  );
+  await target.run(plan, python, hooks);
+  const source = target.link(plan, plan.summary_key).uri;
   let summary: RunSummary;
   try {
-    summary = parseSummary(readLocalSummary(plan), path.join(plan.store, plan.summary_key));
+    summary = parseSummary(await target.readSummary(plan), source);
   } catch (error) {
     throw new EnvironmentError(
-      `the driver exited ${driver.code} without a readable run summary (${(error as Error).message}); ` +
-        `last lines of ${driver.logPath}:\n${tail(driver.logPath)}`,
+      `the driver left no readable run summary at ${source}: ${(error as Error).message}`,
     );
   }
-  if (![0, 1, 130].includes(driver.code)) {
-    env.log(`warning: the driver exited ${driver.code}; see ${driver.logPath}`);
-  }
-  const reportPath = path.join(runDir, "report.md");
-  const link = (key: string) => {
-    const file = path.join(plan.store, key);
-    return { href: path.relative(runDir, file), uri: file };
-  };
-  writeFileSync(reportPath, renderMarkdown(summary, { link, phases }));
-  return {
-    plan,
-    summary,
-    reportPath,
-    terminalTable: renderTerminal(summary),
-    exitCode: outcomeCode(summary),
-  } satisfies Outcome;
+  const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
+  return { plan, summary, markdown, phases, exitCode: outcomeCode(summary) };
 }
 
 export function outcomeCode(summary: RunSummary): number {
   if (summary.state === "interrupted") return 130;
   return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
+}
+
+/** The MCS config's bucket: where an AWS run's results go. */
+export function bucketOf(mod: Module): string {
+  return mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")!;
 }

@@ -47,6 +47,7 @@ export interface Plan extends PlanFile {
 export interface PlanContext {
   /** Where pipeline/ (the driver) lives: this tool's own checkout. */
   toolRoot: string;
+  /** The staging directory to create. */
   dir: string;
   runId: string;
   store: string;

@@ -8651,6 +8651,8 @@ exports.visitAsync = visitAsync;
 /************************************************************************/
 var __webpack_exports__ = {};
 
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: external "node:path"
 const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_node_path_namespaceObject);
@@ -8658,8 +8660,6 @@ var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_nod
 const external_node_url_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:url");
 ;// CONCATENATED MODULE: external "node:util"
 const external_node_util_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:util");
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/errors.ts
 /**
  * Bad input: one line naming the input and the fix. Raised before anything starts; the CLI
@@ -8846,7 +8846,7 @@ function loadModule(workspace, name, metadata) {
             throw new InputError("module", `module "${name}" is missing ${rel(file)}${isDir ? "/" : ""}`);
         }
     }
-    const exec = mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
+    const exec = module_mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
     const runScript = exec.get("run_script");
     if (!runScript)
         throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
@@ -8878,7 +8878,7 @@ function loadModule(workspace, name, metadata) {
 }
 /** Checked again after overrides: an override must not break the config either. */
 function checkMcsConfig(ini, metadata, source) {
-    const mcs = mcsSection(ini, source);
+    const mcs = module_mcsSection(ini, source);
     const missing = REQUIRED_MCS_KEYS.filter((k) => !mcs.get(k));
     if (missing.length)
         throw new InputError("metadata", `${source}: set ${missing.join(", ")}`);
@@ -8893,7 +8893,7 @@ function checkMcsConfig(ini, metadata, source) {
         }
     }
 }
-function mcsSection(ini, source) {
+function module_mcsSection(ini, source) {
     const section = ini.get("MCS");
     if (!section)
         throw new InputError("module", `${source}: has no [MCS] section`);
@@ -8952,7 +8952,7 @@ function number(section, key, fallback, source) {
 const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
 function buildPlan(req, mod, scenes, ctx) {
     const mcsConfig = structuredClone(mod.mcsConfig);
-    const mcs = mcsSection(mcsConfig, "MCS config");
+    const mcs = module_mcsSection(mcsConfig, "MCS config");
     for (const [key, value] of Object.entries(req.overrides))
         mcs.set(key, value);
     if (Object.keys(req.overrides).length) {
@@ -9034,6 +9034,8 @@ function describePlan(plan) {
     return lines.join("\n");
 }
 
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: external "node:readline"
@@ -9083,6 +9085,7 @@ async function capture(command, args, options = {}) {
 
 
 
+
 const MIN_PYTHON = [3, 10];
 function requirementsFile(toolRoot, dev = false) {
     return external_node_path_default().join(toolRoot, "pipeline", dev ? "requirements-dev.txt" : "requirements.txt");
@@ -9101,7 +9104,8 @@ function venvPython(venvDir) {
 /** Make sure the venv has the pinned Ray; returns its python. */
 async function ensureRay(options) {
     const { toolRoot, venvDir, dev = false, log } = options;
-    const version = pinnedRayVersion(toolRoot);
+    const pinned = pinnedRayVersion(toolRoot);
+    const version = options.version ?? pinned;
     const python = venvPython(venvDir);
     const modules = dev ? "ray, boto3, pytest, moto" : "ray, boto3";
     if ((await installedRay(python, modules)) === version) {
@@ -9125,7 +9129,7 @@ async function ensureRay(options) {
         "--progress-bar",
         "off",
         "-r",
-        requirementsFile(toolRoot, dev),
+        version === pinned ? requirementsFile(toolRoot, dev) : repinned(toolRoot, dev, version),
     ], {
         onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`),
         onStderr: (l) => log(`  ${l}`),
@@ -9136,6 +9140,15 @@ async function ensureRay(options) {
     }
     log(`Ray ${version} installed in ${venvDir}`);
     return python;
+}
+/** The requirements with another Ray pin (the action's ray-version input), in a temp file. */
+function repinned(toolRoot, dev, version) {
+    const dir = (0,external_node_fs_namespaceObject.mkdtempSync)(external_node_path_default().join((0,external_node_os_namespaceObject.tmpdir)(), "mcs-req-"));
+    const base = (0,external_node_fs_namespaceObject.readFileSync)(requirementsFile(toolRoot), "utf8").replace(/^ray(\[[^\]]*\])?==\S+/m, `ray$1==${version}`);
+    (0,external_node_fs_namespaceObject.writeFileSync)(external_node_path_default().join(dir, "requirements.txt"), base);
+    // requirements-dev.txt includes requirements.txt by relative path: copy it beside.
+    (0,external_node_fs_namespaceObject.writeFileSync)(external_node_path_default().join(dir, "requirements-dev.txt"), (0,external_node_fs_namespaceObject.readFileSync)(requirementsFile(toolRoot, true), "utf8"));
+    return external_node_path_default().join(dir, dev ? "requirements-dev.txt" : "requirements.txt");
 }
 async function installedRay(python, modules) {
     if (!(0,external_node_fs_namespaceObject.existsSync)(python))
@@ -9762,6 +9775,80 @@ function summary_oneLine(text) {
     return text.replace(/\s*[\r\n]+\s*/g, " ").trim();
 }
 
+;// CONCATENATED MODULE: ./src/engine.ts
+/**
+ * The engine, in the one direction of DESIGN §3: request → module → plan → run → results → report.
+ * Front ends (cli.ts, main.ts) build the request and a target, and present what comes back.
+ */
+
+
+
+
+
+
+
+
+/** request → module → plan. Validates everything and starts nothing. */
+function preparePlan(req, env, target, runId = newRunId()) {
+    const mod = loadModule(env.workspace, req.module, req.metadata);
+    const scenes = loadScenes(external_node_path_default().resolve(env.workspace, req.scenes), req.scenes);
+    const plan = buildPlan(req, mod, scenes, {
+        toolRoot: env.toolRoot,
+        runId,
+        rayVersion: env.rayVersion ?? pinnedRayVersion(env.toolRoot),
+        ...target.place(mod, runId),
+    });
+    target.stage?.(plan, mod);
+    return plan;
+}
+async function evaluate(req, env, target, { progress, runId, onPlan }) {
+    const phases = [];
+    const hooks = {
+        log: env.log,
+        progress,
+        phase: async (name, work) => {
+            const start = performance.now();
+            try {
+                return await work();
+            }
+            finally {
+                phases.push({ name, seconds: (performance.now() - start) / 1000 });
+            }
+        },
+    };
+    const plan = await hooks.phase("plan", () => preparePlan(req, env, target, runId));
+    onPlan?.(plan);
+    if (req.dryRun)
+        return { plan, phases, exitCode: 0 };
+    const python = await hooks.phase("install Ray", () => ensureRay({
+        toolRoot: env.toolRoot,
+        venvDir: env.venvDir,
+        python: env.python,
+        version: plan.ray_version,
+        log: env.log,
+    }));
+    await target.run(plan, python, hooks);
+    const source = target.link(plan, plan.summary_key).uri;
+    let summary;
+    try {
+        summary = parseSummary(await target.readSummary(plan), source);
+    }
+    catch (error) {
+        throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
+    }
+    const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
+    return { plan, summary, markdown, phases, exitCode: outcomeCode(summary) };
+}
+function outcomeCode(summary) {
+    if (summary.state === "interrupted")
+        return 130;
+    return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
+}
+/** The MCS config's bucket: where an AWS run's results go. */
+function bucketOf(mod) {
+    return mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket");
+}
+
 ;// CONCATENATED MODULE: ./src/targets/local.ts
 /**
  * The local target: the driver on this machine's own Ray, results in a local directory store.
@@ -9771,14 +9858,30 @@ function summary_oneLine(text) {
 
 
 
-function localLayout(outDir, runId) {
+
+function localTarget(outDir, numCpus) {
     const out = external_node_path_default().resolve(outDir);
-    const runDir = external_node_path_default().join(out, "runs", runId);
-    return { runDir, planDir: external_node_path_default().join(runDir, "plan"), store: external_node_path_default().join(out, "store") };
+    return {
+        place: (_mod, runId) => ({
+            dir: external_node_path_default().join(out, "runs", runId, "plan"),
+            store: external_node_path_default().join(out, "store"),
+            clusterName: null,
+        }),
+        run: (plan, python, hooks) => hooks.phase("run scenes", () => runDriver(plan, python, numCpus, hooks.progress)),
+        readSummary: async (plan) => (0,external_node_fs_namespaceObject.readFileSync)(external_node_path_default().join(plan.store, plan.summary_key), "utf8"),
+        link: (plan, key) => {
+            const file = external_node_path_default().join(plan.store, key);
+            return { href: external_node_path_default().relative(runDir(plan), file), uri: file };
+        },
+    };
+}
+/** runs/<run id>/: the plan's parent, where driver.log and report.md go. */
+function runDir(plan) {
+    return external_node_path_default().dirname(plan.dir);
 }
 /** Runs the driver; its stdout (one progress line per scene) goes to `onProgress`. */
-async function runDriver(plan, python, runDir, numCpus, onProgress) {
-    const logPath = external_node_path_default().join(runDir, "driver.log");
+async function runDriver(plan, python, numCpus, onProgress) {
+    const logPath = external_node_path_default().join(runDir(plan), "driver.log");
     const log = (0,external_node_fs_namespaceObject.createWriteStream)(logPath);
     const args = [
         external_node_path_default().join(plan.dir, "pipeline", "run_eval.py"),
@@ -9795,106 +9898,24 @@ async function runDriver(plan, python, runDir, numCpus, onProgress) {
     const forward = () => child?.kill("SIGTERM");
     const ignore = () => undefined;
     process.on("SIGTERM", forward).on("SIGINT", ignore);
+    let code;
     try {
-        const result = await stream(python, args, {
+        ({ code } = await stream(python, args, {
             env: { ...process.env, PYTHONUNBUFFERED: "1", RAY_USAGE_STATS_ENABLED: "0" },
             onSpawn: (c) => (child = c),
             onStdout: onProgress,
             onStderr: (line) => log.write(`${line}\n`),
-        });
-        return { code: result.code ?? 128 + 15, logPath };
+        }));
     }
     finally {
         process.off("SIGTERM", forward).off("SIGINT", ignore);
         await new Promise((r) => log.end(r));
     }
-}
-function readLocalSummary(plan) {
-    return (0,external_node_fs_namespaceObject.readFileSync)(external_node_path_default().join(plan.store, plan.summary_key), "utf8");
-}
-function tail(file, lines = 20) {
-    return (0,external_node_fs_namespaceObject.readFileSync)(file, "utf8")
-        .split("\n")
-        .slice(-lines - 1)
-        .join("\n");
-}
-
-;// CONCATENATED MODULE: ./src/engine.ts
-/**
- * The engine, in the one direction of DESIGN §3: request → module → plan → run → results → report.
- * Front ends (the CLI now, the action next) build the request and print what comes back.
- */
-
-
-
-
-
-
-
-
-
-
-/** request → module → plan. Validates everything and starts nothing. */
-function preparePlan(req, env, runId = newRunId()) {
-    const mod = loadModule(env.workspace, req.module, req.metadata);
-    const scenes = loadScenes(external_node_path_default().resolve(env.workspace, req.scenes), req.scenes);
-    const layout = localLayout(external_node_path_default().resolve(env.workspace, req.outDir), runId);
-    return buildPlan(req, mod, scenes, {
-        toolRoot: env.toolRoot,
-        dir: layout.planDir,
-        runId,
-        store: layout.store,
-        rayVersion: pinnedRayVersion(env.toolRoot),
-        clusterName: null,
-    });
-}
-/** The whole local evaluation. */
-async function evaluate(req, env, onProgress) {
-    const phases = [];
-    const timed = async (name, work) => {
-        const start = performance.now();
-        try {
-            return await work();
-        }
-        finally {
-            phases.push({ name, seconds: (performance.now() - start) / 1000 });
-        }
-    };
-    const plan = await timed("plan", () => preparePlan(req, env));
-    if (req.dryRun)
-        return { plan, exitCode: 0 };
-    const runDir = external_node_path_default().dirname(plan.dir);
-    const python = await timed("install Ray", () => ensureRay({ toolRoot: env.toolRoot, venvDir: env.venvDir, python: env.python, log: env.log }));
-    const driver = await timed("run scenes", () => runDriver(plan, python, runDir, req.numCpus, onProgress));
-    let summary;
-    try {
-        summary = parseSummary(readLocalSummary(plan), external_node_path_default().join(plan.store, plan.summary_key));
+    // 0, 1 and 130 are verdicts (all ok, some failed, interrupted); anything else is a crash.
+    if (code === null || ![0, 1, 130].includes(code)) {
+        const tail = (0,external_node_fs_namespaceObject.readFileSync)(logPath, "utf8").split("\n").slice(-21).join("\n");
+        throw new EnvironmentError(`the driver failed (exit ${code}); ${logPath} ends:\n${tail}`);
     }
-    catch (error) {
-        throw new EnvironmentError(`the driver exited ${driver.code} without a readable run summary (${error.message}); ` +
-            `last lines of ${driver.logPath}:\n${tail(driver.logPath)}`);
-    }
-    if (![0, 1, 130].includes(driver.code)) {
-        env.log(`warning: the driver exited ${driver.code}; see ${driver.logPath}`);
-    }
-    const reportPath = external_node_path_default().join(runDir, "report.md");
-    const link = (key) => {
-        const file = external_node_path_default().join(plan.store, key);
-        return { href: external_node_path_default().relative(runDir, file), uri: file };
-    };
-    (0,external_node_fs_namespaceObject.writeFileSync)(reportPath, renderMarkdown(summary, { link, phases }));
-    return {
-        plan,
-        summary,
-        reportPath,
-        terminalTable: renderTerminal(summary),
-        exitCode: outcomeCode(summary),
-    };
-}
-function outcomeCode(summary) {
-    if (summary.state === "interrupted")
-        return 130;
-    return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
 }
 
 ;// CONCATENATED MODULE: ./src/cli.ts
@@ -9903,6 +9924,9 @@ function outcomeCode(summary) {
  * or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some failed, 2 bad input,
  * 3 the machine could not run it, 130 interrupted.
  */
+
+
+
 
 
 
@@ -9993,12 +10017,15 @@ async function main(argv) {
         numCpus: values["num-cpus"],
     };
     const request = parseRequest(raw, "local");
+    const target = localTarget(request.outDir, request.numCpus);
     if (command === "plan") {
-        console.log(describePlan(preparePlan(request, env)));
+        console.log(describePlan(preparePlan(request, env, target)));
         return 0;
     }
-    const outcome = await evaluate(request, env, (line) => console.log(line));
-    console.log(`\n${outcome.terminalTable}\nreport: ${outcome.reportPath}`);
+    const outcome = await evaluate(request, env, target, { progress: (line) => console.log(line) });
+    const reportPath = external_node_path_default().join(runDir(outcome.plan), "report.md");
+    (0,external_node_fs_namespaceObject.writeFileSync)(reportPath, outcome.markdown);
+    console.log(`\n${renderTerminal(outcome.summary)}\nreport: ${reportPath}`);
     return outcome.exitCode;
 }
 /** CLI spellings of the request's inputs, for error lines. */

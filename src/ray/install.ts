@@ -3,7 +3,8 @@
  * with `dev`). Idempotent: when the venv already has the pinned versions it does nothing.
  * The pins live in pipeline/requirements*.txt, the one place they are written.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { EnvironmentError } from "../errors.js";
 import { capture, stream } from "../proc.js";
@@ -16,6 +17,8 @@ export interface InstallOptions {
   /** The interpreter to build the venv from (default: python3 on PATH). */
   python?: string;
   dev?: boolean;
+  /** Default: the pinned version. */
+  version?: string;
   log: (line: string) => void;
 }
 
@@ -38,7 +41,8 @@ export function venvPython(venvDir: string): string {
 /** Make sure the venv has the pinned Ray; returns its python. */
 export async function ensureRay(options: InstallOptions): Promise<string> {
   const { toolRoot, venvDir, dev = false, log } = options;
-  const version = pinnedRayVersion(toolRoot);
+  const pinned = pinnedRayVersion(toolRoot);
+  const version = options.version ?? pinned;
   const python = venvPython(venvDir);
   const modules = dev ? "ray, boto3, pytest, moto" : "ray, boto3";
   if ((await installedRay(python, modules)) === version) {
@@ -68,7 +72,7 @@ export async function ensureRay(options: InstallOptions): Promise<string> {
       "--progress-bar",
       "off",
       "-r",
-      requirementsFile(toolRoot, dev),
+      version === pinned ? requirementsFile(toolRoot, dev) : repinned(toolRoot, dev, version),
     ],
     {
       onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`),
@@ -83,6 +87,22 @@ export async function ensureRay(options: InstallOptions): Promise<string> {
   }
   log(`Ray ${version} installed in ${venvDir}`);
   return python;
+}
+
+/** The requirements with another Ray pin (the action's ray-version input), in a temp file. */
+function repinned(toolRoot: string, dev: boolean, version: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), "mcs-req-"));
+  const base = readFileSync(requirementsFile(toolRoot), "utf8").replace(
+    /^ray(\[[^\]]*\])?==\S+/m,
+    `ray$1==${version}`,
+  );
+  writeFileSync(path.join(dir, "requirements.txt"), base);
+  // requirements-dev.txt includes requirements.txt by relative path: copy it beside.
+  writeFileSync(
+    path.join(dir, "requirements-dev.txt"),
+    readFileSync(requirementsFile(toolRoot, true), "utf8"),
+  );
+  return path.join(dir, dev ? "requirements-dev.txt" : "requirements.txt");
 }
 
 async function installedRay(python: string, modules: string): Promise<string | undefined> {

@@ -5,36 +5,42 @@
  */
 import { createWriteStream, readFileSync } from "node:fs";
 import path from "node:path";
+import type { Target } from "../engine.js";
+import { EnvironmentError } from "../errors.js";
 import type { Plan } from "../plan.js";
 import { stream } from "../proc.js";
 
-export interface LocalLayout {
-  runDir: string;
-  planDir: string;
-  store: string;
-}
-
-export function localLayout(outDir: string, runId: string): LocalLayout {
+export function localTarget(outDir: string, numCpus: number | undefined): Target {
   const out = path.resolve(outDir);
-  const runDir = path.join(out, "runs", runId);
-  return { runDir, planDir: path.join(runDir, "plan"), store: path.join(out, "store") };
+  return {
+    place: (_mod, runId) => ({
+      dir: path.join(out, "runs", runId, "plan"),
+      store: path.join(out, "store"),
+      clusterName: null,
+    }),
+    run: (plan, python, hooks) =>
+      hooks.phase("run scenes", () => runDriver(plan, python, numCpus, hooks.progress)),
+    readSummary: async (plan) => readFileSync(path.join(plan.store, plan.summary_key), "utf8"),
+    link: (plan, key) => {
+      const file = path.join(plan.store, key);
+      return { href: path.relative(runDir(plan), file), uri: file };
+    },
+  };
 }
 
-export interface DriverRun {
-  code: number;
-  /** The driver's stderr (Ray's own chatter included), kept beside the report. */
-  logPath: string;
+/** runs/<run id>/: the plan's parent, where driver.log and report.md go. */
+export function runDir(plan: Plan): string {
+  return path.dirname(plan.dir);
 }
 
 /** Runs the driver; its stdout (one progress line per scene) goes to `onProgress`. */
-export async function runDriver(
+async function runDriver(
   plan: Plan,
   python: string,
-  runDir: string,
   numCpus: number | undefined,
   onProgress: (line: string) => void,
-): Promise<DriverRun> {
-  const logPath = path.join(runDir, "driver.log");
+): Promise<void> {
+  const logPath = path.join(runDir(plan), "driver.log");
   const log = createWriteStream(logPath);
   const args = [
     path.join(plan.dir, "pipeline", "run_eval.py"),
@@ -50,27 +56,21 @@ export async function runDriver(
   const forward = () => child?.kill("SIGTERM");
   const ignore = () => undefined;
   process.on("SIGTERM", forward).on("SIGINT", ignore);
+  let code: number | null;
   try {
-    const result = await stream(python, args, {
+    ({ code } = await stream(python, args, {
       env: { ...process.env, PYTHONUNBUFFERED: "1", RAY_USAGE_STATS_ENABLED: "0" },
       onSpawn: (c) => (child = c),
       onStdout: onProgress,
       onStderr: (line) => log.write(`${line}\n`),
-    });
-    return { code: result.code ?? 128 + 15, logPath };
+    }));
   } finally {
     process.off("SIGTERM", forward).off("SIGINT", ignore);
     await new Promise((r) => log.end(r));
   }
-}
-
-export function readLocalSummary(plan: Plan): string {
-  return readFileSync(path.join(plan.store, plan.summary_key), "utf8");
-}
-
-export function tail(file: string, lines = 20): string {
-  return readFileSync(file, "utf8")
-    .split("\n")
-    .slice(-lines - 1)
-    .join("\n");
+  // 0, 1 and 130 are verdicts (all ok, some failed, interrupted); anything else is a crash.
+  if (code === null || ![0, 1, 130].includes(code)) {
+    const tail = readFileSync(logPath, "utf8").split("\n").slice(-21).join("\n");
+    throw new EnvironmentError(`the driver failed (exit ${code}); ${logPath} ends:\n${tail}`);
+  }
 }

@@ -1,0 +1,71 @@
+/** The action's inputs, read once and validated before anything starts. */
+import * as core from "@actions/core";
+import { InputError } from "../errors.js";
+import { parseRequest, type Request } from "../request.js";
+import type { AwsSettings } from "../targets/aws.js";
+
+export interface ActionInputs {
+  request: Request;
+  aws: Omit<AwsSettings, "workDir">;
+  allowFailures: boolean;
+  /** Empty: the pinned version. */
+  rayVersion: string | undefined;
+}
+
+const ROLE_ARN = /^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
+
+export function readInputs(): ActionInputs {
+  const input = (name: string) => core.getInput(name);
+  const request = parseRequest(
+    {
+      module: input("module"),
+      scenes: input("scenes"),
+      metadata: input("metadata"),
+      retries: input("retries"),
+      sceneTimeoutMinutes: input("scene-timeout-minutes"),
+      overrides: input("mcs-config-overrides"),
+      resume: input("resume"),
+      dryRun: input("dry-run"),
+    },
+    "aws",
+  );
+  const roleArn = input("role-to-assume");
+  if (!request.dryRun && !ROLE_ARN.test(roleArn)) {
+    throw new InputError(
+      "role-to-assume",
+      roleArn
+        ? `"${roleArn}" is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)`
+        : "is required: the ARN of the IAM role the workflow assumes through OIDC",
+    );
+  }
+  const region = input("aws-region") || "us-east-1";
+  if (!REGION.test(region))
+    throw new InputError("aws-region", `"${region}" is not a region (e.g. us-east-1)`);
+  const duration = Number(input("role-duration-seconds") || "3600");
+  if (!Number.isInteger(duration) || duration < 900 || duration > 43200) {
+    throw new InputError("role-duration-seconds", "must be a whole number from 900 to 43200");
+  }
+  const rayVersion = input("ray-version") || undefined;
+  if (rayVersion && !/^\d+\.\d+\.\d+$/.test(rayVersion)) {
+    throw new InputError("ray-version", `"${rayVersion}" is not a Ray version (e.g. 2.60.0)`);
+  }
+  return {
+    request,
+    aws: {
+      roleArn,
+      region,
+      durationSeconds: duration,
+      keepCluster: flag("keep-cluster"),
+    },
+    allowFailures: flag("allow-failures"),
+    rayVersion,
+  };
+}
+
+function flag(name: string): boolean {
+  const value = (core.getInput(name) || "false").toLowerCase();
+  if (value !== "true" && value !== "false")
+    throw new InputError(name, `"${value}" is not true or false`);
+  return value === "true";
+}

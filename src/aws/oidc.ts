@@ -1,0 +1,137 @@
+/**
+ * GitHub OIDC → AWS: a fresh ID token (audience sts.amazonaws.com) exchanged with STS
+ * AssumeRoleWithWebIdentity for short-lived credentials. No long-lived keys anywhere.
+ * The post step calls this again: credentials from hours earlier may have expired.
+ */
+import { readFileSync } from "node:fs";
+import * as core from "@actions/core";
+import { AssumeRoleWithWebIdentityCommand, STSClient } from "@aws-sdk/client-sts";
+import { InputError } from "../errors.js";
+
+export interface AwsCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+  expiration?: Date;
+}
+
+export interface AssumeOptions {
+  roleArn: string;
+  region: string;
+  durationSeconds: number;
+  /** Shows in CloudTrail: who did this (the run id and attempt). */
+  sessionName: string;
+  attempts?: number;
+  baseDelayMs?: number;
+}
+
+/** STS errors a new attempt will not cure: the role, its trust policy or the token is wrong. */
+const FINAL_ERRORS = new Set([
+  "AccessDenied",
+  "InvalidIdentityToken",
+  "InvalidIdentityTokenException",
+  "IDPRejectedClaim",
+  "IDPRejectedClaimException",
+  "ExpiredTokenException",
+  "MalformedPolicyDocument",
+  "ValidationError",
+]);
+
+export async function assumeRoleWithOidc(options: AssumeOptions): Promise<AwsCredentials> {
+  const token = await idToken();
+  const sts = new STSClient({ region: options.region, maxAttempts: 1 });
+  const attempts = options.attempts ?? 4;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const out = await sts.send(
+        new AssumeRoleWithWebIdentityCommand({
+          RoleArn: options.roleArn,
+          RoleSessionName: options.sessionName,
+          WebIdentityToken: token,
+          DurationSeconds: options.durationSeconds,
+        }),
+      );
+      const c = out.Credentials;
+      if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken) {
+        throw new Error("STS returned no credentials");
+      }
+      return {
+        accessKeyId: c.AccessKeyId,
+        secretAccessKey: c.SecretAccessKey,
+        sessionToken: c.SessionToken,
+        expiration: c.Expiration,
+      };
+    } catch (error) {
+      const name = (error as Error).name;
+      if (FINAL_ERRORS.has(name)) throw refused(options.roleArn, error as Error);
+      if (attempt >= attempts) {
+        throw new Error(
+          `STS AssumeRoleWithWebIdentity failed ${attempts} times: ${(error as Error).message}`,
+        );
+      }
+      // Full jitter: parallel jobs of a matrix must not retry in step.
+      const delay = Math.random() * (options.baseDelayMs ?? 1000) * 2 ** (attempt - 1);
+      core.info(`STS: ${name} (${(error as Error).message}); retrying in ${Math.round(delay)} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * Mask the secrets, then hand them to this step's children (ray, boto3, the AWS SDK) through
+ * the process environment only: not GITHUB_ENV, so no file on the runner ever holds them.
+ */
+export function exportCredentials(creds: AwsCredentials, region: string): void {
+  for (const secret of [creds.accessKeyId, creds.secretAccessKey, creds.sessionToken]) {
+    core.setSecret(secret);
+  }
+  const vars = {
+    AWS_ACCESS_KEY_ID: creds.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: creds.secretAccessKey,
+    AWS_SESSION_TOKEN: creds.sessionToken,
+    AWS_REGION: region,
+    AWS_DEFAULT_REGION: region,
+  };
+  Object.assign(process.env, vars);
+}
+
+async function idToken(): Promise<string> {
+  if (!process.env.ACTIONS_ID_TOKEN_REQUEST_URL || !process.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN) {
+    throw new InputError(
+      "role-to-assume",
+      forkPullRequest()
+        ? "pull requests from forks get no OIDC token, so this run cannot reach AWS: run it from a branch of this repository or by hand (workflow_dispatch)"
+        : "no OIDC token: give the job `permissions: id-token: write` (and contents: read)",
+    );
+  }
+  try {
+    return await core.getIDToken("sts.amazonaws.com");
+  } catch (error) {
+    const detail = (error as Error).message.replace(/\s+/g, " ").trim();
+    throw new Error(`could not get a GitHub OIDC token (${detail})`);
+  }
+}
+
+function forkPullRequest(): boolean {
+  if (
+    !process.env.GITHUB_EVENT_NAME?.startsWith("pull_request") ||
+    !process.env.GITHUB_EVENT_PATH
+  ) {
+    return false;
+  }
+  try {
+    const event = JSON.parse(readFileSync(process.env.GITHUB_EVENT_PATH, "utf8"));
+    return event.pull_request?.head?.repo?.fork === true;
+  } catch {
+    return false;
+  }
+}
+
+function refused(roleArn: string, error: Error): InputError {
+  const repo = process.env.GITHUB_REPOSITORY ?? "OWNER/REPO";
+  return new InputError(
+    "role-to-assume",
+    `AWS refused ${roleArn} (${error.name}: ${error.message}): its trust policy must allow` +
+      ` token.actions.githubusercontent.com with aud sts.amazonaws.com and sub repo:${repo}:*`,
+  );
+}

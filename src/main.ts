@@ -1,0 +1,70 @@
+/**
+ * The action's main step: inputs → plan → Ray cluster on AWS → results on the workflow run.
+ * Teardown is guaranteed by post.ts, which runs even when this step fails or is cancelled.
+ */
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as core from "@actions/core";
+import { readInputs } from "./action/inputs.js";
+import { publish } from "./action/publish.js";
+import { evaluate } from "./engine.js";
+import { InputError } from "./errors.js";
+import { describePlan, newRunId } from "./plan.js";
+import { stopRunningRay } from "./ray/cli.js";
+import { awsTarget } from "./targets/aws.js";
+
+async function main(): Promise<void> {
+  const inputs = readInputs();
+  const toolRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+  const runnerTemp = process.env.RUNNER_TEMP ?? path.join(toolRoot, ".mcs-local");
+  const env = {
+    toolRoot,
+    workspace: process.env.GITHUB_WORKSPACE ?? process.cwd(),
+    venvDir: process.env.MCS_VENV ?? path.join(runnerTemp, "mcs-pipeline-venv"),
+    python: process.env.MCS_PYTHON,
+    rayVersion: inputs.rayVersion,
+    log: (line: string) => core.info(line),
+  };
+  const target = awsTarget({ ...inputs.aws, workDir: path.join(runnerTemp, "mcs-pipeline") });
+  const outcome = await evaluate(inputs.request, env, target, {
+    progress: (line) => core.info(line),
+    runId: githubRunId(),
+    onPlan: (plan) => {
+      core.setOutput("cluster-name", plan.cluster_name ?? "");
+      core.info(describePlan(plan));
+    },
+  });
+  if (inputs.request.dryRun) {
+    core.setOutput("status", "planned");
+    core.info("dry-run: the plan is valid; nothing was started");
+    return;
+  }
+  await publish(outcome, inputs.aws.region);
+  const { failed, pending, total } = outcome.summary!.totals;
+  if (outcome.exitCode !== 0 && !inputs.allowFailures) {
+    core.setFailed(
+      `${failed} of ${total} scenes failed${pending ? `, ${pending} did not run` : ""}`,
+    );
+  }
+}
+
+/** The run and attempt: a re-run gets a cluster of its own. */
+function githubRunId(): string {
+  const { GITHUB_RUN_ID: id, GITHUB_RUN_ATTEMPT: attempt } = process.env;
+  return id ? `${id}-${attempt ?? "1"}` : newRunId();
+}
+
+// Cancel: SIGINT, then SIGTERM 7.5 s later. Stop what runs now and leave teardown to post.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    stopRunningRay("SIGTERM");
+    core.setFailed(`cancelled (${signal}); the post step tears the cluster down`);
+    process.exit(1);
+  });
+}
+
+main().catch((error: unknown) => {
+  stopRunningRay("SIGTERM");
+  if (error instanceof InputError) core.setFailed(`input ${error.input}: ${error.message}`);
+  else core.setFailed(error instanceof Error ? error.message : String(error));
+});
