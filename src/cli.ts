@@ -3,11 +3,15 @@
  * or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some failed, 2 bad input,
  * 3 the machine could not run it, 130 interrupted.
  */
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { affectedModules } from "./affected.js";
+import { findSummaries, renderCombined } from "./combine.js";
+import { knownModules } from "./module.js";
 import { describePlan } from "./plan.js";
+import { capture } from "./proc.js";
 import { evaluate, preparePlan, type Environment } from "./engine.js";
 import { EnvironmentError, InputError } from "./errors.js";
 import { ensureRay } from "./ray/install.js";
@@ -21,6 +25,8 @@ commands:
   run     run an evaluation on this machine's Ray; results, report.md under --out
   plan    build and print the plan, validating every input; starts nothing
   setup   create the Python venv with the pinned Ray (run and plan do this when needed)
+  affected  print (JSON) the modules a git change affects: --base REF [--head REF]
+  combine   one Markdown report of several runs: --summaries DIR [--previous DIR] [--title T]
 
 options (run, plan):
   --module M                 module name (configs/M_aws.ini, ...); required
@@ -47,6 +53,11 @@ const OPTIONS = {
   out: { type: "string" },
   "num-cpus": { type: "string" },
   dev: { type: "boolean" },
+  base: { type: "string" },
+  head: { type: "string" },
+  summaries: { type: "string" },
+  previous: { type: "string" },
+  title: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -86,8 +97,31 @@ async function main(argv: string[]): Promise<number> {
     await ensureRay({ ...env, dev: values.dev ?? false });
     return 0;
   }
+  if (command === "affected") {
+    if (!values.base)
+      throw new InputError("base", "is required: the git ref the change starts from");
+    const diff = await capture("git", [
+      "diff",
+      "--name-only",
+      `${values.base}...${values.head ?? "HEAD"}`,
+    ]);
+    const changed = diff.split("\n").filter(Boolean);
+    console.log(JSON.stringify(affectedModules(changed, knownModules(env.workspace))));
+    return 0;
+  }
+  if (command === "combine") {
+    if (!values.summaries)
+      throw new InputError("summaries", "is required: a directory of run summaries");
+    const previous =
+      values.previous && existsSync(values.previous) ? findSummaries(values.previous) : [];
+    process.stdout.write(renderCombined(findSummaries(values.summaries), previous, values.title));
+    return 0;
+  }
   if (command !== "run" && command !== "plan") {
-    throw new InputError("command", `unknown command "${command}": use run, plan or setup`);
+    throw new InputError(
+      "command",
+      `unknown command "${command}": use run, plan, setup, affected or combine`,
+    );
   }
   const raw: RawRequest = {
     module: values.module,

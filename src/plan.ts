@@ -58,7 +58,11 @@ export interface PlanContext {
 export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanContext): Plan {
   const mcsConfig = structuredClone(mod.mcsConfig);
   const mcs = mcsSection(mcsConfig, "MCS config");
-  for (const [key, value] of Object.entries(req.overrides)) mcs.set(key, value);
+  for (const [key, value] of Object.entries(req.overrides)) {
+    const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
+    if (appended) mcs.set(appended, (mcs.get(appended) ?? "") + value);
+    else mcs.set(key, value);
+  }
   if (Object.keys(req.overrides).length) {
     try {
       checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");

@@ -97,13 +97,17 @@ function parseBool(input: string, value: string | undefined): boolean {
   throw new InputError(input, `"${value}" is not true or false`);
 }
 
-/** `key=value` lines (blank lines and `#` comments allowed). */
+/**
+ * `key=value` lines (blank lines and `#` comments allowed); `key+=suffix` appends to the
+ * module's value, e.g. `s3_folder+=-test` sends a test run's results beside the real ones.
+ * Appends are kept with a trailing "+" on the key.
+ */
 export function parseOverrides(text: string): Record<string, string> {
   const overrides: Record<string, string> = {};
   for (const raw of text.split(/\r?\n/)) {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) continue;
-    const pair = /^([A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(line);
+    const pair = /^([A-Za-z0-9_.-]+\+?)\s*=\s*(.*)$/.exec(line);
     if (!pair) {
       throw new InputError(
         "mcs-config-overrides",

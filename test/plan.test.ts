@@ -204,6 +204,17 @@ describe("buildPlan: the staging directory", () => {
     expect(planFile.summary_key).toBe("demo-eval-test/demo-eval_level2_demo_run-summary.json");
   });
 
+  it("appends with key+=suffix: a test run's results go beside the real ones", () => {
+    const { planFile } = build({
+      overrides: "s3_folder+=-test\ns3_movies_folder+=-test\nevaluation=false",
+    });
+    expect(planFile.names).toEqual({
+      folder: "demo-eval-test",
+      movies_folder: "demo-eval-movies-test",
+      prefix: "demo-eval_level2_demo",
+    });
+  });
+
   it("without overrides the MCS config is the repo's, key for key", () => {
     const { dir } = build({ metadata: "oracle" });
     const written = parseIni(

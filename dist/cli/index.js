@@ -8660,6 +8660,259 @@ var external_node_path_default = /*#__PURE__*/__nccwpck_require__.n(external_nod
 const external_node_url_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:url");
 ;// CONCATENATED MODULE: external "node:util"
 const external_node_util_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:util");
+;// CONCATENATED MODULE: ./src/affected.ts
+/**
+ * Which modules a change affects, for pull-request test evaluations: every module when the
+ * pipeline or the action changed, else the modules whose files changed.
+ */
+const EVERYTHING = /^(pipeline|src|dist)\/|^(action\.yml|package(-lock)?\.json)$/;
+const MODULE_FILE = [
+    /^configs\/mcs_config_(.+)_(?:level1|level2|oracle)\.ini$/,
+    /^configs\/(.+)_aws\.ini$/,
+    /^autoscaler\/ray_(.+)_aws\.yaml$/,
+    /^deploy_files\/([^/]+)\//,
+];
+function affectedModules(changed, known) {
+    if (changed.some((f) => EVERYTHING.test(f)))
+        return [...known];
+    const hit = new Set();
+    for (const file of changed) {
+        for (const pattern of MODULE_FILE) {
+            const m = pattern.exec(file)?.[1];
+            if (m && known.includes(m))
+                hit.add(m);
+        }
+    }
+    return known.filter((m) => hit.has(m));
+}
+
+;// CONCATENATED MODULE: ./src/summary.ts
+/**
+ * run-summary.json: the record the Ray driver (pipeline/mcs_pipeline/summary.py) writes to the
+ * results store and rewrites after every finished scene (DESIGN.md §3). The report reads only this.
+ */
+const SCHEMA_VERSION = 1;
+const SCENE_STATUSES = ["SUCCESS", "FAILED", "PENDING"];
+/** `task_error`: the Ray task itself raised (the driver's failed_task_result), not the script. */
+const FAILURE_CLASSES = [
+    "timeout",
+    "xserver",
+    "oom",
+    "script_error",
+    "missing_outputs",
+    "node_lost",
+    "task_error",
+];
+const RUN_STATES = ["running", "finished", "interrupted"];
+/**
+ * Parse and validate a run summary. Unknown fields are dropped; a problem throws an Error whose
+ * one-line message names `source` and the offending field, e.g.
+ * `s3://b/k: invalid run summary: scenes[3].status must be one of SUCCESS, FAILED, PENDING, got "DONE"`.
+ */
+function parseSummary(text, source) {
+    let doc;
+    try {
+        doc = JSON.parse(text);
+    }
+    catch (error) {
+        throw new Error(`${source}: not valid JSON (${oneLine(errorMessage(error))})`);
+    }
+    try {
+        return readSummary(doc);
+    }
+    catch (error) {
+        throw new Error(`${source}: invalid run summary: ${oneLine(errorMessage(error))}`);
+    }
+}
+function readSummary(doc) {
+    const f = fields(doc, "");
+    const version = doc.schema_version;
+    if (version !== SCHEMA_VERSION) {
+        throw new Error(version === undefined
+            ? "schema_version is missing"
+            : `schema_version ${describe(version)} is not supported (expected ${SCHEMA_VERSION})`);
+    }
+    return {
+        schema_version: SCHEMA_VERSION,
+        run_id: f.string("run_id"),
+        module: f.string("module"),
+        metadata: f.string("metadata"),
+        cluster_name: f.nullable("cluster_name", isString, "a string"),
+        store: f.string("store"),
+        summary_key: f.string("summary_key"),
+        state: f.oneOf("state", RUN_STATES),
+        started_at: f.string("started_at"),
+        updated_at: f.string("updated_at"),
+        finished_at: f.nullable("finished_at", isString, "a string"),
+        totals: readTotals(f.value("totals"), f.at("totals")),
+        scenes: f.array("scenes").map((scene, i) => readScene(scene, `scenes[${i}]`)),
+    };
+}
+function readTotals(value, path) {
+    const f = fields(value, path);
+    return {
+        total: f.count("total"),
+        succeeded: f.count("succeeded"),
+        failed: f.count("failed"),
+        pending: f.count("pending"),
+        retried: f.count("retried"),
+    };
+}
+function readScene(value, path) {
+    const f = fields(value, path);
+    return {
+        name: f.string("name"),
+        status: f.oneOf("status", SCENE_STATUSES),
+        attempts: f.count("attempts"),
+        exit_code: f.nullable("exit_code", isInteger, "an integer"),
+        failure_class: f.nullable("failure_class", isOneOf(FAILURE_CLASSES), oneOfText(FAILURE_CLASSES)),
+        duration_s: f.nullable("duration_s", isNumber, "a number"),
+        node: f.nullable("node", isString, "a string"),
+        expected_cost: f.number("expected_cost"),
+        resumed: f.boolean("resumed"),
+        outputs: readOutputs(f.value("outputs"), f.at("outputs")),
+        log_excerpt: f.nullable("log_excerpt", isString, "a string"),
+        history: f.array("history").map((entry, i) => readAttempt(entry, `${f.at("history")}[${i}]`)),
+    };
+}
+function readOutputs(value, path) {
+    const f = fields(value, path);
+    return {
+        history: f.nullable("history", isString, "a string"),
+        log: f.nullable("log", isString, "a string"),
+        videos: f.array("videos").map((key, i) => {
+            if (!isString(key))
+                throw new Error(`${path}.videos[${i}] must be a string, got ${describe(key)}`);
+            return key;
+        }),
+    };
+}
+function readAttempt(value, path) {
+    const f = fields(value, path);
+    return {
+        attempt: f.count("attempt"),
+        exit_code: f.nullable("exit_code", isInteger, "an integer"),
+        failure_class: f.nullable("failure_class", isOneOf(FAILURE_CLASSES), oneOfText(FAILURE_CLASSES)),
+        duration_s: f.nullable("duration_s", isNumber, "a number"),
+        node: f.nullable("node", isString, "a string"),
+        started_at: f.nullable("started_at", isString, "a string"),
+    };
+}
+/** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
+function fields(value, path) {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        throw new Error(`${path || "the document"} must be an object, got ${describe(value)}`);
+    }
+    const obj = value;
+    const at = (key) => (path ? `${path}.${key}` : key);
+    const get = (key, check, want) => {
+        const v = obj[key];
+        if (v === undefined)
+            throw new Error(`${at(key)} is missing (expected ${want})`);
+        if (!check(v))
+            throw new Error(`${at(key)} must be ${want}, got ${describe(v)}`);
+        return v;
+    };
+    return {
+        at,
+        value: (key) => obj[key],
+        string: (key) => get(key, isString, "a string"),
+        number: (key) => get(key, isNumber, "a number"),
+        count: (key) => get(key, isCount, "a non-negative integer"),
+        boolean: (key) => get(key, isBoolean, "a boolean"),
+        array: (key) => get(key, isArray, "an array"),
+        oneOf: (key, values) => get(key, isOneOf(values), oneOfText(values)),
+        nullable: (key, check, want) => get(key, (v) => v === null || check(v), `${want} or null`),
+    };
+}
+const isString = (v) => typeof v === "string";
+const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
+const isInteger = (v) => Number.isInteger(v);
+const isCount = (v) => isInteger(v) && v >= 0;
+const isBoolean = (v) => typeof v === "boolean";
+const isArray = (v) => Array.isArray(v);
+const isOneOf = (values) => (v) => values.includes(v);
+const oneOfText = (values) => `one of ${values.join(", ")}`;
+function describe(value) {
+    if (value === null)
+        return "null";
+    if (Array.isArray(value))
+        return "an array";
+    if (typeof value === "object")
+        return "an object";
+    if (typeof value === "string") {
+        const text = JSON.stringify(value);
+        return text.length > 60 ? `${text.slice(0, 57)}..."` : text;
+    }
+    return String(value);
+}
+function errorMessage(error) {
+    return error instanceof Error ? error.message : String(error);
+}
+function oneLine(text) {
+    return text.replace(/\s*[\r\n]+\s*/g, " ").trim();
+}
+
+;// CONCATENATED MODULE: ./src/combine.ts
+/**
+ * Several runs' summaries as one report: a row per module × metadata level, and the scenes that
+ * passed in the previous run of the same module and level but fail now (regressions).
+ * Used by the scheduled evaluation's final job and the pull-request comment.
+ */
+
+
+
+function findSummaries(dir) {
+    const found = [];
+    const walk = (d) => {
+        for (const name of (0,external_node_fs_namespaceObject.readdirSync)(d).sort()) {
+            const file = external_node_path_default().join(d, name);
+            if ((0,external_node_fs_namespaceObject.statSync)(file).isDirectory())
+                walk(file);
+            else if (name.endsWith("run-summary.json")) {
+                found.push(parseSummary((0,external_node_fs_namespaceObject.readFileSync)(file, "utf8"), file));
+            }
+        }
+    };
+    walk(dir);
+    return found;
+}
+const keyOf = (s) => `${s.module} ${s.metadata}`;
+function regressions(current, previous) {
+    if (!previous)
+        return [];
+    const passed = new Set(previous.scenes.filter((s) => s.status === "SUCCESS").map((s) => s.name));
+    return current.scenes
+        .filter((s) => s.status === "FAILED" && passed.has(s.name))
+        .map((s) => s.name);
+}
+function renderCombined(current, previous = [], title = "MCS evaluations") {
+    const before = new Map(previous.map((s) => [keyOf(s), s]));
+    const lines = [
+        `## ${title}`,
+        "",
+        "| module | metadata | total | succeeded | failed | status | newly failing |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+    ];
+    const details = [];
+    for (const run of [...current].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
+        const { total, succeeded, failed } = run.totals;
+        const newly = regressions(run, before.get(keyOf(run)));
+        const status = run.state !== "finished" ? `⚠️ ${run.state}` : failed ? "❌ failed" : "✅ passed";
+        lines.push(`| ${run.module} | ${run.metadata} | ${total} | ${succeeded} | ${failed} | ${status} | ${newly.length} |`);
+        if (newly.length) {
+            details.push(`### ${run.module} ${run.metadata}: passed in the previous run, failing now`, "", ...newly.slice(0, 200).map((n) => `- \`${n}\``), ...(newly.length > 200 ? [`- … and ${newly.length - 200} more`] : []), "");
+        }
+    }
+    if (current.length === 0)
+        lines.push("| _no run summaries found_ | | | | | | |");
+    if (previous.length === 0)
+        lines.push("", "_No previous run to compare with._");
+    return [...lines, "", ...details].join("\n").trimEnd() + "\n";
+}
+
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/errors.ts
 /**
  * Bad input: one line naming the input and the fix. Raised before anything starts; the CLI
@@ -8717,8 +8970,6 @@ function stringifyIni(ini) {
     return parts.join("\n");
 }
 
-// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
-var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/request.ts
 /** The request: every input, typed and validated, from CLI flags or action inputs alike. */
 
@@ -8785,14 +9036,18 @@ function parseBool(input, value) {
         return false;
     throw new InputError(input, `"${value}" is not true or false`);
 }
-/** `key=value` lines (blank lines and `#` comments allowed). */
+/**
+ * `key=value` lines (blank lines and `#` comments allowed); `key+=suffix` appends to the
+ * module's value, e.g. `s3_folder+=-test` sends a test run's results beside the real ones.
+ * Appends are kept with a trailing "+" on the key.
+ */
 function parseOverrides(text) {
     const overrides = {};
     for (const raw of text.split(/\r?\n/)) {
         const line = raw.trim();
         if (line === "" || line.startsWith("#"))
             continue;
-        const pair = /^([A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(line);
+        const pair = /^([A-Za-z0-9_.-]+\+?)\s*=\s*(.*)$/.exec(line);
         if (!pair) {
             throw new InputError("mcs-config-overrides", `"${line}" is not a key=value line (e.g. s3_folder=eval-test)`);
         }
@@ -8953,8 +9208,13 @@ const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
 function buildPlan(req, mod, scenes, ctx) {
     const mcsConfig = structuredClone(mod.mcsConfig);
     const mcs = module_mcsSection(mcsConfig, "MCS config");
-    for (const [key, value] of Object.entries(req.overrides))
-        mcs.set(key, value);
+    for (const [key, value] of Object.entries(req.overrides)) {
+        const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
+        if (appended)
+            mcs.set(appended, (mcs.get(appended) ?? "") + value);
+        else
+            mcs.set(key, value);
+    }
     if (Object.keys(req.overrides).length) {
         try {
             checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");
@@ -9034,8 +9294,6 @@ function describePlan(plan) {
     return lines.join("\n");
 }
 
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: external "node:readline"
@@ -9075,6 +9333,8 @@ async function capture(command, args, options = {}) {
     return out.join("\n");
 }
 
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: ./src/ray/install.ts
 /**
  * The Ray installer: a Python venv with the pinned `ray[default]` and boto3 (plus the test tools
@@ -9245,7 +9505,7 @@ function renderHeader(summary, options, full) {
         `started ${summary.started_at}`,
     ];
     const sections = [
-        `## ${oneLine(title)}`,
+        `## ${report_oneLine(title)}`,
         `**${outcomeIcon(summary)} ${outcomeText(summary)}**`,
         `${facts.join(" · ")}  \nFull results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}`,
         totalsTable(summary),
@@ -9281,7 +9541,7 @@ function durationTable(summary) {
 }
 function phaseTable(phases) {
     const rows = phases.map((phase) => [
-        escapeCell(oneLine(phase.name)),
+        escapeCell(report_oneLine(phase.name)),
         formatSeconds(phase.seconds),
     ]);
     const total = phases.reduce((sum, phase) => sum + phase.seconds, 0);
@@ -9432,7 +9692,7 @@ function code(text) {
     const runs = text.match(/`+/g) ?? [];
     const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length), 0) + 1);
     const pad = text.startsWith("`") || text.endsWith("`") ? " " : "";
-    return `${fence}${pad}${oneLine(text)}${pad}${fence}`;
+    return `${fence}${pad}${report_oneLine(text)}${pad}${fence}`;
 }
 /** A fenced block longer than any backtick run inside, so ``` in a log cannot close it. */
 function fenced(text) {
@@ -9474,7 +9734,7 @@ function renderTerminal(summary, maxRows = 50) {
     const rows = [
         ["SCENE", "STATUS", "ATTEMPTS", "DURATION", "FAILURE"],
         ...shown.map((scene) => [
-            oneLine(scene.name),
+            report_oneLine(scene.name),
             scene.status + (scene.resumed ? " (resumed)" : ""),
             String(scene.attempts),
             formatSeconds(scene.duration_s, "-"),
@@ -9552,7 +9812,7 @@ function noun(n, word) {
 function scenesText(n) {
     return plural(n, "scene");
 }
-function oneLine(text) {
+function report_oneLine(text) {
     return text.replace(/\s*[\r\n]+\s*/g, " ");
 }
 
@@ -9577,7 +9837,7 @@ function loadScenes(scenesPath, shown) {
     }
     const seen = new Map();
     return files.map((file) => {
-        const scene = readScene(file, external_node_path_default().join(shown, external_node_path_default().relative(scenesPath, file)));
+        const scene = scenes_readScene(file, external_node_path_default().join(shown, external_node_path_default().relative(scenesPath, file)));
         const shownFile = external_node_path_default().join(shown, external_node_path_default().relative(scenesPath, file));
         const other = seen.get(scene.name);
         if (other)
@@ -9586,7 +9846,7 @@ function loadScenes(scenesPath, shown) {
         return scene;
     });
 }
-function readScene(file, shown) {
+function scenes_readScene(file, shown) {
     let doc;
     try {
         doc = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(file, "utf8"));
@@ -9606,173 +9866,6 @@ function readScene(file, shown) {
         throw new InputError("scenes", `${shown}: goal.last_step must be a positive number`);
     }
     return { name, file, lastStep };
-}
-
-;// CONCATENATED MODULE: ./src/summary.ts
-/**
- * run-summary.json: the record the Ray driver (pipeline/mcs_pipeline/summary.py) writes to the
- * results store and rewrites after every finished scene (DESIGN.md §3). The report reads only this.
- */
-const SCHEMA_VERSION = 1;
-const SCENE_STATUSES = ["SUCCESS", "FAILED", "PENDING"];
-/** `task_error`: the Ray task itself raised (the driver's failed_task_result), not the script. */
-const FAILURE_CLASSES = [
-    "timeout",
-    "xserver",
-    "oom",
-    "script_error",
-    "missing_outputs",
-    "node_lost",
-    "task_error",
-];
-const RUN_STATES = ["running", "finished", "interrupted"];
-/**
- * Parse and validate a run summary. Unknown fields are dropped; a problem throws an Error whose
- * one-line message names `source` and the offending field, e.g.
- * `s3://b/k: invalid run summary: scenes[3].status must be one of SUCCESS, FAILED, PENDING, got "DONE"`.
- */
-function parseSummary(text, source) {
-    let doc;
-    try {
-        doc = JSON.parse(text);
-    }
-    catch (error) {
-        throw new Error(`${source}: not valid JSON (${summary_oneLine(errorMessage(error))})`);
-    }
-    try {
-        return readSummary(doc);
-    }
-    catch (error) {
-        throw new Error(`${source}: invalid run summary: ${summary_oneLine(errorMessage(error))}`);
-    }
-}
-function readSummary(doc) {
-    const f = fields(doc, "");
-    const version = doc.schema_version;
-    if (version !== SCHEMA_VERSION) {
-        throw new Error(version === undefined
-            ? "schema_version is missing"
-            : `schema_version ${describe(version)} is not supported (expected ${SCHEMA_VERSION})`);
-    }
-    return {
-        schema_version: SCHEMA_VERSION,
-        run_id: f.string("run_id"),
-        module: f.string("module"),
-        metadata: f.string("metadata"),
-        cluster_name: f.nullable("cluster_name", isString, "a string"),
-        store: f.string("store"),
-        summary_key: f.string("summary_key"),
-        state: f.oneOf("state", RUN_STATES),
-        started_at: f.string("started_at"),
-        updated_at: f.string("updated_at"),
-        finished_at: f.nullable("finished_at", isString, "a string"),
-        totals: readTotals(f.value("totals"), f.at("totals")),
-        scenes: f.array("scenes").map((scene, i) => summary_readScene(scene, `scenes[${i}]`)),
-    };
-}
-function readTotals(value, path) {
-    const f = fields(value, path);
-    return {
-        total: f.count("total"),
-        succeeded: f.count("succeeded"),
-        failed: f.count("failed"),
-        pending: f.count("pending"),
-        retried: f.count("retried"),
-    };
-}
-function summary_readScene(value, path) {
-    const f = fields(value, path);
-    return {
-        name: f.string("name"),
-        status: f.oneOf("status", SCENE_STATUSES),
-        attempts: f.count("attempts"),
-        exit_code: f.nullable("exit_code", isInteger, "an integer"),
-        failure_class: f.nullable("failure_class", isOneOf(FAILURE_CLASSES), oneOfText(FAILURE_CLASSES)),
-        duration_s: f.nullable("duration_s", isNumber, "a number"),
-        node: f.nullable("node", isString, "a string"),
-        expected_cost: f.number("expected_cost"),
-        resumed: f.boolean("resumed"),
-        outputs: readOutputs(f.value("outputs"), f.at("outputs")),
-        log_excerpt: f.nullable("log_excerpt", isString, "a string"),
-        history: f.array("history").map((entry, i) => readAttempt(entry, `${f.at("history")}[${i}]`)),
-    };
-}
-function readOutputs(value, path) {
-    const f = fields(value, path);
-    return {
-        history: f.nullable("history", isString, "a string"),
-        log: f.nullable("log", isString, "a string"),
-        videos: f.array("videos").map((key, i) => {
-            if (!isString(key))
-                throw new Error(`${path}.videos[${i}] must be a string, got ${describe(key)}`);
-            return key;
-        }),
-    };
-}
-function readAttempt(value, path) {
-    const f = fields(value, path);
-    return {
-        attempt: f.count("attempt"),
-        exit_code: f.nullable("exit_code", isInteger, "an integer"),
-        failure_class: f.nullable("failure_class", isOneOf(FAILURE_CLASSES), oneOfText(FAILURE_CLASSES)),
-        duration_s: f.nullable("duration_s", isNumber, "a number"),
-        node: f.nullable("node", isString, "a string"),
-        started_at: f.nullable("started_at", isString, "a string"),
-    };
-}
-/** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
-function fields(value, path) {
-    if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        throw new Error(`${path || "the document"} must be an object, got ${describe(value)}`);
-    }
-    const obj = value;
-    const at = (key) => (path ? `${path}.${key}` : key);
-    const get = (key, check, want) => {
-        const v = obj[key];
-        if (v === undefined)
-            throw new Error(`${at(key)} is missing (expected ${want})`);
-        if (!check(v))
-            throw new Error(`${at(key)} must be ${want}, got ${describe(v)}`);
-        return v;
-    };
-    return {
-        at,
-        value: (key) => obj[key],
-        string: (key) => get(key, isString, "a string"),
-        number: (key) => get(key, isNumber, "a number"),
-        count: (key) => get(key, isCount, "a non-negative integer"),
-        boolean: (key) => get(key, isBoolean, "a boolean"),
-        array: (key) => get(key, isArray, "an array"),
-        oneOf: (key, values) => get(key, isOneOf(values), oneOfText(values)),
-        nullable: (key, check, want) => get(key, (v) => v === null || check(v), `${want} or null`),
-    };
-}
-const isString = (v) => typeof v === "string";
-const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
-const isInteger = (v) => Number.isInteger(v);
-const isCount = (v) => isInteger(v) && v >= 0;
-const isBoolean = (v) => typeof v === "boolean";
-const isArray = (v) => Array.isArray(v);
-const isOneOf = (values) => (v) => values.includes(v);
-const oneOfText = (values) => `one of ${values.join(", ")}`;
-function describe(value) {
-    if (value === null)
-        return "null";
-    if (Array.isArray(value))
-        return "an array";
-    if (typeof value === "object")
-        return "an object";
-    if (typeof value === "string") {
-        const text = JSON.stringify(value);
-        return text.length > 60 ? `${text.slice(0, 57)}..."` : text;
-    }
-    return String(value);
-}
-function errorMessage(error) {
-    return error instanceof Error ? error.message : String(error);
-}
-function summary_oneLine(text) {
-    return text.replace(/\s*[\r\n]+\s*/g, " ").trim();
 }
 
 ;// CONCATENATED MODULE: ./src/engine.ts
@@ -9935,12 +10028,18 @@ async function runDriver(plan, python, numCpus, onProgress) {
 
 
 
+
+
+
+
 const USAGE = `usage: node dist/cli/index.js <command> [options]
 
 commands:
   run     run an evaluation on this machine's Ray; results, report.md under --out
   plan    build and print the plan, validating every input; starts nothing
   setup   create the Python venv with the pinned Ray (run and plan do this when needed)
+  affected  print (JSON) the modules a git change affects: --base REF [--head REF]
+  combine   one Markdown report of several runs: --summaries DIR [--previous DIR] [--title T]
 
 options (run, plan):
   --module M                 module name (configs/M_aws.ini, ...); required
@@ -9966,6 +10065,11 @@ const OPTIONS = {
     out: { type: "string" },
     "num-cpus": { type: "string" },
     dev: { type: "boolean" },
+    base: { type: "string" },
+    head: { type: "string" },
+    summaries: { type: "string" },
+    previous: { type: "string" },
+    title: { type: "string" },
     help: { type: "boolean", short: "h" },
 };
 /** `--retries -1` reaches our own check (and its one-line message) instead of parseArgs' puzzle. */
@@ -10001,8 +10105,27 @@ async function main(argv) {
         await ensureRay({ ...env, dev: values.dev ?? false });
         return 0;
     }
+    if (command === "affected") {
+        if (!values.base)
+            throw new InputError("base", "is required: the git ref the change starts from");
+        const diff = await capture("git", [
+            "diff",
+            "--name-only",
+            `${values.base}...${values.head ?? "HEAD"}`,
+        ]);
+        const changed = diff.split("\n").filter(Boolean);
+        console.log(JSON.stringify(affectedModules(changed, knownModules(env.workspace))));
+        return 0;
+    }
+    if (command === "combine") {
+        if (!values.summaries)
+            throw new InputError("summaries", "is required: a directory of run summaries");
+        const previous = values.previous && (0,external_node_fs_namespaceObject.existsSync)(values.previous) ? findSummaries(values.previous) : [];
+        process.stdout.write(renderCombined(findSummaries(values.summaries), previous, values.title));
+        return 0;
+    }
     if (command !== "run" && command !== "plan") {
-        throw new InputError("command", `unknown command "${command}": use run, plan or setup`);
+        throw new InputError("command", `unknown command "${command}": use run, plan, setup, affected or combine`);
     }
     const raw = {
         module: values.module,

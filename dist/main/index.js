@@ -74807,14 +74807,18 @@ function parseBool(input, value) {
         return false;
     throw new InputError(input, `"${value}" is not true or false`);
 }
-/** `key=value` lines (blank lines and `#` comments allowed). */
+/**
+ * `key=value` lines (blank lines and `#` comments allowed); `key+=suffix` appends to the
+ * module's value, e.g. `s3_folder+=-test` sends a test run's results beside the real ones.
+ * Appends are kept with a trailing "+" on the key.
+ */
 function parseOverrides(text) {
     const overrides = {};
     for (const raw of text.split(/\r?\n/)) {
         const line = raw.trim();
         if (line === "" || line.startsWith("#"))
             continue;
-        const pair = /^([A-Za-z0-9_.-]+)\s*=\s*(.*)$/.exec(line);
+        const pair = /^([A-Za-z0-9_.-]+\+?)\s*=\s*(.*)$/.exec(line);
         if (!pair) {
             throw new InputError("mcs-config-overrides", `"${line}" is not a key=value line (e.g. s3_folder=eval-test)`);
         }
@@ -75534,8 +75538,13 @@ const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
 function buildPlan(req, mod, scenes, ctx) {
     const mcsConfig = structuredClone(mod.mcsConfig);
     const mcs = mcsSection(mcsConfig, "MCS config");
-    for (const [key, value] of Object.entries(req.overrides))
-        mcs.set(key, value);
+    for (const [key, value] of Object.entries(req.overrides)) {
+        const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
+        if (appended)
+            mcs.set(appended, (mcs.get(appended) ?? "") + value);
+        else
+            mcs.set(key, value);
+    }
     if (Object.keys(req.overrides).length) {
         try {
             checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");

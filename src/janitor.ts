@@ -1,0 +1,170 @@
+/**
+ * The janitor action (janitor/action.yml): finds EC2 instances of this pipeline's Ray clusters
+ * that outlived any job that could own them and terminates them (dry-run: lists only), then
+ * says what it did in the job summary. Run hourly by .github/workflows/janitor.yml.
+ */
+import * as core from "@actions/core";
+import { EC2Client } from "@aws-sdk/client-ec2";
+import { assumeRoleWithOidc, exportCredentials } from "./aws/oidc.js";
+import { InputError } from "./errors.js";
+import {
+  checkPrefix,
+  findLeftovers,
+  formatAge,
+  PIPELINE_PREFIX,
+  RAY_CLUSTER_TAG,
+  terminate,
+  type Leftover,
+} from "./janitor/find.js";
+
+/**
+ * The eval job runs with `timeout-minutes: 360` (README); when that expires GitHub cancels it and
+ * the post step still runs `ray down`. An instance of ours launched more than an hour past that
+ * cannot belong to a job that is still running, or still tearing down, so it is safe to sweep.
+ */
+const DEFAULT_MAX_AGE_MINUTES = 420;
+/** A step summary over 1 MiB is dropped whole: list this many rows, the rest are in the log. */
+const MAX_ROWS = 500;
+
+const ROLE_ARN = /^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
+
+interface JanitorInputs {
+  roleArn: string;
+  region: string;
+  maxAgeMinutes: number;
+  prefix: string;
+  dryRun: boolean;
+}
+
+/** Every input checked before anything reaches GitHub or AWS. */
+function readInputs(): JanitorInputs {
+  const roleArn = core.getInput("role-to-assume");
+  if (!ROLE_ARN.test(roleArn)) {
+    throw new InputError(
+      "role-to-assume",
+      roleArn
+        ? `"${roleArn}" is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)`
+        : "is required: the ARN of the IAM role the workflow assumes through OIDC",
+    );
+  }
+  const region = core.getInput("aws-region") || "us-east-1";
+  if (!REGION.test(region)) {
+    throw new InputError("aws-region", `"${region}" is not a region (e.g. us-east-1)`);
+  }
+  const age = core.getInput("max-age-minutes") || String(DEFAULT_MAX_AGE_MINUTES);
+  const maxAgeMinutes = Number(age);
+  if (!/^\d+$/.test(age) || !Number.isSafeInteger(maxAgeMinutes)) {
+    throw new InputError("max-age-minutes", `"${age}" is not a whole number of minutes (≥ 0)`);
+  }
+  // Read raw: an empty prefix must be refused, not replaced by the default.
+  const prefix = process.env.INPUT_CLUSTER_PREFIX?.trim() ?? PIPELINE_PREFIX;
+  checkPrefix(prefix);
+  const dry = (core.getInput("dry-run") || "false").toLowerCase();
+  if (dry !== "true" && dry !== "false") {
+    throw new InputError("dry-run", `"${dry}" is not true or false`);
+  }
+  return { roleArn, region, maxAgeMinutes, prefix, dryRun: dry === "true" };
+}
+
+async function main(): Promise<void> {
+  const inputs = readInputs();
+  const { GITHUB_RUN_ID: runId, GITHUB_RUN_ATTEMPT: attempt } = process.env;
+  const credentials = await assumeRoleWithOidc({
+    roleArn: inputs.roleArn,
+    region: inputs.region,
+    durationSeconds: 900,
+    sessionName: runId ? `mcs-janitor-${runId}-${attempt ?? "1"}` : "mcs-janitor",
+  });
+  exportCredentials(credentials, inputs.region);
+  const ec2 = new EC2Client({ region: inputs.region, credentials });
+
+  const now = new Date();
+  const found = await findLeftovers(ec2, {
+    prefix: inputs.prefix,
+    olderThanMinutes: inputs.maxAgeMinutes,
+    now,
+  });
+  const criteria =
+    `tag ${RAY_CLUSTER_TAG}=${inputs.prefix}*, launched at least ${inputs.maxAgeMinutes} ` +
+    `minutes ago, in ${inputs.region}`;
+  core.info(`${found.length} leftover instance(s): ${criteria}`);
+
+  const ids = found.map((f) => f.id);
+  let actions = new Map<string, string>(ids.map((id) => [id, "would terminate"]));
+  let failure: string | undefined;
+  if (!inputs.dryRun && ids.length > 0) {
+    const result = await terminate(ec2, ids);
+    const done = new Set(result.terminated);
+    actions = new Map(ids.map((id) => [id, done.has(id) ? "terminated" : "not terminated"]));
+    for (const batch of result.failed) {
+      for (const id of batch.ids) actions.set(id, `not terminated (${batch.message})`);
+    }
+    const left = ids.length - done.size;
+    if (left > 0) {
+      failure = `could not terminate ${left} of ${ids.length} instances: ${
+        result.failed[0]?.message ?? "EC2 did not report them as terminating"
+      }`;
+    }
+  }
+  for (const f of found) {
+    core.info(
+      `${f.id} ${f.cluster} ${f.type} ${f.state} launched ${f.launched.toISOString()} ` +
+        `(${formatAge(f.ageMinutes)} ago): ${actions.get(f.id)}`,
+    );
+  }
+
+  const terminated = [...actions.values()].filter((a) => a === "terminated").length;
+  core.setOutput("found", String(found.length));
+  core.setOutput("terminated", String(terminated));
+  core.setOutput("instances", JSON.stringify(ids));
+  await writeSummary(found, actions, inputs, criteria);
+  if (failure) throw new Error(failure);
+}
+
+async function writeSummary(
+  found: readonly Leftover[],
+  actions: ReadonlyMap<string, string>,
+  inputs: JanitorInputs,
+  criteria: string,
+): Promise<void> {
+  const summary = core.summary.addHeading(
+    inputs.dryRun ? "MCS janitor (dry run: nothing terminated)" : "MCS janitor",
+    2,
+  );
+  summary.addRaw(`<p>Looked for EC2 instances with ${escapeHtml(criteria)}.</p>`, true);
+  if (found.length === 0) {
+    summary.addRaw("<p>No leftover instances.</p>", true);
+  } else {
+    const header = ["Instance", "Cluster", "Type", "State", "Launched", "Age", "Action"];
+    summary.addTable([
+      header.map((data) => ({ data, header: true })),
+      ...found
+        .slice(0, MAX_ROWS)
+        .map((f) =>
+          [
+            f.id,
+            f.cluster,
+            f.type,
+            f.state,
+            f.launched.toISOString(),
+            formatAge(f.ageMinutes),
+            actions.get(f.id) ?? "",
+          ].map(escapeHtml),
+        ),
+    ]);
+    if (found.length > MAX_ROWS) {
+      summary.addRaw(`<p>… and ${found.length - MAX_ROWS} more: see the step's log.</p>`, true);
+    }
+  }
+  await summary.write();
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof InputError) core.setFailed(`input ${error.input}: ${error.message}`);
+  else core.setFailed(error instanceof Error ? error.message : String(error));
+});

@@ -1,0 +1,495 @@
+/**
+ * The launcher tests' "head node": Debian's sshd on 127.0.0.1, started by the fixture in its own
+ * PID namespace (`unshare --pid --fork --mount-proc`). `ray down` runs `ray stop` on the node,
+ * which kills Ray processes BY NAME; inside the namespace it only sees what was started through
+ * this sshd, never the machine's other Ray instances. Stopping the namespace's init (sshd) ends
+ * every process in it.
+ *
+ * The node's environment (like an instance profile's) comes from sshd's `SetEnv`: HOME and
+ * RAY_TMPDIR inside the fixture directory, the venv first on PATH, plus `env` (AWS_ENDPOINT_URL ...).
+ * Ray reaches the node only through `auth.ssh_proxy_command: "nc %h PORT"`.
+ *
+ * Needs root (CI runs as root): unshare of a PID namespace, and sshd's privilege separation.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { REPO } from "./workspace.js";
+
+/** The pinned Ray venv the tests use (client and node alike). */
+export const VENV = path.join(REPO, ".venv");
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Wall time, milliseconds. */
+  ms: number;
+}
+
+export interface ExecOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** SIGTERM after this long (then SIGKILL 5 s later); default 120 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * Runs a command asynchronously (never spawnSync: the fixtures' HTTP servers live in this
+ * process) and resolves when it EXITS with what it printed so far. Resolving on exit rather than
+ * on stdio close matters for `ray` and `ssh`: an ssh ControlPersist master (and its ProxyCommand)
+ * can keep inherited pipes open for 10 s after the command is done.
+ */
+export function execCommand(
+  file: string,
+  args: readonly string[],
+  options: ExecOptions = {},
+): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const child = spawn(file, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    let kill: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      child.kill("SIGTERM");
+      kill = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    }, options.timeoutMs ?? 120_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(kill);
+      // Give the pipes a moment to deliver what was written just before exit.
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        child.stdout.removeAllListeners("data");
+        child.stderr.removeAllListeners("data");
+        child.stdout.destroy();
+        child.stderr.destroy();
+        resolve({ code, signal, stdout, stderr, ms: performance.now() - start });
+      };
+      const grace = setTimeout(finish, 200);
+      child.on("close", () => {
+        clearTimeout(grace);
+        finish();
+      });
+    });
+  });
+}
+
+/** `count` distinct TCP ports free on this machine right now (held together, then released). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers: net.Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+      });
+      servers.push(server);
+    }
+    return servers.map((s) => (s.address() as net.AddressInfo).port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0]!;
+}
+
+export interface SshdOptions {
+  /** Extra node environment (sshd SetEnv), e.g. AWS_ENDPOINT_URL and the static AWS keys. */
+  env?: Record<string, string>;
+  /** The venv whose bin/ comes first on the node's PATH; default the repo's .venv. */
+  venv?: string;
+  /** Leave the fixture directory behind after stop() (for debugging). */
+  keep?: boolean;
+}
+
+export interface SshdFixture {
+  /** The fixture directory: keys, sshd_config, log, home, Ray's temp dir. */
+  root: string;
+  /** HOME of SSH sessions on the node (has .bash_profile/.bashrc; Ray puts its bootstrap files here). */
+  home: string;
+  /** RAY_TMPDIR on the node: Ray's sessions and sockets live under `<rayTmpDir>/ray`. */
+  rayTmpDir: string;
+  /** A scratch dir for client-side TMPDIR (Ray's local-provider state, config cache). */
+  clientTmp: string;
+  host: "127.0.0.1";
+  port: number;
+  /** The SSH user: whoever runs the tests. */
+  user: string;
+  /** Authorized client private key (ed25519, no passphrase). */
+  privateKey: string;
+  /** For Ray's `auth.ssh_proxy_command` (and ssh's ProxyCommand): `nc %h PORT`. */
+  proxyCommand: string;
+  venv: string;
+  /** The node environment sshd sets for every session. */
+  env: Record<string, string>;
+  /** sshd's log (-E). */
+  log: string;
+  /** PID of the `unshare` process (in our namespace). */
+  pid: number;
+  /** PID (in our namespace) of sshd, the init of the node's PID namespace. */
+  initPid: number;
+  /** The namespace, as readlink(/proc/PID/ns/pid) spells it: `pid:[INODE]`. */
+  pidNamespace: string;
+  /** Arguments for `ssh` that log in to the node and run `command`. */
+  sshArgs(command: string): string[];
+  /** Runs `command` on the node over SSH. */
+  ssh(command: string, options?: ExecOptions): Promise<ExecResult>;
+  /** Stops sshd and everything in its namespace; waits for it. Idempotent. */
+  stop(): Promise<void>;
+}
+
+interface LiveNode {
+  init: number;
+  root: string;
+}
+const live = new Map<number, LiveNode>(); // by unshare pid
+let exitHookInstalled = false;
+
+/** Last resort if the test process exits without stop(): SIGKILL each namespace's init by PID. */
+function installExitHook() {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on("exit", () => {
+    for (const [pid, { init, root }] of live) {
+      for (const target of [init, pid]) {
+        try {
+          process.kill(target, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      try {
+        rmSync(root, { recursive: true, force: true });
+      } catch {
+        // a dying process may still write there
+      }
+    }
+  });
+}
+
+const SSH_OPTIONS = [
+  "-o",
+  "StrictHostKeyChecking=no",
+  "-o",
+  "UserKnownHostsFile=/dev/null",
+  "-o",
+  "IdentitiesOnly=yes",
+  "-o",
+  "BatchMode=yes",
+  "-o",
+  "LogLevel=ERROR",
+  "-o",
+  "ConnectTimeout=10",
+];
+
+function setEnvLine(env: Record<string, string>): string {
+  const items = Object.entries(env).map(([key, value]) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new Error(`bad node env name ${key}`);
+    if (/["\n\\]/.test(value)) throw new Error(`node env ${key}: no quotes/backslashes/newlines`);
+    return `"${key}=${value}"`;
+  });
+  return `SetEnv ${items.join(" ")}`;
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+function within(promise: Promise<void>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void promise.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function keygen(file: string) {
+  const r = await execCommand("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", file]);
+  if (r.code !== 0) throw new Error(`ssh-keygen ${file} failed: ${r.stderr}`);
+}
+
+/** Starts sshd on a free loopback port in a new PID namespace and waits until it accepts. */
+export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture> {
+  if (process.getuid?.() !== 0) {
+    throw new Error("the sshd fixture needs root (PID namespace + sshd privilege separation)");
+  }
+  const onPath = (tool: string) =>
+    (process.env.PATH ?? "").split(":").some((dir) => dir && existsSync(path.join(dir, tool)));
+  if (!existsSync("/usr/sbin/sshd") || !onPath("nc") || !onPath("ssh-keygen")) {
+    throw new Error(
+      "the sshd fixture needs /usr/sbin/sshd, ssh-keygen and nc: " +
+        "apt-get install openssh-server openssh-client rsync netcat-openbsd",
+    );
+  }
+  const venv = options.venv ?? VENV;
+  // Ray's unix sockets live under RAY_TMPDIR/ray/session_<date>_<pid>/sockets/: keep it short
+  // (sun_path is 108 bytes).
+  const base = os.tmpdir().length <= 24 ? os.tmpdir() : "/tmp";
+  const root = mkdtempSync(path.join(base, "mcs-node-"));
+  const home = path.join(root, "home");
+  const rayTmpDir = path.join(root, "rt");
+  const clientTmp = path.join(root, "ct");
+  for (const dir of [home, rayTmpDir, clientTmp]) mkdirSync(dir, { recursive: true });
+  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+
+  const hostKey = path.join(root, "ssh_host_ed25519_key");
+  const privateKey = path.join(root, "client_key");
+  await Promise.all([keygen(hostKey), keygen(privateKey)]);
+  const authorizedKeys = path.join(root, "authorized_keys");
+  writeFileSync(authorizedKeys, readFileSync(`${privateKey}.pub`), { mode: 0o600 });
+
+  // Ray runs remote commands through `bash --login -i`: /etc/profile resets PATH, so the
+  // fixture's rc files put the venv first again.
+  writeFileSync(path.join(home, ".bash_profile"), '. "$HOME/.bashrc"\n');
+  writeFileSync(
+    path.join(home, ".bashrc"),
+    `# mcs-pipeline test node: the pinned Ray venv first\nexport PATH="${venv}/bin:$PATH"\n`,
+  );
+
+  const env: Record<string, string> = {
+    HOME: home,
+    RAY_TMPDIR: rayTmpDir,
+    PATH: `${venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+    ...options.env,
+  };
+  const user = os.userInfo().username;
+  const log = path.join(root, "sshd.log");
+
+  installExitHook();
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const config = path.join(root, "sshd_config");
+    writeFileSync(
+      config,
+      [
+        `Port ${port}`,
+        "ListenAddress 127.0.0.1",
+        `HostKey ${hostKey}`,
+        `PidFile ${path.join(root, "sshd.pid")}`,
+        `AuthorizedKeysFile ${authorizedKeys}`,
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "UseDNS no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "X11Forwarding no",
+        "LogLevel VERBOSE",
+        "MaxStartups 100:30:200",
+        "MaxSessions 100",
+        "Subsystem sftp internal-sftp",
+        setEnvLine(env),
+        "",
+      ].join("\n"),
+    );
+    const out = openSync(path.join(root, "unshare.out"), "a");
+    const child = spawn(
+      "unshare",
+      ["--pid", "--fork", "--mount-proc", "--kill-child=TERM"].concat([
+        "/usr/sbin/sshd",
+        "-D",
+        "-f",
+        config,
+        "-E",
+        log,
+      ]),
+      { stdio: ["ignore", out, out] },
+    );
+    closeSync(out);
+    const pid = child.pid;
+    if (pid === undefined) throw new Error("could not start unshare");
+    live.set(pid, { init: pid, root });
+
+    // Ready when the port accepts connections; a dead unshare means sshd refused to start.
+    let ready = false;
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
+      if (await canConnect(port)) {
+        ready = true;
+        break;
+      }
+      await sleep(25);
+    }
+    const initPid = childrenOf(pid)[0];
+    if (ready && initPid !== undefined) {
+      live.set(pid, { init: initPid, root });
+      const pidNamespace = readlinkSync(`/proc/${initPid}/ns/pid`);
+      const sshArgs = (command: string) => [
+        "-i",
+        privateKey,
+        "-o",
+        `ProxyCommand=nc %h ${port}`,
+        ...SSH_OPTIONS,
+        `${user}@127.0.0.1`,
+        command,
+      ];
+      const stop = async () => {
+        if (live.has(pid)) {
+          // SIGTERM to unshare does nothing (it blocks SIGINT/SIGTERM while it waits for its
+          // child): stop the namespace's init; the kernel then kills the rest of the namespace.
+          try {
+            process.kill(initPid, "SIGTERM");
+          } catch {
+            // gone already
+          }
+          if (!(await within(exited(child), 5_000))) {
+            try {
+              process.kill(initPid, "SIGKILL");
+            } catch {
+              // gone already
+            }
+            if (!(await within(exited(child), 5_000))) child.kill("SIGKILL");
+            await exited(child);
+          }
+          live.delete(pid);
+        }
+        if (!options.keep) rmSync(root, { recursive: true, force: true });
+      };
+      return {
+        root,
+        home,
+        rayTmpDir,
+        clientTmp,
+        host: "127.0.0.1",
+        port,
+        user,
+        privateKey,
+        proxyCommand: `nc %h ${port}`,
+        venv,
+        env,
+        log,
+        pid,
+        initPid,
+        pidNamespace,
+        sshArgs,
+        ssh: (command, execOptions) => execCommand("ssh", sshArgs(command), execOptions),
+        stop,
+      };
+    }
+
+    // Not ready: stop what started, and retry only if another process took the port meanwhile.
+    if (initPid !== undefined) {
+      try {
+        process.kill(initPid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    }
+    if (!(await within(exited(child), 5_000))) child.kill("SIGKILL");
+    await exited(child);
+    live.delete(pid);
+    const text = existsSync(log) ? readFileSync(log, "utf8") : "";
+    if (attempt < 3 && /Address already in use/.test(text)) continue;
+    const unshareOut = readFileSync(path.join(root, "unshare.out"), "utf8");
+    rmSync(root, { recursive: true, force: true });
+    throw new Error(`sshd did not start on port ${port}:\n${text}\n${unshareOut}`);
+  }
+}
+
+export interface NodeProcess {
+  pid: number;
+  /** The command line (argv joined with spaces), as /proc shows it. */
+  command: string;
+}
+
+/**
+ * Processes started through the fixture's sshd and still running (Ray's raylet, GCS, workers,
+ * drivers, leftover shells): everything in the node's PID namespace except sshd itself.
+ * Empty once the namespace is gone.
+ */
+export function rayProcessesOf(fixture: Pick<SshdFixture, "pidNamespace">): NodeProcess[] {
+  const found: NodeProcess[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/pid`) !== fixture.pidNamespace) continue;
+      const comm = readFileSync(`/proc/${entry}/comm`, "utf8").trim();
+      if (comm.startsWith("sshd")) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (/\) Z /.test(stat)) continue; // a zombie has already exited
+      const command = readFileSync(`/proc/${entry}/cmdline`, "utf8")
+        .split("\0")
+        .filter(Boolean)
+        .join(" ");
+      found.push({ pid: Number(entry), command: command || `[${comm}]` });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
+/** Polls until `rayProcessesOf(fixture)` is empty; returns what is left after `timeoutMs`. */
+export async function waitForNoRayProcesses(
+  fixture: Pick<SshdFixture, "pidNamespace">,
+  timeoutMs = 10_000,
+): Promise<NodeProcess[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = rayProcessesOf(fixture);
+    if (left.length === 0 || Date.now() >= deadline) return left;
+    await sleep(100);
+  }
+}
