@@ -57,8 +57,9 @@ function readInputs(): JanitorInputs {
   if (!/^\d+$/.test(age) || !Number.isSafeInteger(maxAgeMinutes)) {
     throw new InputError("max-age-minutes", `"${age}" is not a whole number of minutes (≥ 0)`);
   }
-  // Read raw: an empty prefix must be refused, not replaced by the default.
-  const prefix = process.env.INPUT_CLUSTER_PREFIX?.trim() ?? PIPELINE_PREFIX;
+  // Read raw (the runner keeps the hyphen in INPUT_CLUSTER-PREFIX): an empty prefix must be
+  // refused, not replaced by the default. Unset (outside a runner): the default.
+  const prefix = process.env["INPUT_CLUSTER-PREFIX"]?.trim() ?? PIPELINE_PREFIX;
   checkPrefix(prefix);
   const dry = (core.getInput("dry-run") || "false").toLowerCase();
   if (dry !== "true" && dry !== "false") {
