@@ -54,6 +54,8 @@ export interface Target {
 export interface Outcome {
   plan: Plan;
   summary?: RunSummary;
+  /** run-summary.json exactly as the store holds it. */
+  summaryText?: string;
   markdown?: string;
   phases: Phase[];
   /** 0 all scenes succeeded, 1 some failed, 130 interrupted. */
@@ -121,15 +123,17 @@ export async function evaluate(
   await target.run(plan, python, hooks);
   const source = target.link(plan, plan.summary_key).uri;
   let summary: RunSummary;
+  let summaryText: string;
   try {
-    summary = parseSummary(await target.readSummary(plan), source);
+    summaryText = await target.readSummary(plan);
+    summary = parseSummary(summaryText, source);
   } catch (error) {
     throw new EnvironmentError(
       `the driver left no readable run summary at ${source}: ${(error as Error).message}`,
     );
   }
   const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
-  return { plan, summary, markdown, phases, exitCode: outcomeCode(summary) };
+  return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
 }
 
 export function outcomeCode(summary: RunSummary): number {

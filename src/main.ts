@@ -58,6 +58,7 @@ function githubRunId(): string {
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {
     stopRunningRay("SIGTERM");
+    core.setOutput("status", "interrupted");
     core.setFailed(`cancelled (${signal}); the post step tears the cluster down`);
     process.exit(1);
   });
@@ -65,6 +66,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 
 main().catch((error: unknown) => {
   stopRunningRay("SIGTERM");
-  if (error instanceof InputError) core.setFailed(`input ${error.input}: ${error.message}`);
-  else core.setFailed(error instanceof Error ? error.message : String(error));
+  if (error instanceof InputError) {
+    core.setFailed(`input ${error.input}: ${error.message}`);
+  } else {
+    core.setOutput("status", "failure");
+    core.setFailed(error instanceof Error ? error.message : String(error));
+  }
 });

@@ -31,8 +31,7 @@ async function post(): Promise<void> {
     core.startGroup(`ray down ${name}`);
     const result = await runRay(core.getState(STATE.ray), ["down", "-y", yaml], (l) =>
       core.info(l),
-    );
-    core.endGroup();
+    ).finally(() => core.endGroup());
     if (result.code !== 0) throw new Error(`ray down exited ${result.code ?? result.signal}`);
     core.info(`Cluster ${name} is torn down.`);
   } catch (error) {

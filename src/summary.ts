@@ -31,6 +31,8 @@ export interface AttemptRecord {
   duration_s: number | null;
   node: string | null;
   started_at: string | null;
+  /** This attempt's log key (older summaries lack it). */
+  log?: string | null;
 }
 
 /** Keys relative to the store root. */
@@ -188,6 +190,8 @@ function readAttempt(value: unknown, path: string): AttemptRecord {
     duration_s: f.nullable("duration_s", isNumber, "a number"),
     node: f.nullable("node", isString, "a string"),
     started_at: f.nullable("started_at", isString, "a string"),
+    log:
+      typeof (value as { log?: unknown }).log === "string" ? (value as { log: string }).log : null,
   };
 }
 

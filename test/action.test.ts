@@ -1,34 +1,746 @@
-import { writeFileSync } from "node:fs";
-import { afterAll, beforeAll, it } from "vitest";
-import { makeActionWorkspace } from "./support/cluster.js";
-import { startMoto, startStsProxy, TEST_KEYS, TEST_REGION, type MotoServer, type StsProxy } from "./support/moto.js";
-import { startOidcServer, type OidcServer } from "./support/oidc.js";
-import { ActionJob, cleanupActions } from "./support/runner.js";
-import { rayProcessesOf, startSshd, type SshdFixture } from "./support/sshd.js";
-import { removeTemps } from "./support/workspace.js";
+/**
+ * The action end to end, run the way the GitHub runner runs it: `node dist/main/index.js`, then
+ * `node dist/post/index.js`, with INPUT_*, GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_STATE /
+ * STATE_*, GITHUB_ENV, RUNNER_TEMP and GITHUB_WORKSPACE (test/support/runner.ts). Everything the
+ * action talks to is real and on loopback: moto (STS, S3) behind the STS trust-policy proxy, an
+ * endpoint speaking the Actions ID-token protocol, and a Ray cluster brought up by `ray up` with
+ * Ray's local node provider over SSH to the fixture's sshd. No mock of our own code anywhere.
+ *
+ * Every case ends with no Ray process left on the node and none left by the steps, and no
+ * credential or token in any log, output, state, GITHUB_ENV, job summary or file of the job.
+ */
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { makeActionWorkspace, type ActionWorkspace } from "./support/cluster.js";
+import {
+  startMoto,
+  startStsProxy,
+  TEST_KEYS,
+  TEST_REGION,
+  type IssuedCredentials,
+  type MotoServer,
+  type ProxiedRequest,
+  type StsProxy,
+} from "./support/moto.js";
+import { jwtClaims, startOidcServer, type OidcRequest, type OidcServer } from "./support/oidc.js";
+import {
+  ActionJob,
+  cleanupActions,
+  leakedSecrets,
+  type ActionRun,
+  type JobOptions,
+  type RunningAction,
+  type WorkflowCommand,
+} from "./support/runner.js";
+import {
+  rayProcessesOf,
+  startSshd,
+  waitForNoRayProcesses,
+  type NodeProcess,
+  type SshdFixture,
+} from "./support/sshd.js";
+import { REPO, removeTemps } from "./support/workspace.js";
+
+const ROLE = "arn:aws:iam::123456789012:role/mcs-eval";
+const UNTRUSTED_ROLE = "arn:aws:iam::123456789012:role/mcs-untrusted";
+const REGION = "us-east-1";
+const FOLDER = "demo-eval";
+const PREFIX = "demo-eval_level2_demo";
+const SUMMARY_KEY = `${FOLDER}/${PREFIX}_run-summary.json`;
+const CONSOLE = "https://s3.console.aws.amazon.com/s3";
+
+/** A full run: ray up (~6 s) + scenes + ray down (~6 s), and the post step. */
+const RUN_TIMEOUT_MS = 240_000;
+/** Runs that fail before any cluster starts. */
+const SHORT_TIMEOUT_MS = 60_000;
+
+const SUBSET_NAMES = readdirSync(path.join(REPO, "scenes/subset"))
+  .filter((f) => f.endsWith(".json"))
+  .map((f) => path.basename(f, ".json"))
+  .sort();
 
 let moto: MotoServer | undefined;
 let proxy: StsProxy | undefined;
 let oidc: OidcServer | undefined;
 let node: SshdFixture | undefined;
-beforeAll(async () => {
-  moto = await startMoto();
-  proxy = await startStsProxy(moto.url);
-  oidc = await startOidcServer();
-  node = await startSshd({ env: { AWS_ENDPOINT_URL: moto.url, AWS_ACCESS_KEY_ID: TEST_KEYS.accessKeyId, AWS_SECRET_ACCESS_KEY: TEST_KEYS.secretAccessKey, AWS_DEFAULT_REGION: TEST_REGION, AWS_EC2_METADATA_DISABLED: "true" } });
-});
-afterAll(async () => {
-  await Promise.allSettled([cleanupActions(), node?.stop(), moto?.stop(), proxy?.close(), oidc?.close()]);
-  removeTemps();
-});
-it("explore", async () => {
-  const ws = await makeActionWorkspace({ node: node!, s3Endpoint: moto!.url });
-  const job = new ActionJob({ workspace: ws.dir, inputs: { module: "demo", scenes: "scenes/subset", "role-to-assume": "arn:aws:iam::123456789012:role/mcs-eval", "aws-region": "us-east-1" }, oidc: oidc!, awsEndpoint: proxy!.url });
-  const main = await job.run("main");
-  writeFileSync("/tmp/explore/main.json", JSON.stringify({ ...main, job: undefined }, null, 1));
-  writeFileSync("/tmp/explore/main.stdout", main.stdout);
-  writeFileSync("/tmp/explore/summary.md", main.summary);
+
+/** The jobs of the running test: afterEach tears down whatever they may have left. */
+const jobs: ActionJob[] = [];
+/** Steps started in the background by the running test. */
+const started: RunningAction[] = [];
+/** Every cluster name the action reported, over the whole file: each must be new. */
+const clusterNames = new Set<string>();
+
+// ── helpers ───────────────────────────────────────────────────────────────────────────────────
+
+type JobSetup = Partial<Omit<JobOptions, "workspace" | "inputs">> & {
+  /** Inputs over the defaults; undefined removes one. */
+  inputs?: Record<string, string | undefined>;
+};
+
+/** A job of the workflow using the action in `ws`: module demo, scenes/subset, the role. */
+function newJob(ws: ActionWorkspace, setup: JobSetup = {}): ActionJob {
+  const inputs: Record<string, string | undefined> = {
+    module: "demo",
+    scenes: "scenes/subset",
+    "role-to-assume": ROLE,
+    "aws-region": REGION,
+    ...setup.inputs,
+  };
+  const defined: Record<string, string> = {};
+  for (const [k, v] of Object.entries(inputs)) if (v !== undefined) defined[k] = v;
+  const job = new ActionJob({
+    oidc: oidc!,
+    awsEndpoint: proxy!.url,
+    ...setup,
+    workspace: ws.dir,
+    inputs: defined,
+  });
+  jobs.push(job);
+  return job;
+}
+
+function workspace(): Promise<ActionWorkspace> {
+  return makeActionWorkspace({ node: node!, s3Endpoint: moto!.url });
+}
+
+/** What the loopback services see from this call on. */
+function traffic() {
+  const sts = proxy!.requests.length;
+  const tokens = oidc!.requests.length;
+  const issued = oidc!.issued.length;
+  const credentials = proxy!.credentials.length;
+  return {
+    credentials: (): IssuedCredentials[] => proxy!.credentials.slice(credentials),
+    sts: (): ProxiedRequest[] => proxy!.requests.slice(sts),
+    assumes: (): ProxiedRequest[] =>
+      proxy!.requests.slice(sts).filter((r) => r.action === "AssumeRoleWithWebIdentity"),
+    oidc: (): OidcRequest[] => oidc!.requests.slice(tokens),
+    issued: () => oidc!.issued.slice(issued),
+  };
+}
+
+/** Samples the node's processes while `work` runs: a process that lived 50 ms shows up. */
+async function watchNode<T>(work: () => Promise<T>): Promise<{ result: T; seen: NodeProcess[] }> {
+  const seen = new Map<number, NodeProcess>();
+  const sample = () => {
+    for (const p of rayProcessesOf(node!)) seen.set(p.pid, p);
+  };
+  const timer = setInterval(sample, 50);
+  try {
+    const result = await work();
+    sample();
+    return { result, seen: [...seen.values()] };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The cluster name the action reported: mcs-<module>-<run id>-<attempt>, new to this file. */
+function expectNewClusterName(run: ActionRun): string {
+  const name = `mcs-demo-${run.job.runId}-${run.job.runAttempt}`;
+  expect(run.outputs["cluster-name"]).toBe(name);
+  expect(clusterNames.has(name), `${name} was used before`).toBe(false);
+  clusterNames.add(name);
+  return name;
+}
+
+/** Every credential and ID token issued since `seen` was taken was masked by this step. */
+function expectMasked(run: ActionRun, seen: ReturnType<typeof traffic>) {
+  const issued = [
+    ...seen.credentials().flatMap((c) => [c.accessKeyId, c.secretAccessKey, c.sessionToken]),
+    ...seen.issued().map((t) => t.jwt),
+  ];
+  expect(issued.length).toBeGreaterThanOrEqual(4);
+  for (const value of issued) expect(run.masks).toContain(value);
+}
+
+function context(run: ActionRun): string {
+  return `${run.entry} exit ${run.code ?? run.signal}\n--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
+}
+
+const errors = (run: ActionRun): WorkflowCommand[] =>
+  run.annotations.filter((a) => a.command === "error");
+
+/** Every value a leak check looks for: STS credentials, ID tokens, the ID-token request token. */
+function secrets(): string[] {
+  return [
+    ...proxy!.secrets(),
+    ...proxy!.credentials.map((c) => c.accessKeyId),
+    ...oidc!.issued.map((t) => t.jwt),
+    oidc!.requestToken,
+  ];
+}
+
+function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.join(e.parentPath, e.name));
+}
+
+/**
+ * Where a secret shows: every step's stdout (bar ::add-mask::), stderr, outputs, state and job
+ * summary (leakedSecrets), what it wrote to GITHUB_ENV, and every file of the job: RUNNER_TEMP
+ * (plans, cluster YAML, run summary), TMPDIR (Ray's client-side files), the step files.
+ */
+function leaks(job: ActionJob): string[] {
+  const all = secrets();
+  const hits = job.runs.flatMap((run, i) => [
+    ...leakedSecrets(run, all).map((hit) => `step ${i + 1} (${run.entry}): ${hit}`),
+    ...all
+      .filter((s) => JSON.stringify(run.env).includes(s))
+      .map((s) => `step ${i + 1} (${run.entry}): ${s.slice(0, 4)}... in GITHUB_ENV`),
+  ]);
+  for (const file of filesUnder(job.dir)) {
+    const bytes = readFileSync(file);
+    for (const s of all) {
+      if (bytes.includes(s)) hits.push(`${s.slice(0, 4)}... in ${path.relative(job.dir, file)}`);
+    }
+  }
+  return hits;
+}
+
+/** The `[k/N] ...` progress lines, split by whether they sit inside a `::group::`. */
+function progressByGroup(stdout: string) {
+  let depth = 0;
+  let deepest = 0;
+  const outside: string[] = [];
+  const inside: string[] = [];
+  for (const line of stdout.split("\n")) {
+    if (line.startsWith("::group::")) deepest = Math.max(deepest, ++depth);
+    else if (line.startsWith("::endgroup::")) depth--;
+    else if (/^\[\d+\/\d+\] /.test(line)) (depth > 0 ? inside : outside).push(line);
+  }
+  return { outside, inside, openAtEnd: depth, deepest };
+}
+
+/** The values a file-command file gave `name`, in the order they were written. */
+function stateHistory(run: ActionRun, name: string): string[] {
+  const text = readFileSync(run.files.state, "utf8");
+  const values: string[] = [];
+  const re = new RegExp(`^${name}<<(\\S+)\\n([\\s\\S]*?)\\n\\1$|^${name}=(.*)$`, "gm");
+  for (const m of text.matchAll(re)) values.push(m[2] ?? m[3] ?? "");
+  return values;
+}
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const objectHref = (bucket: string, key: string) =>
+  `${CONSOLE}/object/${bucket}?region=${REGION}&prefix=${encodeURIComponent(key)}`;
+
+interface SummaryFile {
+  run_id: string;
+  state: string;
+  cluster_name: string | null;
+  totals: { total: number; succeeded: number; failed: number; pending: number };
+  scenes: {
+    name: string;
+    status: string;
+    attempts: number;
+    exit_code: number | null;
+    failure_class: string | null;
+    outputs: { history: string | null; log: string | null; videos: string[] };
+    log_excerpt: string | null;
+  }[];
+}
+
+/** The post step of a job whose main left no cluster: says so, asks nobody for anything. */
+async function expectNothingToTearDown(job: ActionJob) {
+  const seen = traffic();
   const post = await job.run("post");
-  writeFileSync("/tmp/explore/post.stdout", post.stdout + "\n---\n" + post.stderr);
-  writeFileSync("/tmp/explore/extra.json", JSON.stringify({ keys: await ws.listKeys(), ray: rayProcessesOf(node!), leftovers: job.leftovers(), oidc: oidc!.requests, sts: proxy!.requests, postcode: post.code }, null, 1));
-}, 300_000);
+  expect(post.code, context(post)).toBe(0);
+  expect(post.stdout).toMatch(/^No cluster to tear down\.$/m);
+  expect(post.stdout).not.toContain("::group::ray down");
+  expect(post.annotations).toEqual([]);
+  expect(seen.oidc()).toEqual([]);
+  expect(seen.sts()).toEqual([]);
+  return post;
+}
+
+/** Nothing started: no cluster, no STS/OIDC traffic, no state saying a cluster may be up. */
+function expectNothingStarted(
+  main: ActionRun,
+  seen: ReturnType<typeof traffic>,
+  onNode: NodeProcess[],
+) {
+  expect(onNode, "processes on the node during the step").toEqual([]);
+  expect(main.stdout).not.toMatch(/^::group::ray /m);
+  expect(main.state["cluster-up"]).toBeUndefined();
+  expect(main.job.leftovers()).toEqual([]);
+  expect(seen.sts()).toEqual([]);
+}
+
+// ── the cases ─────────────────────────────────────────────────────────────────────────────────
+
+describe("the action, as the runner runs it, against loopback AWS, OIDC and a real Ray cluster", () => {
+  beforeAll(async () => {
+    // Each fixture is kept as soon as it runs, so afterAll stops it even if another one failed.
+    moto = await startMoto();
+    const motoUrl = moto.url;
+    await Promise.all([
+      startStsProxy(motoUrl, {
+        // Only tokens our OIDC endpoint issued pass, as only GitHub-signed ones pass real STS.
+        acceptToken: (jwt) => oidc?.issued.some((t) => t.jwt === jwt) ?? false,
+      }).then((p) => (proxy = p)),
+      startOidcServer().then((o) => (oidc = o)),
+      // The node's own AWS settings, like an instance profile: it writes to moto directly.
+      startSshd({
+        env: {
+          AWS_ENDPOINT_URL: motoUrl,
+          AWS_ACCESS_KEY_ID: TEST_KEYS.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: TEST_KEYS.secretAccessKey,
+          AWS_DEFAULT_REGION: TEST_REGION,
+          AWS_EC2_METADATA_DISABLED: "true",
+        },
+      }).then((n) => (node = n)),
+    ]);
+  });
+
+  afterAll(async () => {
+    // Each part is stopped by its own PID (or closed), whatever happened above.
+    await cleanupActions().catch(() => undefined);
+    await Promise.allSettled([node?.stop(), moto?.stop(), proxy?.close(), oidc?.close()]);
+    removeTemps();
+  });
+
+  afterEach(async () => {
+    // A step still running after a failed assertion: cancel it the runner's way first.
+    await Promise.allSettled(started.splice(0).map((r) => r.cancel({ sigtermAfterMs: 2_000 })));
+    for (const job of jobs.splice(0)) {
+      // A test that failed before its post step: run it now, as the runner always does.
+      const postRan = job.runs.some((r) => r.entry === "post");
+      if (!postRan && job.state["cluster-up"] === "true") {
+        await job.run("post").catch(() => undefined);
+      }
+      await job.cleanup();
+    }
+    // Anything still on the node (only after a failure): stop it by PID, inside its namespace.
+    if (!node) return;
+    for (const p of rayProcessesOf(node)) {
+      try {
+        process.kill(p.pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    }
+    await waitForNoRayProcesses(node, 5_000);
+  });
+
+  it(
+    "clean run of scenes/subset: outputs, job summary, objects in S3, state, post, no leaks",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws);
+      const seen = traffic();
+      const main = await job.run("main");
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(0);
+      expect(errors(main), ctx).toEqual([]);
+
+      // Outputs.
+      const name = expectNewClusterName(main);
+      expect(main.outputs).toEqual({
+        "cluster-name": name,
+        total: "9",
+        succeeded: "9",
+        failed: "0",
+        status: "success",
+        "results-url": `${CONSOLE}/buckets/${ws.bucket}?region=${REGION}&prefix=${FOLDER}%2F`,
+        "summary-path": expect.stringMatching(/run-summary\.json$/),
+      });
+      const summaryPath = main.outputs["summary-path"]!;
+      expect(summaryPath.startsWith(job.runnerTemp + path.sep)).toBe(true);
+      const local = JSON.parse(readFileSync(summaryPath, "utf8")) as SummaryFile;
+
+      // The store: the summary and each scene's history and log under DESIGN §4 names.
+      const stored = JSON.parse(await ws.readObject(SUMMARY_KEY)) as SummaryFile;
+      expect(local).toMatchObject({ run_id: stored.run_id, totals: stored.totals });
+      expect(stored).toMatchObject({
+        run_id: `${job.runId}-1`,
+        state: "finished",
+        cluster_name: name,
+        totals: { total: 9, succeeded: 9, failed: 0, pending: 0 },
+      });
+      const keys = await ws.listKeys();
+      expect(keys).toHaveLength(1 + 2 * SUBSET_NAMES.length);
+      expect(keys).toContain(SUMMARY_KEY);
+      for (const scene of SUBSET_NAMES) {
+        const historyKey = `${FOLDER}/${PREFIX}_${scene}.json`;
+        expect(keys).toContain(historyKey);
+        const history = JSON.parse(await ws.readObject(historyKey)) as {
+          info: Record<string, string>;
+        };
+        expect(history.info).toMatchObject({ name: scene, metadata: "level2", team: "demo" });
+        const logRe = new RegExp(`^${FOLDER}/${PREFIX}_${scene}_\\d{8}-\\d{6}-\\d{3}_log\\.txt$`);
+        const logKey = keys.find((k) => logRe.test(k));
+        expect(logKey, `log of ${scene} in ${keys.join(", ")}`).toBeDefined();
+        expect(await ws.readObject(logKey!)).toContain(`[demo] scene ${scene} done:`);
+        const result = stored.scenes.find((s) => s.name === scene)!;
+        expect(result).toMatchObject({ status: "SUCCESS", attempts: 1, exit_code: 0 });
+        expect(result.outputs).toEqual({ history: historyKey, log: logKey, videos: [] });
+
+        // The job summary: a row per scene, console links and s3:// URIs to both outputs.
+        const row = main.summary.split("\n").find((l) => l.startsWith(`| \`${scene}\` |`));
+        expect(row, `row of ${scene}`).toBeDefined();
+        expect(row).toMatch(/^\| `[^`]+` \| ✅ SUCCESS \| 1 \| /);
+        for (const key of [historyKey, logKey!]) {
+          expect(row).toContain(`(${objectHref(ws.bucket, key)}) \`s3://${ws.bucket}/${key}\``);
+        }
+      }
+
+      // The job summary's header: outcome, totals, the full summary's location.
+      expect(main.summary).toContain(`## MCS run: demo · level2 · ${job.runId}-1`);
+      expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
+      expect(main.summary).toContain(`cluster \`${name}\``);
+      expect(main.summary).toMatch(/^\| 9 \| 9 \| 0 \| 0 \| 0 \| 0 \|$/m);
+      expect(main.summary).toContain(
+        `[run-summary.json](${objectHref(ws.bucket, SUMMARY_KEY)}) \`s3://${ws.bucket}/${SUMMARY_KEY}\``,
+      );
+      expect(main.summary).not.toContain("Failed scenes");
+
+      // The log: one progress line per scene, visible (outside every group); groups balanced.
+      const progress = progressByGroup(main.stdout);
+      expect(progress.inside, ctx).toEqual([]);
+      expect(
+        progress.outside.map((l) => /^\[(\d+)\/9\] SUCCESS (\S+) /.exec(l)?.[2]).sort(),
+      ).toEqual(SUBSET_NAMES);
+      expect(progress.outside.map((l) => Number(/^\[(\d+)\//.exec(l)![1]))).toEqual([
+        1, 2, 3, 4, 5, 6, 7, 8, 9,
+      ]);
+      expect(progress.openAtEnd).toBe(0);
+      expect(progress.deepest).toBe(1);
+      expect(main.stdout).toMatch(/^::group::ray up$/m);
+      expect(main.stdout).toMatch(/^::group::ray down$/m);
+
+      // State: cluster-up=true (saved before `ray up`), then false after the in-step `ray down`.
+      expect(main.state).toMatchObject({
+        "cluster-name": name,
+        "cluster-yaml": path.join(
+          job.runnerTemp,
+          "mcs-pipeline",
+          `${job.runId}-1`,
+          "plan",
+          "cluster.yaml",
+        ),
+        "role-to-assume": ROLE,
+        "aws-region": REGION,
+        "keep-cluster": "false",
+        "cluster-up": "false",
+      });
+      expect(stateHistory(main, "cluster-up")).toEqual(["true", "false"]);
+      expect(readFileSync(main.state["cluster-yaml"]!, "utf8")).toMatch(
+        new RegExp(`^cluster_name: ${escape(name)}$`, "m"),
+      );
+
+      // OIDC → STS: tokens for sts.amazonaws.com, each presented to STS for the role.
+      expect(seen.oidc().length).toBeGreaterThan(0);
+      for (const r of seen.oidc()) {
+        expect(r).toMatchObject({ audience: "sts.amazonaws.com", authorized: true, status: 200 });
+      }
+      for (const t of seen.issued()) expect(jwtClaims(t.jwt).aud).toBe("sts.amazonaws.com");
+      expect(seen.assumes().length).toBeGreaterThan(0);
+      for (const r of seen.assumes()) expect(r).toMatchObject({ roleArn: ROLE, status: 200 });
+      // The summary was read back through AWS_ENDPOINT_URL with the assumed credentials.
+      expect(seen.sts().some((r) => r.method === "GET" && r.path.endsWith(SUMMARY_KEY))).toBe(true);
+
+      // Post: the in-step `ray down` already ran.
+      await expectNothingToTearDown(job);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(job.leftovers()).toEqual([]);
+
+      // No secret anywhere a person or a later step can read (the walk does look at files).
+      expectMasked(main, seen);
+      expect(filesUnder(job.runnerTemp).length).toBeGreaterThan(20);
+      expect(leaks(job)).toEqual([]);
+
+      // action.yml's summary-path is "the downloaded run-summary.json": what the store holds.
+      expect(local).toEqual(stored);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "a scene that fails: step failed, annotation, failure in the summary; allow-failures passes",
+    async () => {
+      const ws = await workspace();
+      const scenes = path.join(ws.dir, "scenes", "with-failure");
+      mkdirSync(scenes, { recursive: true });
+      cpSync(path.join(ws.dir, "scenes", "subset"), scenes, { recursive: true });
+      const broken = "demo_broken_0001_01";
+      const doc = JSON.parse(
+        readFileSync(path.join(scenes, "demo_agents_0001_01.json"), "utf8"),
+      ) as Record<string, unknown>;
+      writeFileSync(
+        path.join(scenes, `${broken}.json`),
+        JSON.stringify({ ...doc, name: broken, demo: { exit_code: 3 } }),
+      );
+
+      const job = newJob(ws, { inputs: { scenes: "scenes/with-failure" } });
+      const main = await job.run("main");
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(1);
+      expectNewClusterName(main);
+      expect(main.outputs).toMatchObject({
+        total: "10",
+        succeeded: "9",
+        failed: "1",
+        status: "failure",
+      });
+      expect(errors(main)).toEqual([
+        {
+          command: "error",
+          properties: { title: `Scene failed: ${broken}` },
+          message: "script_error after 1 attempt(s), exit code 3",
+        },
+        { command: "error", properties: {}, message: "1 of 10 scenes failed" },
+      ]);
+      expect(main.summary).toContain("**❌ 1 of 10 scenes failed.**");
+      expect(main.summary).toContain("### Failed scenes (1)");
+      const detail = main.summary.slice(main.summary.indexOf("### Failed scenes (1)"));
+      expect(detail).toMatch(
+        new RegExp(`^#### ❌ \`${broken}\` — script_error · 1 attempt · exit code 3 · `, "m"),
+      );
+      expect(detail).toMatch(
+        /<details><summary>log<\/summary>\n\n```text\n[^]*injected failure: exiting with code 3[^]*\n```/,
+      );
+      expect(main.summary).toMatch(
+        new RegExp(`^\\| \`${broken}\` \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`, "m"),
+      );
+      const stored = JSON.parse(await ws.readObject(SUMMARY_KEY)) as SummaryFile;
+      expect(stored.scenes.find((s) => s.name === broken)).toMatchObject({
+        status: "FAILED",
+        exit_code: 3,
+        failure_class: "script_error",
+      });
+      await expectNothingToTearDown(job);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(job.leftovers()).toEqual([]);
+      expect(leaks(job)).toEqual([]);
+
+      // The same scenes with allow-failures: the step passes, the outputs still tell.
+      const lenient = newJob(ws, {
+        inputs: { scenes: "scenes/with-failure", "allow-failures": "true" },
+      });
+      const again = await lenient.run("main");
+      expect(again.code, context(again)).toBe(0);
+      expect(again.outputs).toMatchObject({ total: "10", failed: "1", status: "failure" });
+      expect(errors(again).map((e) => e.properties.title)).toEqual([`Scene failed: ${broken}`]);
+      expectNewClusterName(again);
+      await expectNothingToTearDown(lenient);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(lenient.leftovers()).toEqual([]);
+      expect(leaks(lenient)).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "main cancelled mid-run: post re-assumes the role and tears the cluster down",
+    async () => {
+      const ws = await workspace();
+      // 450 steps at 10 ms: the first scene ends after ~4.5 s, the rest ~7 s later.
+      const job = newJob(ws, { inputs: { "mcs-config-overrides": "demo_step_seconds=0.01" } });
+      const seen = traffic();
+      const running = job.start("main");
+      started.push(running);
+      const [first] = await running.waitForLine(/^\[1\/9\] .*$/, 120_000);
+      // Cancel the runner's way: SIGINT now, SIGTERM 2 s later if it is still there.
+      const main = await running.cancel({ sigtermAfterMs: 2_000, killAfterMs: 2_500 });
+      const ctx = context(main);
+      expect(main.code, ctx).not.toBe(0);
+      expect(main.signalsSent[0]).toBe("SIGINT");
+      expect(first, ctx).toMatch(/^\[1\/9\] SUCCESS \S+ in /);
+      expectNewClusterName(main);
+      expect(errors(main).map((e) => e.message)).toContain(
+        "cancelled (SIGINT); the post step tears the cluster down",
+      );
+      // It was cancelled mid-run: not every scene had finished.
+      expect(progressByGroup(main.stdout).outside.length).toBeLessThan(9);
+      expect(main.state).toMatchObject({
+        "cluster-up": "true",
+        "cluster-name": `mcs-demo-${job.runId}-1`,
+      });
+      expect(main.stdout).not.toMatch(/^::group::ray down$/m);
+      expect(main.outputs.status).toBe("interrupted");
+      // The driver on the head was hung up on: it saves the summary as interrupted.
+      const key = "demo-eval/demo-eval_level2_demo_run-summary.json";
+      let stored: { state?: string; totals?: { pending: number } } = {};
+      for (let i = 0; i < 60 && stored.state !== "interrupted"; i++) {
+        stored = JSON.parse(await ws.readObject(key));
+        if (stored.state !== "interrupted") await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(stored.state).toBe("interrupted");
+      expect(stored.totals!.pending).toBeGreaterThan(0);
+      expect(rayProcessesOf(node!).some((p) => /raylet/.test(p.command))).toBe(true);
+      const mainTokens = seen.issued().map((t) => t.jwt);
+      expect(mainTokens.length).toBeGreaterThan(0);
+      expect(seen.assumes().length).toBeGreaterThan(0);
+      expectMasked(main, seen);
+
+      // Post: a fresh ID token, a new AssumeRoleWithWebIdentity with it, then `ray down`.
+      const atPost = traffic();
+      const post = await job.run("post");
+      const postCtx = context(post);
+      expect(post.code, postCtx).toBe(0);
+      expect(post.annotations, postCtx).toEqual([]);
+      const postTokens = atPost.issued();
+      expect(postTokens.length).toBeGreaterThan(0);
+      for (const t of postTokens) {
+        expect(mainTokens).not.toContain(t.jwt);
+        expect(t.audience).toBe("sts.amazonaws.com");
+      }
+      expect(atPost.assumes().length).toBeGreaterThan(0);
+      expect(atPost.assumes().at(-1)).toMatchObject({ roleArn: ROLE, status: 200 });
+      expect(proxy!.webIdentityTokens.at(-1)).toBe(postTokens.at(-1)!.jwt);
+      expect(post.stdout).toMatch(/^::group::ray down mcs-demo-\S+$/m);
+      expect(post.stdout).toContain(`Cluster mcs-demo-${job.runId}-1 is torn down.`);
+      expectMasked(post, atPost);
+
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(job.leftovers()).toEqual([]);
+      expect(leaks(job)).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "no id-token permission: one clear error before any cluster starts; post has nothing to do",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, { oidc: null });
+      const seen = traffic();
+      const { result: main, seen: onNode } = await watchNode(() => job.run("main"));
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(1);
+      expect(errors(main), ctx).toHaveLength(1);
+      expect(errors(main)[0]!.message).toMatch(/^no OIDC token: .*id-token: write/);
+      expect(main.stdout.split("\n").filter((l) => l.startsWith("::error"))).toHaveLength(1);
+      expect(seen.oidc()).toEqual([]);
+      expectNothingStarted(main, seen, onNode);
+      await expectNothingToTearDown(job);
+      expect(leaks(job)).toEqual([]);
+    },
+    SHORT_TIMEOUT_MS,
+  );
+
+  it(
+    "a pull request from a fork: the error says forks get no OIDC token",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, {
+        oidc: null,
+        eventName: "pull_request",
+        event: {
+          action: "synchronize",
+          number: 7,
+          pull_request: {
+            number: 7,
+            head: { ref: "patch-1", repo: { full_name: "someone/mcs-pipeline", fork: true } },
+            base: { ref: "main", repo: { full_name: "mcs-org/mcs-pipeline", fork: false } },
+          },
+          repository: { full_name: "mcs-org/mcs-pipeline" },
+        },
+      });
+      const seen = traffic();
+      const { result: main, seen: onNode } = await watchNode(() => job.run("main"));
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(1);
+      expect(errors(main), ctx).toHaveLength(1);
+      expect(errors(main)[0]!.message).toMatch(/forks get no OIDC token/);
+      expect(errors(main)[0]!.message).not.toContain("id-token: write");
+      expectNothingStarted(main, seen, onNode);
+      await expectNothingToTearDown(job);
+      expect(leaks(job)).toEqual([]);
+    },
+    SHORT_TIMEOUT_MS,
+  );
+
+  it(
+    "a role whose trust policy refuses the token: the error names the role and the policy",
+    async () => {
+      const ws = await workspace();
+      proxy!.refuse.add(UNTRUSTED_ROLE);
+      try {
+        const job = newJob(ws, { inputs: { "role-to-assume": UNTRUSTED_ROLE } });
+        const seen = traffic();
+        const { result: main, seen: onNode } = await watchNode(() => job.run("main"));
+        const ctx = context(main);
+        expect(main.code, ctx).toBe(1);
+        expect(errors(main), ctx).toHaveLength(1);
+        const message = errors(main)[0]!.message;
+        expect(message).toContain(UNTRUSTED_ROLE);
+        expect(message).toMatch(/trust policy/);
+        expect(message).toMatch(/AccessDenied/);
+        // The token was fetched for STS and refused once: no retry of a final answer.
+        expect(seen.oidc().map((r) => r.audience)).toEqual(["sts.amazonaws.com"]);
+        expect(seen.assumes()).toEqual([
+          expect.objectContaining({ roleArn: UNTRUSTED_ROLE, refused: "AccessDenied" }),
+        ]);
+        expect(onNode, "processes on the node during the step").toEqual([]);
+        expect(main.stdout).not.toMatch(/^::group::ray /m);
+        expect(main.state["cluster-up"]).toBeUndefined();
+        expect(job.leftovers()).toEqual([]);
+        expect(proxy!.credentials.filter((c) => c.roleArn === UNTRUSTED_ROLE)).toEqual([]);
+        await expectNothingToTearDown(job);
+        expect(leaks(job)).toEqual([]);
+      } finally {
+        proxy!.refuse.delete(UNTRUSTED_ROLE);
+      }
+    },
+    SHORT_TIMEOUT_MS,
+  );
+
+  it(
+    "dry run: prints the plan, sets status=planned and the cluster name, starts nothing",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, { inputs: { "dry-run": "true", "role-to-assume": undefined } });
+      const seen = traffic();
+      const { result: main, seen: onNode } = await watchNode(() => job.run("main"));
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(0);
+      expect(main.annotations, ctx).toEqual([]);
+      const name = expectNewClusterName(main);
+      expect(main.outputs).toEqual({ "cluster-name": name, status: "planned" });
+      expect(main.stdout).toContain(
+        `plan ${job.runId}-1: module demo, metadata level2, target aws`,
+      );
+      expect(main.stdout).toMatch(/^ {2}scenes: +9 /m);
+      expect(main.stdout).toContain(`s3://${ws.bucket} (summary ${SUMMARY_KEY})`);
+      expect(main.stdout).toMatch(new RegExp(`^ {2}cluster: +${escape(name)}$`, "m"));
+      expect(main.stdout).toMatch(/^dry-run: the plan is valid; nothing was started$/m);
+      expect(main.state).toEqual({});
+      expect(main.summary).toBe("");
+      expect(seen.oidc()).toEqual([]);
+      expectNothingStarted(main, seen, onNode);
+      expect(await ws.listKeys()).toEqual([]);
+      await expectNothingToTearDown(job);
+      expect(leaks(job)).toEqual([]);
+    },
+    SHORT_TIMEOUT_MS,
+  );
+
+  it(
+    "a bad input (module=../x): one error naming `module`, nothing started",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, { inputs: { module: "../x" } });
+      const seen = traffic();
+      const { result: main, seen: onNode } = await watchNode(() => job.run("main"));
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(1);
+      expect(main.annotations, ctx).toHaveLength(1);
+      expect(errors(main)[0]!.message).toMatch(/^input module: /);
+      expect(errors(main)[0]!.message).not.toContain("\n");
+      expect(main.outputs).toEqual({});
+      expect(main.state).toEqual({});
+      expect(seen.oidc()).toEqual([]);
+      expectNothingStarted(main, seen, onNode);
+      expect(existsSync(path.join(job.runnerTemp, "mcs-pipeline"))).toBe(false);
+      await expectNothingToTearDown(job);
+      expect(leaks(job)).toEqual([]);
+    },
+    SHORT_TIMEOUT_MS,
+  );
+});

@@ -45,7 +45,7 @@ const MINUTE = 60_000;
  * Entry type names only main and post. The runner runs `uses: ./janitor` from janitor/ with
  * `main: ../dist/janitor/index.js`: the same file as this stand-in directory's dist/janitor.
  */
-const JANITOR = "janitor" as unknown as Entry;
+const JANITOR: Entry = "janitor";
 
 let moto: MotoServer | undefined;
 let proxy: StsProxy | undefined;

@@ -8796,6 +8796,7 @@ function readAttempt(value, path) {
         duration_s: f.nullable("duration_s", isNumber, "a number"),
         node: f.nullable("node", isString, "a string"),
         started_at: f.nullable("started_at", isString, "a string"),
+        log: typeof value.log === "string" ? value.log : null,
     };
 }
 /** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
@@ -9923,14 +9924,16 @@ async function evaluate(req, env, target, { progress, runId, onPlan }) {
     await target.run(plan, python, hooks);
     const source = target.link(plan, plan.summary_key).uri;
     let summary;
+    let summaryText;
     try {
-        summary = parseSummary(await target.readSummary(plan), source);
+        summaryText = await target.readSummary(plan);
+        summary = parseSummary(summaryText, source);
     }
     catch (error) {
         throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
     }
     const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
-    return { plan, summary, markdown, phases, exitCode: outcomeCode(summary) };
+    return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
 }
 function outcomeCode(summary) {
     if (summary.state === "interrupted")

@@ -75317,12 +75317,12 @@ function oneLine(text) {
 /** GitHub shows at most 10 error annotations per step; the rest are counted in one more. */
 const MAX_ANNOTATIONS = 9;
 async function publish(outcome, region) {
-    const { plan, summary, markdown } = outcome;
-    if (!summary || !markdown)
+    const { plan, summary, summaryText, markdown } = outcome;
+    if (!summary || !summaryText || !markdown)
         return;
     const summaryPath = external_node_path_default().join(external_node_path_default().dirname(plan.dir), "run-summary.json");
     (0,external_node_fs_.mkdirSync)(external_node_path_default().dirname(summaryPath), { recursive: true });
-    (0,external_node_fs_.writeFileSync)(summaryPath, JSON.stringify(summary, null, 1));
+    (0,external_node_fs_.writeFileSync)(summaryPath, summaryText);
     const failed = summary.scenes.filter((s) => s.status === "FAILED");
     for (const scene of failed.slice(0, MAX_ANNOTATIONS)) {
         error(`${scene.failure_class} after ${scene.attempts} attempt(s), exit code ${scene.exit_code ?? "-"}`, { title: `Scene failed: ${scene.name}` });
@@ -75921,6 +75921,7 @@ function readAttempt(value, path) {
         duration_s: f.nullable("duration_s", isNumber, "a number"),
         node: f.nullable("node", isString, "a string"),
         started_at: f.nullable("started_at", isString, "a string"),
+        log: typeof value.log === "string" ? value.log : null,
     };
 }
 /** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
@@ -76033,14 +76034,16 @@ async function evaluate(req, env, target, { progress, runId, onPlan }) {
     await target.run(plan, python, hooks);
     const source = target.link(plan, plan.summary_key).uri;
     let summary;
+    let summaryText;
     try {
-        summary = parseSummary(await target.readSummary(plan), source);
+        summaryText = await target.readSummary(plan);
+        summary = parseSummary(summaryText, source);
     }
     catch (error) {
         throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
     }
     const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
-    return { plan, summary, markdown, phases, exitCode: outcomeCode(summary) };
+    return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
 }
 function outcomeCode(summary) {
     if (summary.state === "interrupted")
@@ -76174,7 +76177,8 @@ function exportCredentials(creds, region) {
 }
 async function idToken() {
     if (!process.env.ACTIONS_ID_TOKEN_REQUEST_URL || !process.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN) {
-        throw new InputError("role-to-assume", forkPullRequest()
+        // The job's permissions or its trigger are at fault, not an input: a plain error.
+        throw new Error(forkPullRequest()
             ? "pull requests from forks get no OIDC token, so this run cannot reach AWS: run it from a branch of this repository or by hand (workflow_dispatch)"
             : "no OIDC token: give the job `permissions: id-token: write` (and contents: read)");
     }
@@ -76455,15 +76459,19 @@ function githubRunId() {
 for (const signal of ["SIGINT", "SIGTERM"]) {
     process.on(signal, () => {
         stopRunningRay("SIGTERM");
+        setOutput("status", "interrupted");
         setFailed(`cancelled (${signal}); the post step tears the cluster down`);
         process.exit(1);
     });
 }
 main().catch((error) => {
     stopRunningRay("SIGTERM");
-    if (error instanceof InputError)
+    if (error instanceof InputError) {
         setFailed(`input ${error.input}: ${error.message}`);
-    else
+    }
+    else {
+        setOutput("status", "failure");
         setFailed(error instanceof Error ? error.message : String(error));
+    }
 });
 

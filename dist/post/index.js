@@ -65589,7 +65589,8 @@ function oidc_exportCredentials(creds, region) {
 }
 async function idToken() {
     if (!process.env.ACTIONS_ID_TOKEN_REQUEST_URL || !process.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN) {
-        throw new errors_InputError("role-to-assume", forkPullRequest()
+        // The job's permissions or its trigger are at fault, not an input: a plain error.
+        throw new Error(forkPullRequest()
             ? "pull requests from forks get no OIDC token, so this run cannot reach AWS: run it from a branch of this repository or by hand (workflow_dispatch)"
             : "no OIDC token: give the job `permissions: id-token: write` (and contents: read)");
     }
@@ -66697,14 +66698,16 @@ async function evaluate(req, env, target, { progress, runId, onPlan }) {
     await target.run(plan, python, hooks);
     const source = target.link(plan, plan.summary_key).uri;
     let summary;
+    let summaryText;
     try {
-        summary = parseSummary(await target.readSummary(plan), source);
+        summaryText = await target.readSummary(plan);
+        summary = parseSummary(summaryText, source);
     }
     catch (error) {
         throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
     }
     const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
-    return { plan, summary, markdown, phases, exitCode: outcomeCode(summary) };
+    return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
 }
 function outcomeCode(summary) {
     if (summary.state === "interrupted")
@@ -66864,8 +66867,7 @@ async function post() {
         });
         oidc_exportCredentials(creds, region);
         startGroup(`ray down ${name}`);
-        const result = await cli_runRay(getState(STATE.ray), ["down", "-y", yaml], (l) => info(l));
-        endGroup();
+        const result = await cli_runRay(getState(STATE.ray), ["down", "-y", yaml], (l) => info(l)).finally(() => endGroup());
         if (result.code !== 0)
             throw new Error(`ray down exited ${result.code ?? result.signal}`);
         info(`Cluster ${name} is torn down.`);

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import scene_task
 from .scene_task import RETRYABLE, excerpt, run_scene
 from .schedule import expected_costs, longest_first
-from .store import open_store
+from .store import make_store
 from .summary import RunSummary, load_previous
 
 
@@ -82,6 +82,8 @@ def init_ray(address: str, num_cpus: int | None):
         else:
             ray.init(address=address, log_to_driver=False)
     signal.signal(signal.SIGTERM, on_term)  # ray.init installs its own handler; ours decides
+    # `ray submit` runs us over ssh: a cancelled submit hangs up, and that must save the summary.
+    signal.signal(signal.SIGHUP, on_term)
     return ray
 
 
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     retries = plan["retries"] if args.retries is None else args.retries
     timeout_s = plan["scene_timeout_s"] if args.scene_timeout is None else args.scene_timeout
     resume = plan["resume"] if args.resume is None else args.resume
-    store = open_store(plan["store"])
+    store = make_store(plan["store"])
     previous = load_previous(store, plan["summary_key"])
     summary = RunSummary(plan, previous if resume else None)
     costs = expected_costs(plan["scenes"], previous)
@@ -208,4 +210,5 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     return run(parse_args(argv))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 
@@ -74,10 +73,22 @@ class S3Store:
             return None
 
 
-@lru_cache(maxsize=4)
-def open_store(spec: str) -> LocalStore | S3Store:
-    """`s3://bucket[/prefix]` or a local directory path. Cached: one client per worker process."""
+def make_store(spec: str) -> LocalStore | S3Store:
+    """`s3://bucket[/prefix]` or a local directory path."""
     if spec.startswith("s3://"):
         bucket, _, prefix = spec[len("s3://") :].partition("/")
         return S3Store(bucket, prefix)
     return LocalStore(spec)
+
+
+# The driver ships this package to the nodes by value, globals included: a task's cache must
+# start empty (the driver uses make_store, never this), and be a plain dict, because an
+# lru_cache wrapper would be pickled by reference to a package the nodes cannot import.
+_open: dict[str, LocalStore | S3Store] = {}
+
+
+def open_store(spec: str) -> LocalStore | S3Store:
+    """A store for tasks: one client per worker process."""
+    if spec not in _open:
+        _open[spec] = make_store(spec)
+    return _open[spec]

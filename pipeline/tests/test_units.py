@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
@@ -156,3 +157,27 @@ def test_summary_carries_over_success_only():
     # A deep copy: the new run's records do not touch the previous document.
     second.scenes["a"]["history"].append({"attempt": 99})
     assert len(previous["scenes"][0]["history"]) == 1
+
+
+def test_scene_task_ships_by_value_to_nodes_without_the_package(tmp_path):
+    """Worker nodes cannot import mcs_pipeline: the task must unpickle without it."""
+    import subprocess
+    import sys
+
+    import mcs_pipeline
+    import ray.cloudpickle as cloudpickle
+    from mcs_pipeline.scene_task import run_scene
+
+    cloudpickle.register_pickle_by_value(mcs_pipeline)
+    # As the driver does: its own S3 client must not ride along (it cannot be pickled).
+    from mcs_pipeline.store import make_store
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    make_store("s3://bucket/prefix")
+    blob = tmp_path / "task.pkl"
+    blob.write_bytes(cloudpickle.dumps(run_scene))
+    code = ("import pickle, sys; sys.path = [p for p in sys.path if 'pipeline' not in p]; "
+            f"f = pickle.loads(open({str(blob)!r}, 'rb').read()); print(f.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "run_scene"

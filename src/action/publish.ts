@@ -10,11 +10,11 @@ import { outcomeText } from "../report.js";
 const MAX_ANNOTATIONS = 9;
 
 export async function publish(outcome: Outcome, region: string): Promise<void> {
-  const { plan, summary, markdown } = outcome;
-  if (!summary || !markdown) return;
+  const { plan, summary, summaryText, markdown } = outcome;
+  if (!summary || !summaryText || !markdown) return;
   const summaryPath = path.join(path.dirname(plan.dir), "run-summary.json");
   mkdirSync(path.dirname(summaryPath), { recursive: true });
-  writeFileSync(summaryPath, JSON.stringify(summary, null, 1));
+  writeFileSync(summaryPath, summaryText);
 
   const failed = summary.scenes.filter((s) => s.status === "FAILED");
   for (const scene of failed.slice(0, MAX_ANNOTATIONS)) {

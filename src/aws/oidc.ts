@@ -97,8 +97,8 @@ export function exportCredentials(creds: AwsCredentials, region: string): void {
 
 async function idToken(): Promise<string> {
   if (!process.env.ACTIONS_ID_TOKEN_REQUEST_URL || !process.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN) {
-    throw new InputError(
-      "role-to-assume",
+    // The job's permissions or its trigger are at fault, not an input: a plain error.
+    throw new Error(
       forkPullRequest()
         ? "pull requests from forks get no OIDC token, so this run cannot reach AWS: run it from a branch of this repository or by hand (workflow_dispatch)"
         : "no OIDC token: give the job `permissions: id-token: write` (and contents: read)",

@@ -18,7 +18,7 @@ import { parse as parseYaml } from "yaml";
 import { VENV, type NodeProcess } from "./sshd.js";
 import { makeTemp, REPO } from "./workspace.js";
 
-export type Entry = "main" | "post";
+export type Entry = "main" | "post" | "janitor";
 
 export interface WorkflowCommand {
   command: string;
