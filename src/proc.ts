@@ -7,7 +7,7 @@ export interface Streamed {
   signal: NodeJS.Signals | null;
 }
 
-export interface StreamOptions extends Pick<SpawnOptions, "cwd" | "env"> {
+export interface StreamOptions extends Pick<SpawnOptions, "cwd" | "env" | "detached"> {
   onStdout?: (line: string) => void;
   onStderr?: (line: string) => void;
   /** Called with the child once it runs: callers forward signals to it. */
@@ -16,7 +16,8 @@ export interface StreamOptions extends Pick<SpawnOptions, "cwd" | "env"> {
 
 export function stream(command: string, args: string[], options: StreamOptions = {}) {
   return new Promise<Streamed>((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: "pipe" });
+    const { cwd, env, detached } = options;
+    const child = spawn(command, args, { cwd, env, detached, stdio: "pipe" });
     child.stdin?.end();
     options.onSpawn?.(child);
     const done = [child.stdout, child.stderr].map((out, i) => {

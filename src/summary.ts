@@ -32,7 +32,7 @@ export interface AttemptRecord {
   node: string | null;
   started_at: string | null;
   /** This attempt's log key (older summaries lack it). */
-  log?: string | null;
+  log?: string;
 }
 
 /** Keys relative to the store root. */
@@ -179,7 +179,9 @@ function readOutputs(value: unknown, path: string): SceneOutputs {
 
 function readAttempt(value: unknown, path: string): AttemptRecord {
   const f = fields(value, path);
+  const { log } = value as { log?: unknown };
   return {
+    ...(typeof log === "string" ? { log } : {}),
     attempt: f.count("attempt"),
     exit_code: f.nullable("exit_code", isInteger, "an integer"),
     failure_class: f.nullable(
@@ -190,8 +192,6 @@ function readAttempt(value: unknown, path: string): AttemptRecord {
     duration_s: f.nullable("duration_s", isNumber, "a number"),
     node: f.nullable("node", isString, "a string"),
     started_at: f.nullable("started_at", isString, "a string"),
-    log:
-      typeof (value as { log?: unknown }).log === "string" ? (value as { log: string }).log : null,
   };
 }
 

@@ -8789,14 +8789,15 @@ function readOutputs(value, path) {
 }
 function readAttempt(value, path) {
     const f = fields(value, path);
+    const { log } = value;
     return {
+        ...(typeof log === "string" ? { log } : {}),
         attempt: f.count("attempt"),
         exit_code: f.nullable("exit_code", isInteger, "an integer"),
         failure_class: f.nullable("failure_class", isOneOf(FAILURE_CLASSES), oneOfText(FAILURE_CLASSES)),
         duration_s: f.nullable("duration_s", isNumber, "a number"),
         node: f.nullable("node", isString, "a string"),
         started_at: f.nullable("started_at", isString, "a string"),
-        log: typeof value.log === "string" ? value.log : null,
     };
 }
 /** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
@@ -9305,7 +9306,8 @@ const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(
 
 function stream(command, args, options = {}) {
     return new Promise((resolve, reject) => {
-        const child = (0,external_node_child_process_namespaceObject.spawn)(command, args, { cwd: options.cwd, env: options.env, stdio: "pipe" });
+        const { cwd, env, detached } = options;
+        const child = (0,external_node_child_process_namespaceObject.spawn)(command, args, { cwd, env, detached, stdio: "pipe" });
         child.stdin?.end();
         options.onSpawn?.(child);
         const done = [child.stdout, child.stderr].map((out, i) => {

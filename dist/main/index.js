@@ -75636,7 +75636,8 @@ const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(
 
 function stream(command, args, options = {}) {
     return new Promise((resolve, reject) => {
-        const child = (0,external_node_child_process_.spawn)(command, args, { cwd: options.cwd, env: options.env, stdio: "pipe" });
+        const { cwd, env, detached } = options;
+        const child = (0,external_node_child_process_.spawn)(command, args, { cwd, env, detached, stdio: "pipe" });
         child.stdin?.end();
         options.onSpawn?.(child);
         const done = [child.stdout, child.stderr].map((out, i) => {
@@ -75914,14 +75915,15 @@ function readOutputs(value, path) {
 }
 function readAttempt(value, path) {
     const f = fields(value, path);
+    const { log } = value;
     return {
+        ...(typeof log === "string" ? { log } : {}),
         attempt: f.count("attempt"),
         exit_code: f.nullable("exit_code", isInteger, "an integer"),
         failure_class: f.nullable("failure_class", isOneOf(FAILURE_CLASSES), oneOfText(FAILURE_CLASSES)),
         duration_s: f.nullable("duration_s", isNumber, "a number"),
         node: f.nullable("node", isString, "a string"),
         started_at: f.nullable("started_at", isString, "a string"),
-        log: typeof value.log === "string" ? value.log : null,
     };
 }
 /** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
@@ -76062,28 +76064,29 @@ function bucketOf(mod) {
  */
 
 
-
 const running = new Set();
 function rayBinary(python) {
     return external_node_path_default().join(external_node_path_default().dirname(python), "ray");
 }
-function runRay(ray, args, onLine, env = process.env) {
-    return new Promise((resolve, reject) => {
-        const child = (0,external_node_child_process_.spawn)(ray, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-        if (child.pid)
-            running.add(child.pid);
-        const closed = [child.stdout, child.stderr].map((out) => {
-            const lines = (0,external_node_readline_namespaceObject.createInterface)({ input: out });
-            lines.on("line", onLine);
-            return new Promise((r) => lines.on("close", r));
+async function runRay(ray, args, onLine, env = process.env) {
+    let pid;
+    try {
+        return await stream(ray, args, {
+            env,
+            detached: true,
+            onSpawn: (child) => {
+                pid = child.pid;
+                if (pid)
+                    running.add(pid);
+            },
+            onStdout: onLine,
+            onStderr: onLine,
         });
-        child.on("error", reject);
-        child.on("close", (code, signal) => {
-            if (child.pid)
-                running.delete(child.pid);
-            void Promise.all(closed).then(() => resolve({ code, signal }));
-        });
-    });
+    }
+    finally {
+        if (pid)
+            running.delete(pid);
+    }
 }
 /** Stop every ray command still running (their whole process groups). */
 function stopRunningRay(signal = "SIGTERM") {
@@ -76095,7 +76098,6 @@ function stopRunningRay(signal = "SIGTERM") {
             running.delete(pid);
         }
     }
-    return running.size;
 }
 
 // EXTERNAL MODULE: ./node_modules/@aws-sdk/client-sts/dist-cjs/index.js

@@ -65621,69 +65621,25 @@ function refused(roleArn, error) {
         ` token.actions.githubusercontent.com with aud sts.amazonaws.com and sub repo:${repo}:*`);
 }
 
-// EXTERNAL MODULE: external "node:child_process"
-var external_node_child_process_ = __nccwpck_require__(1421);
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(6760);
+// EXTERNAL MODULE: external "node:child_process"
+var external_node_child_process_ = __nccwpck_require__(1421);
 ;// CONCATENATED MODULE: external "node:readline"
 const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
-;// CONCATENATED MODULE: ./src/ray/cli.ts
-/**
- * The `ray` CLI of the venv, each command in its own process group: cancelling must stop the
- * whole tree (`ray submit` leaves its ssh child running on the head otherwise).
- */
-
-
-
-const running = new Set();
-function cli_rayBinary(python) {
-    return path.join(path.dirname(python), "ray");
-}
-function cli_runRay(ray, args, onLine, env = process.env) {
-    return new Promise((resolve, reject) => {
-        const child = (0,external_node_child_process_.spawn)(ray, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-        if (child.pid)
-            running.add(child.pid);
-        const closed = [child.stdout, child.stderr].map((out) => {
-            const lines = (0,external_node_readline_namespaceObject.createInterface)({ input: out });
-            lines.on("line", onLine);
-            return new Promise((r) => lines.on("close", r));
-        });
-        child.on("error", reject);
-        child.on("close", (code, signal) => {
-            if (child.pid)
-                running.delete(child.pid);
-            void Promise.all(closed).then(() => resolve({ code, signal }));
-        });
-    });
-}
-/** Stop every ray command still running (their whole process groups). */
-function stopRunningRay(signal = "SIGTERM") {
-    for (const pid of running) {
-        try {
-            process.kill(-pid, signal);
-        }
-        catch {
-            running.delete(pid);
-        }
-    }
-    return running.size;
-}
-
-// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
-var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/proc.ts
 /** Child processes with their output streamed line by line (long runs must show progress). */
 
 
 function proc_stream(command, args, options = {}) {
     return new Promise((resolve, reject) => {
-        const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: "pipe" });
+        const { cwd, env, detached } = options;
+        const child = (0,external_node_child_process_.spawn)(command, args, { cwd, env, detached, stdio: "pipe" });
         child.stdin?.end();
         options.onSpawn?.(child);
         const done = [child.stdout, child.stderr].map((out, i) => {
             const each = i === 0 ? options.onStdout : options.onStderr;
-            const lines = createInterface({ input: out });
+            const lines = (0,external_node_readline_namespaceObject.createInterface)({ input: out });
             if (each)
                 lines.on("line", each);
             return new Promise((r) => lines.on("close", r));
@@ -65707,6 +65663,51 @@ async function proc_capture(command, args, options = {}) {
     return out.join("\n");
 }
 
+;// CONCATENATED MODULE: ./src/ray/cli.ts
+/**
+ * The `ray` CLI of the venv, each command in its own process group: cancelling must stop the
+ * whole tree (`ray submit` leaves its ssh child running on the head otherwise).
+ */
+
+
+const running = new Set();
+function cli_rayBinary(python) {
+    return path.join(path.dirname(python), "ray");
+}
+async function cli_runRay(ray, args, onLine, env = process.env) {
+    let pid;
+    try {
+        return await proc_stream(ray, args, {
+            env,
+            detached: true,
+            onSpawn: (child) => {
+                pid = child.pid;
+                if (pid)
+                    running.add(pid);
+            },
+            onStdout: onLine,
+            onStderr: onLine,
+        });
+    }
+    finally {
+        if (pid)
+            running.delete(pid);
+    }
+}
+/** Stop every ray command still running (their whole process groups). */
+function stopRunningRay(signal = "SIGTERM") {
+    for (const pid of running) {
+        try {
+            process.kill(-pid, signal);
+        }
+        catch {
+            running.delete(pid);
+        }
+    }
+}
+
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/cluster.ts
 /**
  * The cluster YAML as the plan renders it: the module's file with a cluster name unique to the
