@@ -26,8 +26,11 @@ import { makeTemp, removeTemps } from "../test/support/workspace.js";
 
 const runs = Number(process.argv[2] ?? 3);
 
-/** A venv that is the repo's, except that `ray` logs each call (start and end) first. */
-function countingVenv(dir: string, log: string): string {
+/**
+ * A venv that is the repo's, except that `ray` logs each call's start and end, with the number
+ * of SSH connections sshd has accepted so far (its log has no timestamps).
+ */
+function countingVenv(dir: string, log: string, sshdLog: string): string {
   mkdirSync(path.join(dir, "bin"), { recursive: true });
   copyFileSync(path.join(VENV, "pyvenv.cfg"), path.join(dir, "pyvenv.cfg"));
   symlinkSync(path.join(VENV, "lib"), path.join(dir, "lib"));
@@ -35,8 +38,8 @@ function countingVenv(dir: string, log: string): string {
   const ray = path.join(dir, "bin", "ray");
   writeFileSync(
     ray,
-    `#!/bin/sh\necho "start $(date +%s.%N) $1" >> ${log}\n"${VENV}/bin/ray" "$@"\nrc=$?\n` +
-      `echo "end $(date +%s.%N) $1" >> ${log}\nexit $rc\n`,
+    `#!/bin/sh\nssh() { grep -c "Accepted publickey" ${sshdLog}; }\necho "start $(date +%s.%N) $1 $(ssh)" >> ${log}\n"${VENV}/bin/ray" "$@"\nrc=$?\n` +
+      `echo "end $(date +%s.%N) $1 $(ssh)" >> ${log}\nexit $rc\n`,
   );
   chmodSync(ray, 0o755);
   return dir;
@@ -46,18 +49,6 @@ function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** sshd -E lines carry no year; the connection count only needs "at or after `since`". */
-function connectionsSince(log: string, since: number): number {
-  const year = new Date().getFullYear();
-  return readFileSync(log, "utf8")
-    .split("\n")
-    .filter((l) => l.includes("Accepted publickey"))
-    .filter((l) => {
-      const stamp = Date.parse(`${l.slice(0, 15)} ${year}`);
-      return Number.isNaN(stamp) || stamp / 1000 >= Math.floor(since);
-    }).length;
 }
 
 async function main() {
@@ -71,7 +62,13 @@ async function main() {
       AWS_SECRET_ACCESS_KEY: "testing",
     },
   });
-  const results: { overhead: number; rayCalls: number; ssh: number; up: number }[] = [];
+  const results: {
+    overhead: number;
+    rayCalls: number;
+    ssh: number;
+    sshUp: number;
+    up: number;
+  }[] = [];
   try {
     for (let i = 0; i < runs; i++) {
       const ws = await makeActionWorkspace({ node, s3Endpoint: moto.url });
@@ -83,7 +80,7 @@ async function main() {
         workspace: ws.dir,
         oidc,
         awsEndpoint: proxy.url,
-        venv: countingVenv(path.join(tmp, "venv"), log),
+        venv: countingVenv(path.join(tmp, "venv"), log, node.log),
         inputs: {
           module: "demo",
           scenes: "scenes/subset",
@@ -95,7 +92,9 @@ async function main() {
         .trim()
         .split("\n")
         .map((l) => l.split(" "));
-      const upEnd = Number(calls.find(([kind, , cmd]) => kind === "end" && cmd === "up")![1]);
+      const upEndCall = calls.find(([kind, , cmd]) => kind === "end" && cmd === "up")!;
+      const upEnd = Number(upEndCall[1]);
+      const lastCall = calls.at(-1)!;
       const upStart = Number(calls.find(([kind, , cmd]) => kind === "start" && cmd === "up")![1]);
       const summary = JSON.parse(readFileSync(run.outputs["summary-path"]!, "utf8"));
       const firstScene = Math.min(
@@ -108,12 +107,14 @@ async function main() {
         up: upEnd - upStart,
         overhead: firstScene - start - (upEnd - upStart),
         rayCalls: after.length,
-        ssh: connectionsSince(node.log, upEnd),
+        ssh: Number(lastCall[3]) - Number(upEndCall[3]),
+        sshUp:
+          Number(upEndCall[3]) - Number(calls.find(([k, , c]) => k === "start" && c === "up")![3]),
       });
       const r = results.at(-1)!;
       console.log(
         `run ${i + 1}: overhead ${r.overhead.toFixed(2)} s (ray up ${r.up.toFixed(2)} s excluded), ` +
-          `ray calls after up ${r.rayCalls} (${after.map((c) => c[2]).join(", ")}), ssh connections ${r.ssh}`,
+          `ray calls after up ${r.rayCalls} (${after.map((c) => c[2]).join(", ")}), ssh connections ${r.ssh} (ray up itself: ${r.sshUp}; Ray's ssh ControlMaster is reused)`,
       );
     }
   } finally {
