@@ -31,6 +31,10 @@ export function remotePlanDir(runId: string): string {
   return `mcs-${runId}`;
 }
 
+export function clusterYamlPath(planDir: string): string {
+  return path.join(planDir, "cluster.yaml");
+}
+
 export function renderClusterYaml(
   mod: Module,
   clusterName: string,
@@ -67,7 +71,7 @@ export function renderClusterYaml(
     [`~/${remotePlanDir(runId)}/deploy`]: path.join(planDir, "deploy"),
   };
 
-  const file = path.join(planDir, "cluster.yaml");
+  const file = clusterYamlPath(planDir);
   writeFileSync(
     file,
     `# Rendered by mcs-pipeline from ${source} for run ${runId}\n${stringify(cluster)}`,

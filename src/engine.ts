@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import { EnvironmentError } from "./errors.js";
-import { loadModule, mcsSection, type Module } from "./module.js";
+import { loadModule, type Module } from "./module.js";
 import { buildPlan, newRunId, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
 import { type LinkTarget, type Phase, renderMarkdown } from "./report.js";
@@ -32,7 +32,6 @@ export interface Placement {
 }
 
 export interface Hooks {
-  log: (line: string) => void;
   /** One line per finished scene, from the driver. */
   progress: (line: string) => void;
   /** Times a phase for the report. */
@@ -96,7 +95,6 @@ export async function evaluate(
 ): Promise<Outcome> {
   const phases: Phase[] = [];
   const hooks: Hooks = {
-    log: env.log,
     progress,
     phase: async (name, work) => {
       const start = performance.now();
@@ -139,9 +137,4 @@ export async function evaluate(
 export function outcomeCode(summary: RunSummary): number {
   if (summary.state === "interrupted") return 130;
   return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
-}
-
-/** The MCS config's bucket: where an AWS run's results go. */
-export function bucketOf(mod: Module): string {
-  return mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")!;
 }

@@ -5,8 +5,7 @@
  */
 import * as core from "@actions/core";
 import { assumeRoleWithOidc, exportCredentials } from "./aws/oidc.js";
-import { runRay } from "./ray/cli.js";
-import { STATE } from "./targets/aws.js";
+import { rayStep, STATE } from "./targets/aws.js";
 
 async function post(): Promise<void> {
   const yaml = core.getState(STATE.clusterYaml);
@@ -28,11 +27,7 @@ async function post(): Promise<void> {
       sessionName: `mcs-teardown-${name}`.slice(0, 64),
     });
     exportCredentials(creds, region);
-    core.startGroup(`ray down ${name}`);
-    const result = await runRay(core.getState(STATE.ray), ["down", "-y", yaml], (l) =>
-      core.info(l),
-    ).finally(() => core.endGroup());
-    if (result.code !== 0) throw new Error(`ray down exited ${result.code ?? result.signal}`);
+    await rayStep(core.getState(STATE.ray), `ray down ${name}`, ["down", "-y", yaml]);
     core.info(`Cluster ${name} is torn down.`);
   } catch (error) {
     core.warning(

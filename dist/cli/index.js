@@ -9103,7 +9103,7 @@ function loadModule(workspace, name, metadata) {
             throw new InputError("module", `module "${name}" is missing ${rel(file)}${isDir ? "/" : ""}`);
         }
     }
-    const exec = module_mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
+    const exec = mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
     const runScript = exec.get("run_script");
     if (!runScript)
         throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
@@ -9135,7 +9135,7 @@ function loadModule(workspace, name, metadata) {
 }
 /** Checked again after overrides: an override must not break the config either. */
 function checkMcsConfig(ini, metadata, source) {
-    const mcs = module_mcsSection(ini, source);
+    const mcs = mcsSection(ini, source);
     const missing = REQUIRED_MCS_KEYS.filter((k) => !mcs.get(k));
     if (missing.length)
         throw new InputError("metadata", `${source}: set ${missing.join(", ")}`);
@@ -9150,7 +9150,7 @@ function checkMcsConfig(ini, metadata, source) {
         }
     }
 }
-function module_mcsSection(ini, source) {
+function mcsSection(ini, source) {
     const section = ini.get("MCS");
     if (!section)
         throw new InputError("module", `${source}: has no [MCS] section`);
@@ -9209,7 +9209,7 @@ function number(section, key, fallback, source) {
 const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
 function buildPlan(req, mod, scenes, ctx) {
     const mcsConfig = structuredClone(mod.mcsConfig);
-    const mcs = module_mcsSection(mcsConfig, "MCS config");
+    const mcs = mcsSection(mcsConfig, "MCS config");
     for (const [key, value] of Object.entries(req.overrides)) {
         const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
         if (appended)
@@ -9900,7 +9900,6 @@ function preparePlan(req, env, target, runId = newRunId()) {
 async function evaluate(req, env, target, { progress, runId, onPlan }) {
     const phases = [];
     const hooks = {
-        log: env.log,
         progress,
         phase: async (name, work) => {
             const start = performance.now();
@@ -9941,10 +9940,6 @@ function outcomeCode(summary) {
     if (summary.state === "interrupted")
         return 130;
     return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
-}
-/** The MCS config's bucket: where an AWS run's results go. */
-function bucketOf(mod) {
-    return mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket");
 }
 
 ;// CONCATENATED MODULE: ./src/targets/local.ts

@@ -74627,7 +74627,7 @@ function warning(message, properties = {}) {
  * @param properties optional properties to add to the annotation.
  */
 function notice(message, properties = {}) {
-    command_issueCommand('notice', utils_toCommandProperties(properties), message instanceof Error ? message.toString() : message);
+    issueCommand('notice', toCommandProperties(properties), message instanceof Error ? message.toString() : message);
 }
 /**
  * Writes info to log with console.log.
@@ -76010,7 +76010,6 @@ function preparePlan(req, env, target, runId = newRunId()) {
 async function evaluate(req, env, target, { progress, runId, onPlan }) {
     const phases = [];
     const hooks = {
-        log: env.log,
         progress,
         phase: async (name, work) => {
             const start = performance.now();
@@ -76051,10 +76050,6 @@ function outcomeCode(summary) {
     if (summary.state === "interrupted")
         return 130;
     return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
-}
-/** The MCS config's bucket: where an AWS run's results go. */
-function bucketOf(mod) {
-    return mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket");
 }
 
 ;// CONCATENATED MODULE: ./src/ray/cli.ts
@@ -76240,6 +76235,9 @@ function clusterNameFor(module, runId) {
 function remotePlanDir(runId) {
     return `mcs-${runId}`;
 }
+function clusterYamlPath(planDir) {
+    return external_node_path_default().join(planDir, "cluster.yaml");
+}
 function renderClusterYaml(mod, clusterName, rayVersion, planDir, runId) {
     const source = external_node_path_default().basename(mod.clusterYamlPath);
     const cluster = structuredClone(mod.cluster);
@@ -76264,7 +76262,7 @@ function renderClusterYaml(mod, clusterName, rayVersion, planDir, runId) {
         ...mounts,
         [`~/${remotePlanDir(runId)}/deploy`]: external_node_path_default().join(planDir, "deploy"),
     };
-    const file = external_node_path_default().join(planDir, "cluster.yaml");
+    const file = clusterYamlPath(planDir);
     (0,external_node_fs_.writeFileSync)(file, `# Rendered by mcs-pipeline from ${source} for run ${runId}\n${(0,dist/* stringify */.As)(cluster)}`);
     return file;
 }
@@ -76321,7 +76319,7 @@ function awsTarget(settings) {
             const clusterName = clusterNameFor(mod.name, runId);
             return {
                 dir: external_node_path_default().join(settings.workDir, runId, "plan"),
-                store: `s3://${bucketOf(mod)}`,
+                store: `s3://${mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")}`,
                 clusterName,
             };
         },
@@ -76337,11 +76335,8 @@ function awsTarget(settings) {
         link: (plan, key) => s3Link(plan.store, settings.region, key),
     };
 }
-function clusterYamlOf(plan) {
-    return external_node_path_default().join(plan.dir, "cluster.yaml");
-}
 async function runOnCluster(plan, python, hooks, settings) {
-    const yaml = clusterYamlOf(plan);
+    const yaml = clusterYamlPath(plan.dir);
     await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
     const creds = await hooks.phase("authenticate", () => assumeRoleWithOidc({
         roleArn: settings.roleArn,
@@ -76367,15 +76362,15 @@ async function runOnCluster(plan, python, hooks, settings) {
     await hooks.phase("ray up", () => rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]));
     await hooks.phase("sync plan", () => rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]));
     // The driver's exit status does not survive `ray submit`; the run summary is the verdict.
-    await hooks.phase("run scenes", () => runRay(ray, ["submit", yaml, external_node_path_default().join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote], streamDriver(hooks.progress)).then(aws_endGroup));
+    const driver = driverOutput(hooks.progress);
+    await hooks.phase("run scenes", () => runRay(ray, ["submit", yaml, external_node_path_default().join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote], driver.line).finally(driver.close));
+    // keep-cluster: the state still says up, and the post step tells how to stop it.
     if (!settings.keepCluster) {
         await hooks.phase("ray down", () => rayStep(ray, "ray down", ["down", "-y", yaml]));
         saveState(STATE.clusterUp, "false");
     }
-    else {
-        notice(`keep-cluster: ${plan.cluster_name} is still running; stop it with: ray down -y ${yaml}`);
-    }
 }
+/** A `ray` command with its output in a collapsed group; a failure names the group. */
 async function rayStep(ray, title, args) {
     startGroup(title);
     const result = await runRay(ray, args, (line) => info(line)).finally(() => endGroup());
@@ -76383,26 +76378,26 @@ async function rayStep(ray, title, args) {
         throw new EnvironmentError(`${title} failed (${result.code ?? result.signal}); its output is in the "${title}" group above`);
     }
 }
-let groupOpen = false;
 /** Driver lines visible; Ray's own chatter between them folded into collapsed groups. */
-function streamDriver(progress) {
-    return (line) => {
-        if (DRIVER_LINE.test(line)) {
-            aws_endGroup();
-            progress(line);
-        }
-        else {
-            if (!groupOpen)
-                startGroup("Ray output");
-            groupOpen = true;
-            info(line);
-        }
+function driverOutput(progress) {
+    let open = false;
+    const close = () => {
+        if (open)
+            endGroup();
+        open = false;
     };
-}
-function aws_endGroup() {
-    if (groupOpen)
-        endGroup();
-    groupOpen = false;
+    const line = (text) => {
+        if (DRIVER_LINE.test(text)) {
+            close();
+            progress(text);
+            return;
+        }
+        if (!open)
+            startGroup("Ray output");
+        open = true;
+        info(text);
+    };
+    return { line, close };
 }
 
 ;// CONCATENATED MODULE: ./src/main.ts

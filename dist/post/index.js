@@ -65508,7 +65508,7 @@ class errors_InputError extends Error {
     }
 }
 /** The machine cannot run the pipeline (no python3, pip failed, the driver crashed). */
-class errors_EnvironmentError extends (/* unused pure expression or super */ null && (Error)) {
+class EnvironmentError extends Error {
     name = "EnvironmentError";
 }
 
@@ -65623,6 +65623,8 @@ function refused(roleArn, error) {
 
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(6760);
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var dist = __nccwpck_require__(8815);
 // EXTERNAL MODULE: external "node:child_process"
 var external_node_child_process_ = __nccwpck_require__(1421);
 ;// CONCATENATED MODULE: external "node:readline"
@@ -65631,7 +65633,7 @@ const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(
 /** Child processes with their output streamed line by line (long runs must show progress). */
 
 
-function proc_stream(command, args, options = {}) {
+function stream(command, args, options = {}) {
     return new Promise((resolve, reject) => {
         const { cwd, env, detached } = options;
         const child = (0,external_node_child_process_.spawn)(command, args, { cwd, env, detached, stdio: "pipe" });
@@ -65652,7 +65654,7 @@ function proc_stream(command, args, options = {}) {
 async function proc_capture(command, args, options = {}) {
     const out = [];
     const err = [];
-    const result = await proc_stream(command, args, {
+    const result = await stream(command, args, {
         ...options,
         onStdout: (l) => out.push(l),
         onStderr: (l) => err.push(l),
@@ -65663,51 +65665,6 @@ async function proc_capture(command, args, options = {}) {
     return out.join("\n");
 }
 
-;// CONCATENATED MODULE: ./src/ray/cli.ts
-/**
- * The `ray` CLI of the venv, each command in its own process group: cancelling must stop the
- * whole tree (`ray submit` leaves its ssh child running on the head otherwise).
- */
-
-
-const running = new Set();
-function cli_rayBinary(python) {
-    return path.join(path.dirname(python), "ray");
-}
-async function cli_runRay(ray, args, onLine, env = process.env) {
-    let pid;
-    try {
-        return await proc_stream(ray, args, {
-            env,
-            detached: true,
-            onSpawn: (child) => {
-                pid = child.pid;
-                if (pid)
-                    running.add(pid);
-            },
-            onStdout: onLine,
-            onStderr: onLine,
-        });
-    }
-    finally {
-        if (pid)
-            running.delete(pid);
-    }
-}
-/** Stop every ray command still running (their whole process groups). */
-function stopRunningRay(signal = "SIGTERM") {
-    for (const pid of running) {
-        try {
-            process.kill(-pid, signal);
-        }
-        catch {
-            running.delete(pid);
-        }
-    }
-}
-
-// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
-var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/cluster.ts
 /**
  * The cluster YAML as the plan renders it: the module's file with a cluster name unique to the
@@ -65737,6 +65694,9 @@ function cluster_clusterNameFor(module, runId) {
 function cluster_remotePlanDir(runId) {
     return `mcs-${runId}`;
 }
+function cluster_clusterYamlPath(planDir) {
+    return path.join(planDir, "cluster.yaml");
+}
 function cluster_renderClusterYaml(mod, clusterName, rayVersion, planDir, runId) {
     const source = path.basename(mod.clusterYamlPath);
     const cluster = structuredClone(mod.cluster);
@@ -65761,7 +65721,7 @@ function cluster_renderClusterYaml(mod, clusterName, rayVersion, planDir, runId)
         ...mounts,
         [`~/${cluster_remotePlanDir(runId)}/deploy`]: path.join(planDir, "deploy"),
     };
-    const file = path.join(planDir, "cluster.yaml");
+    const file = cluster_clusterYamlPath(planDir);
     writeFileSync(file, `# Rendered by mcs-pipeline from ${source} for run ${runId}\n${stringify(cluster)}`);
     return file;
 }
@@ -65892,7 +65852,7 @@ function knownModules(workspace) {
         .filter((m) => m !== undefined)
         .sort();
 }
-function module_loadModule(workspace, name, metadata) {
+function loadModule(workspace, name, metadata) {
     const rel = (p) => path.relative(workspace, p) || ".";
     const execConfigPath = path.join(workspace, "configs", `${name}_aws.ini`);
     if (!existsSync(execConfigPath)) {
@@ -65926,7 +65886,7 @@ function module_loadModule(workspace, name, metadata) {
         throw new InputError("module", `${rel(execConfigPath)}: run_script "${runScript}" is not in ${rel(deployDir)}/`);
     }
     const mcsConfig = readIni(mcsConfigPath, rel);
-    module_checkMcsConfig(mcsConfig, metadata, rel(mcsConfigPath));
+    checkMcsConfig(mcsConfig, metadata, rel(mcsConfigPath));
     return {
         name,
         metadata,
@@ -65947,7 +65907,7 @@ function module_loadModule(workspace, name, metadata) {
     };
 }
 /** Checked again after overrides: an override must not break the config either. */
-function module_checkMcsConfig(ini, metadata, source) {
+function checkMcsConfig(ini, metadata, source) {
     const mcs = module_mcsSection(ini, source);
     const missing = REQUIRED_MCS_KEYS.filter((k) => !mcs.get(k));
     if (missing.length)
@@ -66007,717 +65967,47 @@ function number(section, key, fallback, source) {
     return n;
 }
 
-;// CONCATENATED MODULE: ./src/plan.ts
+;// CONCATENATED MODULE: ./src/ray/cli.ts
 /**
- * The plan: a staging directory holding everything the driver needs (driver code, deploy files,
- * configs, the selected scenes, plan.json), plus the run's identity and results location.
- * A dry run stops here. Paths inside plan.json are relative to the staging directory, so the
- * same plan runs wherever it is synced to.
+ * The `ray` CLI of the venv, each command in its own process group: cancelling must stop the
+ * whole tree (`ray submit` leaves its ssh child running on the head otherwise).
  */
 
 
-
-
-
-const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
-function plan_buildPlan(req, mod, scenes, ctx) {
-    const mcsConfig = structuredClone(mod.mcsConfig);
-    const mcs = mcsSection(mcsConfig, "MCS config");
-    for (const [key, value] of Object.entries(req.overrides)) {
-        const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
-        if (appended)
-            mcs.set(appended, (mcs.get(appended) ?? "") + value);
-        else
-            mcs.set(key, value);
-    }
-    if (Object.keys(req.overrides).length) {
-        try {
-            checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");
-        }
-        catch (error) {
-            throw new InputError("mcs-config-overrides", error.message);
-        }
-    }
-    const folder = mcs.get("s3_folder");
-    const prefix = `${mcs.get("evaluation_name")}_${req.metadata}_${mcs.get("team")}`;
-    mkdirSync(path.join(ctx.dir, "configs"), { recursive: true });
-    mkdirSync(path.join(ctx.dir, "scenes"), { recursive: true });
-    copyDriver(ctx.toolRoot, path.join(ctx.dir, "pipeline"));
-    cpSync(mod.deployDir, path.join(ctx.dir, "deploy"), { recursive: true });
-    for (const scene of scenes)
-        cpSync(scene.file, path.join(ctx.dir, "scenes", `${scene.name}.json`));
-    writeFileSync(path.join(ctx.dir, "scenes.txt"), scenes.map((s) => `${s.name}.json\n`).join(""));
-    writeFileSync(path.join(ctx.dir, "configs", "mcs_config.ini"), stringifyIni(mcsConfig));
-    const exec = new Map(mod.exec).set("scene_location", "scenes/").set("scene_list", "scenes.txt");
-    writeFileSync(path.join(ctx.dir, "configs", "exec.ini"), stringifyIni(new Map([["MCS", exec]])));
-    const runScript = mod.exec.get("run_script");
-    const plan = {
-        schema_version: 1,
-        run_id: ctx.runId,
-        module: mod.name,
-        metadata: req.metadata,
-        target: req.target,
-        cluster_name: ctx.clusterName,
-        ray_version: ctx.rayVersion,
-        store: ctx.store,
-        summary_key: `${folder}/${prefix}_run-summary.json`,
-        names: { folder, movies_folder: mcs.get("s3_movies_folder") || folder, prefix },
-        retries: req.retries,
-        scene_timeout_s: 60 * (req.sceneTimeoutMinutes ?? mod.sceneTimeoutMinutes ?? DEFAULT_SCENE_TIMEOUT_MINUTES),
-        resume: req.resume,
-        resources: mod.resources,
-        run_script: path.isAbsolute(runScript) ? runScript : `deploy/${runScript}`,
-        eval_dir: mod.exec.get("eval_dir") || null,
-        history_required: (mcs.get("history_enabled") ?? "true").toLowerCase() !== "false",
-        mcs_config: "configs/mcs_config.ini",
-        scenes: scenes.map((s) => ({
-            name: s.name,
-            file: `scenes/${s.name}.json`,
-            expected_cost: s.lastStep,
-        })),
-    };
-    writeFileSync(path.join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
-    if (!path.isAbsolute(runScript))
-        chmodSync(path.join(ctx.dir, "deploy", runScript), 0o755);
-    return { ...plan, dir: ctx.dir };
+const running = new Set();
+function cli_rayBinary(python) {
+    return path.join(path.dirname(python), "ray");
 }
-function copyDriver(toolRoot, to) {
-    const from = path.join(toolRoot, "pipeline");
-    cpSync(from, to, {
-        recursive: true,
-        filter: (src) => !/(^|\/)(tests|__pycache__|\.pytest_cache)$/.test(path.relative(from, src)),
-    });
-}
-/** A run id that sorts by time: 20261125-151500-ab12. */
-function plan_newRunId(now = new Date()) {
-    const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-    return `${stamp}-${Math.random().toString(16).slice(2, 6)}`;
-}
-function describePlan(plan) {
-    const lines = [
-        `plan ${plan.run_id}: module ${plan.module}, metadata ${plan.metadata}, target ${plan.target}`,
-        `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
-        `  staging:       ${plan.dir}`,
-        `  results:       ${plan.store} (summary ${plan.summary_key})`,
-        `  retries:       ${plan.retries}; timeout ${plan.scene_timeout_s / 60} min per scene`,
-        `  resources:     ${JSON.stringify(plan.resources)} per scene; Ray ${plan.ray_version}`,
-    ];
-    if (plan.cluster_name)
-        lines.push(`  cluster:       ${plan.cluster_name}`);
-    if (plan.resume)
-        lines.push("  resume:        scenes already SUCCESS in the summary are skipped");
-    return lines.join("\n");
-}
-
-// EXTERNAL MODULE: external "node:os"
-var external_node_os_ = __nccwpck_require__(8161);
-;// CONCATENATED MODULE: ./src/ray/install.ts
-/**
- * The Ray installer: a Python venv with the pinned `ray[default]` and boto3 (plus the test tools
- * with `dev`). Idempotent: when the venv already has the pinned versions it does nothing.
- * The pins live in pipeline/requirements*.txt, the one place they are written.
- */
-
-
-
-
-
-const MIN_PYTHON = (/* unused pure expression or super */ null && ([3, 10]));
-function requirementsFile(toolRoot, dev = false) {
-    return path.join(toolRoot, "pipeline", dev ? "requirements-dev.txt" : "requirements.txt");
-}
-/** The pinned Ray version, read from pipeline/requirements.txt. */
-function install_pinnedRayVersion(toolRoot) {
-    const text = readFileSync(requirementsFile(toolRoot), "utf8");
-    const pin = /^ray(?:\[[^\]]*\])?==(\S+)/m.exec(text);
-    if (!pin)
-        throw new Error(`${requirementsFile(toolRoot)} does not pin ray (ray[default]==X)`);
-    return pin[1];
-}
-function venvPython(venvDir) {
-    return path.join(venvDir, "bin", "python");
-}
-/** Make sure the venv has the pinned Ray; returns its python. */
-async function install_ensureRay(options) {
-    const { toolRoot, venvDir, dev = false, log } = options;
-    const pinned = install_pinnedRayVersion(toolRoot);
-    const version = options.version ?? pinned;
-    const python = venvPython(venvDir);
-    const modules = dev ? "ray, boto3, pytest, moto" : "ray, boto3";
-    if ((await installedRay(python, modules)) === version) {
-        log(`Ray ${version} is already installed in ${venvDir}`);
-        return python;
-    }
-    const base = options.python ?? "python3";
-    await checkPython(base);
-    if (!existsSync(python)) {
-        log(`Creating a Python venv in ${venvDir}`);
-        await capture(base, ["-m", "venv", venvDir]).catch((error) => {
-            throw new EnvironmentError(`could not create a venv with ${base} (${error.message}); on Debian/Ubuntu: apt-get install python3-venv`);
+async function cli_runRay(ray, args, onLine, env = process.env) {
+    let pid;
+    try {
+        return await stream(ray, args, {
+            env,
+            detached: true,
+            onSpawn: (child) => {
+                pid = child.pid;
+                if (pid)
+                    running.add(pid);
+            },
+            onStdout: onLine,
+            onStderr: onLine,
         });
     }
-    log(`Installing ray[default]==${version} and boto3${dev ? " and the test tools" : ""} (this takes a few minutes once)`);
-    const pip = await stream(python, [
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--progress-bar",
-        "off",
-        "-r",
-        version === pinned ? requirementsFile(toolRoot, dev) : repinned(toolRoot, dev, version),
-    ], {
-        onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`),
-        onStderr: (l) => log(`  ${l}`),
-    });
-    const installed = await installedRay(python, modules);
-    if (pip.code !== 0 || installed !== version) {
-        throw new EnvironmentError(`installing Ray ${version} into ${venvDir} failed (pip exit ${pip.code}); see the pip output above`);
-    }
-    log(`Ray ${version} installed in ${venvDir}`);
-    return python;
-}
-/** The requirements with another Ray pin (the action's ray-version input), in a temp file. */
-function repinned(toolRoot, dev, version) {
-    const dir = mkdtempSync(path.join(tmpdir(), "mcs-req-"));
-    const base = readFileSync(requirementsFile(toolRoot), "utf8").replace(/^ray(\[[^\]]*\])?==\S+/m, `ray$1==${version}`);
-    writeFileSync(path.join(dir, "requirements.txt"), base);
-    // requirements-dev.txt includes requirements.txt by relative path: copy it beside.
-    writeFileSync(path.join(dir, "requirements-dev.txt"), readFileSync(requirementsFile(toolRoot, true), "utf8"));
-    return path.join(dir, dev ? "requirements-dev.txt" : "requirements.txt");
-}
-async function installedRay(python, modules) {
-    if (!existsSync(python))
-        return undefined;
-    return capture(python, ["-c", `import ${modules}; print(ray.__version__)`]).then((out) => out.trim(), () => undefined);
-}
-async function checkPython(python) {
-    const found = await capture(python, [
-        "-c",
-        "import sys; print('%d.%d' % sys.version_info[:2])",
-    ]).catch(() => undefined);
-    const [major = 0, minor = 0] = (found ?? "").split(".").map(Number);
-    if (found === undefined ||
-        major < MIN_PYTHON[0] ||
-        (major === MIN_PYTHON[0] && minor < MIN_PYTHON[1])) {
-        throw new EnvironmentError(`Ray needs Python ${MIN_PYTHON.join(".")} or newer as "${python}" (found ${found ?? "none"}):` +
-            " install python3 (e.g. apt-get install python3 python3-venv) or set MCS_PYTHON");
+    finally {
+        if (pid)
+            running.delete(pid);
     }
 }
-
-;// CONCATENATED MODULE: ./src/report.ts
-/** Well under GitHub's 1 MiB job-summary limit, leaving room for other steps' summaries. */
-const DEFAULT_BUDGET_BYTES = (/* unused pure expression or super */ null && (900 * 1024));
-/** Each failed scene's log excerpt is cut to its last ~2 KiB. */
-const EXCERPT_MAX_BYTES = (/* unused pure expression or super */ null && (2 * 1024));
-/** Failure details may use at most this share of what is left after the header. */
-const FAILURE_DETAILS_SHARE = 0.5;
-const STATUS_ICON = { SUCCESS: "✅", FAILED: "❌", PENDING: "⏳" };
-// ── Markdown ──────────────────────────────────────────────────────────────────────────────────
-function report_renderMarkdown(summary, options) {
-    const budgetBytes = Math.max(0, Math.floor(options.budgetBytes ?? DEFAULT_BUDGET_BYTES));
-    const full = options.link(summary.summary_key);
-    const note = (count, what) => truncationNote(count, what, budgetBytes, full);
-    const scenes = orderScenes(summary.scenes);
-    const failed = scenes.filter((scene) => scene.status === "FAILED");
-    // Room for both possible notes is set aside before anything else is added.
-    const failedNoteBytes = failed.length > 0 ? byteLength(note(failed.length, "details")) : 0;
-    const tableNoteBytes = byteLength(note(scenes.length, "rows"));
-    const out = createBudget(budgetBytes - failedNoteBytes - tableNoteBytes);
-    if (add(out, renderHeader(summary, options, full))) {
-        const detailsLimit = Math.floor(out.left * FAILURE_DETAILS_SHARE);
-        const shownFailures = addWhileFits(out, failureDetails(failed, options.link), detailsLimit);
-        out.left += failedNoteBytes;
-        if (shownFailures < failed.length)
-            add(out, note(failed.length - shownFailures, "details"));
-        const shownRows = addWhileFits(out, sceneTable(scenes, options.link), out.left);
-        out.left += tableNoteBytes;
-        if (shownRows < scenes.length)
-            add(out, note(scenes.length - shownRows, "rows"));
+/** Stop every ray command still running (their whole process groups). */
+function stopRunningRay(signal = "SIGTERM") {
+    for (const pid of running) {
+        try {
+            process.kill(-pid, signal);
+        }
+        catch {
+            running.delete(pid);
+        }
     }
-    else {
-        out.left += failedNoteBytes + tableNoteBytes;
-        add(out, note(scenes.length, "rows"));
-    }
-    return clampBytes(out.parts.join("").trimEnd() + "\n", budgetBytes);
-}
-/** One sentence on how the run went, e.g. "2 of 8 scenes failed." (no Markdown). */
-function outcomeText(summary) {
-    const { total, succeeded, failed, pending } = summary.totals;
-    const done = succeeded + failed;
-    const counts = `${count(succeeded)} succeeded, ${count(failed)} failed`;
-    if (summary.state === "interrupted") {
-        return `Interrupted: ${count(done)} of ${scenesText(total)} finished (${counts}, ${count(pending)} not run).`;
-    }
-    if (summary.state === "running") {
-        return `Still running: ${count(done)} of ${scenesText(total)} finished (${counts}) as of ${summary.updated_at}.`;
-    }
-    if (total === 0)
-        return "No scenes were run.";
-    const notRun = pending > 0 ? ` ${count(pending)} not run.` : "";
-    if (failed > 0)
-        return `${count(failed)} of ${scenesText(total)} failed.${notRun}`;
-    if (pending > 0)
-        return `${count(succeeded)} of ${scenesText(total)} succeeded.${notRun}`;
-    return total === 1 ? "The scene succeeded." : `All ${scenesText(total)} succeeded.`;
-}
-function outcomeIcon(summary) {
-    const { failed, pending } = summary.totals;
-    if (summary.state === "interrupted")
-        return "⚠️";
-    if (summary.state === "running")
-        return "⏳";
-    if (failed > 0)
-        return "❌";
-    return pending > 0 ? "⚠️" : "✅";
-}
-function renderHeader(summary, options, full) {
-    const title = options.title ?? `MCS run: ${summary.module} · ${summary.metadata} · ${summary.run_id}`;
-    const facts = [
-        `Module ${code(summary.module)}`,
-        `metadata ${code(summary.metadata)}`,
-        `run ${code(summary.run_id)}`,
-        ...(summary.cluster_name ? [`cluster ${code(summary.cluster_name)}`] : []),
-        `started ${summary.started_at}`,
-    ];
-    const sections = [
-        `## ${oneLine(title)}`,
-        `**${outcomeIcon(summary)} ${outcomeText(summary)}**`,
-        `${facts.join(" · ")}  \nFull results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}`,
-        totalsTable(summary),
-        durationTable(summary),
-        ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
-        ...(summary.totals.failed > 0 ? [failureClassTable(summary.scenes)] : []),
-    ];
-    return sections.join("\n\n") + "\n\n";
-}
-function totalsTable(summary) {
-    const t = summary.totals;
-    const resumed = summary.scenes.filter((scene) => scene.resumed).length;
-    const values = [t.total, t.succeeded, t.failed, t.pending, t.retried, resumed].map(count);
-    const headers = ["total", "succeeded", "failed", "pending", "retried", "resumed"];
-    return table(headers, [values], "rrrrrr");
-}
-function durationTable(summary) {
-    // Resumed scenes were not run again: their durations belong to an earlier run.
-    const durations = summary.scenes
-        .filter((scene) => !scene.resumed && scene.duration_s !== null)
-        .map((scene) => scene.duration_s)
-        .sort((a, b) => a - b);
-    const end = summary.finished_at ?? summary.updated_at;
-    const wall = (Date.parse(end) - Date.parse(summary.started_at)) / 1000;
-    const row = [
-        formatSeconds(Number.isFinite(wall) && wall >= 0 ? wall : null),
-        count(durations.length),
-        formatSeconds(percentile(durations, 0.5)),
-        formatSeconds(percentile(durations, 0.9)),
-        formatSeconds(durations.at(-1) ?? null),
-    ];
-    return table(["wall time", "scenes timed", "median scene", "p90 scene", "max scene"], [row], "rrrrr");
-}
-function phaseTable(phases) {
-    const rows = phases.map((phase) => [
-        escapeCell(oneLine(phase.name)),
-        formatSeconds(phase.seconds),
-    ]);
-    const total = phases.reduce((sum, phase) => sum + phase.seconds, 0);
-    return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
-}
-function failureClassTable(scenes) {
-    const counts = new Map();
-    for (const scene of scenes) {
-        if (scene.status !== "FAILED")
-            continue;
-        const key = scene.failure_class ?? "unknown";
-        counts.set(key, (counts.get(key) ?? 0) + 1);
-    }
-    const rows = [...counts]
-        .sort((a, b) => b[1] - a[1] || compare(a[0], b[0]))
-        .map(([failure, n]) => [failure, count(n)]);
-    return table(["failure class", "scenes"], rows, "lr");
-}
-/** Failed scenes: a heading line each, the attempts when retried, and the log excerpt. */
-function* failureDetails(failed, link) {
-    let first = true;
-    for (const scene of failed) {
-        const heading = first ? `### Failed scenes (${count(failed.length)})\n\n` : "";
-        first = false;
-        yield heading + failureDetail(scene, link);
-    }
-}
-function failureDetail(scene, link) {
-    const facts = [
-        scene.failure_class ?? "unknown failure",
-        plural(scene.attempts, "attempt"),
-        scene.exit_code === null ? "no exit code" : `exit code ${scene.exit_code}`,
-        ...(scene.node ? [`node ${code(scene.node)}`] : []),
-        ...(scene.outputs.log ? [mdLink("log", link(scene.outputs.log).href)] : []),
-    ];
-    const parts = [`#### ${STATUS_ICON.FAILED} ${code(scene.name)} — ${facts.join(" · ")}`];
-    if (scene.history.length > 1) {
-        parts.push(`Attempts: ${scene.history.map(attemptText).join(" → ")}`);
-    }
-    parts.push(scene.log_excerpt === null
-        ? "_No log excerpt._"
-        : `<details><summary>log</summary>\n\n${fenced(cleanExcerpt(scene.log_excerpt))}\n\n</details>`);
-    return parts.join("\n\n") + "\n\n";
-}
-function attemptText(attempt) {
-    const what = attempt.failure_class ?? "ok";
-    const exit = attempt.exit_code === null ? "" : `, exit ${attempt.exit_code}`;
-    const took = attempt.duration_s === null ? "" : `, ${formatSeconds(attempt.duration_s)}`;
-    return `${attempt.attempt}. ${what}${exit}${took}`;
-}
-/** The per-scene table, one chunk per row; the heading and header row travel with the first. */
-function* sceneTable(scenes, link) {
-    const headers = [
-        "scene",
-        "status",
-        "attempts",
-        "duration",
-        "failure",
-        "history",
-        "log",
-        "videos",
-    ];
-    let first = true;
-    for (const scene of scenes) {
-        const head = first ? `### Scenes\n\n${tableHead(headers, "llrrllll")}\n` : "";
-        first = false;
-        yield head + sceneRow(scene, link) + "\n";
-    }
-}
-function sceneRow(scene, link) {
-    const { history, log, videos } = scene.outputs;
-    const videoLabel = (i) => (videos.length > 1 ? `video ${i + 1}` : "video");
-    return tableRow([
-        code(scene.name),
-        `${STATUS_ICON[scene.status]} ${scene.status}${scene.resumed ? " (resumed)" : ""}`,
-        String(scene.attempts),
-        formatSeconds(scene.duration_s),
-        scene.failure_class ?? "",
-        outputLink("history", history, link),
-        outputLink("log", log, link),
-        videos.map((key, i) => outputLink(videoLabel(i), key, link)).join("<br>"),
-    ].map(escapeCell));
-}
-function outputLink(label, key, link) {
-    if (key === null)
-        return "—";
-    const target = link(key);
-    return `${mdLink(label, target.href)} ${code(target.uri)}`;
-}
-function truncationNote(n, what, budgetBytes, full) {
-    const missing = what === "details"
-        ? `failed ${noun(n, "scene")} not detailed here`
-        : `${noun(n, "scene")} not shown`;
-    return (`\n_… ${count(n)} more ${missing} (the report is capped at ${formatBytes(budgetBytes)}). ` +
-        `Full results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}_\n\n`);
-}
-function createBudget(bytes) {
-    return { parts: [], left: bytes };
-}
-function add(out, chunk) {
-    return addWhileFits(out, [chunk], out.left) === 1;
-}
-/** Add chunks in order until one would exceed `limit` (or the budget); returns how many went in. */
-function addWhileFits(out, chunks, limit) {
-    let added = 0;
-    let used = 0;
-    for (const chunk of chunks) {
-        const size = byteLength(chunk);
-        if (used + size > limit || size > out.left)
-            break;
-        out.parts.push(chunk);
-        out.left -= size;
-        used += size;
-        added++;
-    }
-    return added;
-}
-/** Last resort for absurdly small budgets: cut at a UTF-8 character boundary. */
-function clampBytes(text, maxBytes) {
-    const buffer = Buffer.from(text);
-    if (buffer.length <= maxBytes)
-        return text;
-    let end = maxBytes;
-    while (end > 0 && ((buffer[end] ?? 0) & 0xc0) === 0x80)
-        end--;
-    return buffer.subarray(0, end).toString();
-}
-function byteLength(text) {
-    return Buffer.byteLength(text);
-}
-// ── Markdown helpers ──────────────────────────────────────────────────────────────────────────
-function table(headers, rows, align) {
-    return [tableHead(headers, align), ...rows.map(tableRow)].join("\n");
-}
-function tableHead(headers, align) {
-    const rule = headers.map((_, i) => (align[i] === "r" ? "---:" : "---"));
-    return `${tableRow(headers)}\n${tableRow(rule)}`;
-}
-function tableRow(cells) {
-    return `| ${cells.join(" | ")} |`;
-}
-/** A table cell stays one cell: `|` escaped (GFM honours `\|` even in code spans), no newlines. */
-function escapeCell(text) {
-    return text.replace(/\|/g, "\\|").replace(/\r\n|\r|\n/g, " ");
-}
-/** Inline code that survives backticks in the text. */
-function code(text) {
-    const runs = text.match(/`+/g) ?? [];
-    const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length), 0) + 1);
-    const pad = text.startsWith("`") || text.endsWith("`") ? " " : "";
-    return `${fence}${pad}${oneLine(text)}${pad}${fence}`;
-}
-/** A fenced block longer than any backtick run inside, so ``` in a log cannot close it. */
-function fenced(text) {
-    const runs = text.match(/`{3,}/g) ?? [];
-    const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length + 1), 3));
-    return `${fence}text\n${text}\n${fence}`;
-}
-function mdLink(label, href) {
-    // Characters that would end or break a Markdown link destination (or a table cell).
-    const safe = href.replace(/[\s()<>|\\`]/g, (c) => c === "(" ? "%28" : c === ")" ? "%29" : encodeURIComponent(c));
-    return `[${label}](${safe})`;
-}
-/** Log text fit for a code block: no ANSI colours or control characters, last ~2 KiB of lines. */
-function cleanExcerpt(text) {
-    const clean = text
-        .replace(/\r\n?/g, "\n")
-        // eslint-disable-next-line no-control-regex
-        .replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, "")
-        // eslint-disable-next-line no-control-regex
-        .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "")
-        .trimEnd();
-    const buffer = Buffer.from(clean);
-    if (buffer.length <= EXCERPT_MAX_BYTES)
-        return clean;
-    let start = buffer.length - EXCERPT_MAX_BYTES;
-    while (start < buffer.length && ((buffer[start] ?? 0) & 0xc0) === 0x80)
-        start++;
-    let tail = buffer.subarray(start).toString();
-    const newline = tail.indexOf("\n");
-    if (newline >= 0 && newline < tail.length - 1)
-        tail = tail.slice(newline + 1);
-    return `… (earlier lines cut)\n${tail}`;
-}
-// ── terminal ──────────────────────────────────────────────────────────────────────────────────
-/** A plain-text aligned table (failed scenes first) with the totals below. */
-function renderTerminal(summary, maxRows = 50) {
-    const scenes = orderScenes(summary.scenes);
-    const shown = scenes.slice(0, Math.max(0, Math.floor(maxRows)));
-    const rows = [
-        ["SCENE", "STATUS", "ATTEMPTS", "DURATION", "FAILURE"],
-        ...shown.map((scene) => [
-            oneLine(scene.name),
-            scene.status + (scene.resumed ? " (resumed)" : ""),
-            String(scene.attempts),
-            formatSeconds(scene.duration_s, "-"),
-            scene.failure_class ?? "",
-        ]),
-    ];
-    const lines = alignColumns(rows, [false, false, true, true, false]);
-    if (scenes.length > shown.length)
-        lines.push(`… ${count(scenes.length - shown.length)} more`);
-    const t = summary.totals;
-    const resumed = summary.scenes.filter((scene) => scene.resumed).length;
-    return [
-        `${summary.module} ${summary.metadata} run ${summary.run_id}: ${outcomeText(summary)}`,
-        "",
-        ...lines,
-        "",
-        `total ${count(t.total)} · succeeded ${count(t.succeeded)} · failed ${count(t.failed)} · ` +
-            `pending ${count(t.pending)} · retried ${count(t.retried)} · resumed ${count(resumed)}`,
-    ].join("\n");
-}
-function alignColumns(rows, right) {
-    const widths = [];
-    for (const row of rows) {
-        row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, [...cell].length)));
-    }
-    return rows.map((row) => row
-        .map((cell, i) => {
-        const pad = " ".repeat((widths[i] ?? 0) - [...cell].length);
-        return right[i] ? pad + cell : cell + pad;
-    })
-        .join("  ")
-        .trimEnd());
-}
-// ── shared ────────────────────────────────────────────────────────────────────────────────────
-/** Failed scenes first, then the rest; each group by name. */
-function orderScenes(scenes) {
-    const failedFirst = (scene) => (scene.status === "FAILED" ? 0 : 1);
-    return [...scenes].sort((a, b) => failedFirst(a) - failedFirst(b) || compare(a.name, b.name));
-}
-function compare(a, b) {
-    return a < b ? -1 : a > b ? 1 : 0;
-}
-/** Nearest-rank percentile of an ascending list. */
-function percentile(sorted, q) {
-    if (sorted.length === 0)
-        return null;
-    return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? null;
-}
-function formatSeconds(seconds, none = "—") {
-    if (seconds === null || !Number.isFinite(seconds))
-        return none;
-    if (seconds < 60)
-        return `${seconds.toFixed(1)} s`;
-    const s = Math.round(seconds);
-    const pad = (n) => String(n).padStart(2, "0");
-    if (s < 3600)
-        return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
-    return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
-}
-function formatBytes(bytes) {
-    if (bytes < 1024)
-        return `${bytes} bytes`;
-    const kib = bytes / 1024;
-    return `${Number.isInteger(kib) ? kib : kib.toFixed(1)} KiB`;
-}
-function count(n) {
-    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-}
-function plural(n, word) {
-    return `${count(n)} ${noun(n, word)}`;
-}
-function noun(n, word) {
-    return n === 1 ? word : `${word}s`;
-}
-function scenesText(n) {
-    return plural(n, "scene");
-}
-function oneLine(text) {
-    return text.replace(/\s*[\r\n]+\s*/g, " ");
-}
-
-;// CONCATENATED MODULE: ./src/scenes.ts
-/** The scenes of a request: a directory of MCS scene JSON files (or one file), each checked. */
-
-
-
-const SCENE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-function scenes_loadScenes(scenesPath, shown) {
-    if (!existsSync(scenesPath)) {
-        throw new InputError("scenes", `${shown} does not exist: give a directory of scene .json files`);
-    }
-    const files = statSync(scenesPath).isDirectory()
-        ? readdirSync(scenesPath)
-            .filter((f) => f.endsWith(".json"))
-            .sort()
-            .map((f) => path.join(scenesPath, f))
-        : [scenesPath];
-    if (files.length === 0) {
-        throw new InputError("scenes", `${shown} holds no .json scene files`);
-    }
-    const seen = new Map();
-    return files.map((file) => {
-        const scene = readScene(file, path.join(shown, path.relative(scenesPath, file)));
-        const shownFile = path.join(shown, path.relative(scenesPath, file));
-        const other = seen.get(scene.name);
-        if (other)
-            throw new InputError("scenes", `${shownFile} and ${other} are both named ${scene.name}`);
-        seen.set(scene.name, shownFile);
-        return scene;
-    });
-}
-function readScene(file, shown) {
-    let doc;
-    try {
-        doc = JSON.parse(readFileSync(file, "utf8"));
-    }
-    catch (error) {
-        throw new InputError("scenes", `${shown} is not valid JSON: ${error.message}`);
-    }
-    if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
-        throw new InputError("scenes", `${shown} is not an MCS scene (expected a JSON object)`);
-    }
-    const { name = path.basename(file, ".json"), goal } = doc;
-    if (typeof name !== "string" || !SCENE_NAME.test(name)) {
-        throw new InputError("scenes", `${shown}: "name" must be letters, digits, ".", "-" or "_"`);
-    }
-    const lastStep = goal?.last_step ?? 1;
-    if (typeof lastStep !== "number" || !(lastStep > 0)) {
-        throw new InputError("scenes", `${shown}: goal.last_step must be a positive number`);
-    }
-    return { name, file, lastStep };
-}
-
-;// CONCATENATED MODULE: ./src/engine.ts
-/**
- * The engine, in the one direction of DESIGN §3: request → module → plan → run → results → report.
- * Front ends (cli.ts, main.ts) build the request and a target, and present what comes back.
- */
-
-
-
-
-
-
-
-
-/** request → module → plan. Validates everything and starts nothing. */
-function preparePlan(req, env, target, runId = newRunId()) {
-    const mod = loadModule(env.workspace, req.module, req.metadata);
-    const scenes = loadScenes(path.resolve(env.workspace, req.scenes), req.scenes);
-    const plan = buildPlan(req, mod, scenes, {
-        toolRoot: env.toolRoot,
-        runId,
-        rayVersion: env.rayVersion ?? pinnedRayVersion(env.toolRoot),
-        ...target.place(mod, runId),
-    });
-    target.stage?.(plan, mod);
-    return plan;
-}
-async function evaluate(req, env, target, { progress, runId, onPlan }) {
-    const phases = [];
-    const hooks = {
-        log: env.log,
-        progress,
-        phase: async (name, work) => {
-            const start = performance.now();
-            try {
-                return await work();
-            }
-            finally {
-                phases.push({ name, seconds: (performance.now() - start) / 1000 });
-            }
-        },
-    };
-    const plan = await hooks.phase("plan", () => preparePlan(req, env, target, runId));
-    onPlan?.(plan);
-    if (req.dryRun)
-        return { plan, phases, exitCode: 0 };
-    const python = await hooks.phase("install Ray", () => ensureRay({
-        toolRoot: env.toolRoot,
-        venvDir: env.venvDir,
-        python: env.python,
-        version: plan.ray_version,
-        log: env.log,
-    }));
-    await target.run(plan, python, hooks);
-    const source = target.link(plan, plan.summary_key).uri;
-    let summary;
-    let summaryText;
-    try {
-        summaryText = await target.readSummary(plan);
-        summary = parseSummary(summaryText, source);
-    }
-    catch (error) {
-        throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
-    }
-    const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
-    return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
-}
-function outcomeCode(summary) {
-    if (summary.state === "interrupted")
-        return 130;
-    return summary.totals.failed === 0 && summary.totals.pending === 0 ? 0 : 1;
-}
-/** The MCS config's bucket: where an AWS run's results go. */
-function engine_bucketOf(mod) {
-    return mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket");
 }
 
 ;// CONCATENATED MODULE: ./src/targets/aws.ts
@@ -66753,7 +66043,7 @@ function awsTarget(settings) {
             const clusterName = clusterNameFor(mod.name, runId);
             return {
                 dir: path.join(settings.workDir, runId, "plan"),
-                store: `s3://${bucketOf(mod)}`,
+                store: `s3://${mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")}`,
                 clusterName,
             };
         },
@@ -66769,11 +66059,8 @@ function awsTarget(settings) {
         link: (plan, key) => s3Link(plan.store, settings.region, key),
     };
 }
-function clusterYamlOf(plan) {
-    return path.join(plan.dir, "cluster.yaml");
-}
 async function runOnCluster(plan, python, hooks, settings) {
-    const yaml = clusterYamlOf(plan);
+    const yaml = clusterYamlPath(plan.dir);
     await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
     const creds = await hooks.phase("authenticate", () => assumeRoleWithOidc({
         roleArn: settings.roleArn,
@@ -66799,42 +66086,42 @@ async function runOnCluster(plan, python, hooks, settings) {
     await hooks.phase("ray up", () => rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]));
     await hooks.phase("sync plan", () => rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]));
     // The driver's exit status does not survive `ray submit`; the run summary is the verdict.
-    await hooks.phase("run scenes", () => runRay(ray, ["submit", yaml, path.join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote], streamDriver(hooks.progress)).then(aws_endGroup));
+    const driver = driverOutput(hooks.progress);
+    await hooks.phase("run scenes", () => runRay(ray, ["submit", yaml, path.join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote], driver.line).finally(driver.close));
+    // keep-cluster: the state still says up, and the post step tells how to stop it.
     if (!settings.keepCluster) {
         await hooks.phase("ray down", () => rayStep(ray, "ray down", ["down", "-y", yaml]));
         core.saveState(STATE.clusterUp, "false");
     }
-    else {
-        core.notice(`keep-cluster: ${plan.cluster_name} is still running; stop it with: ray down -y ${yaml}`);
-    }
 }
+/** A `ray` command with its output in a collapsed group; a failure names the group. */
 async function rayStep(ray, title, args) {
-    core.startGroup(title);
-    const result = await runRay(ray, args, (line) => core.info(line)).finally(() => core.endGroup());
+    startGroup(title);
+    const result = await cli_runRay(ray, args, (line) => info(line)).finally(() => endGroup());
     if (result.code !== 0) {
         throw new EnvironmentError(`${title} failed (${result.code ?? result.signal}); its output is in the "${title}" group above`);
     }
 }
-let groupOpen = false;
 /** Driver lines visible; Ray's own chatter between them folded into collapsed groups. */
-function streamDriver(progress) {
-    return (line) => {
-        if (DRIVER_LINE.test(line)) {
-            aws_endGroup();
-            progress(line);
-        }
-        else {
-            if (!groupOpen)
-                core.startGroup("Ray output");
-            groupOpen = true;
-            core.info(line);
-        }
+function driverOutput(progress) {
+    let open = false;
+    const close = () => {
+        if (open)
+            core.endGroup();
+        open = false;
     };
-}
-function aws_endGroup() {
-    if (groupOpen)
-        core.endGroup();
-    groupOpen = false;
+    const line = (text) => {
+        if (DRIVER_LINE.test(text)) {
+            close();
+            progress(text);
+            return;
+        }
+        if (!open)
+            core.startGroup("Ray output");
+        open = true;
+        core.info(text);
+    };
+    return { line, close };
 }
 
 ;// CONCATENATED MODULE: ./src/post.ts
@@ -66843,7 +66130,6 @@ function aws_endGroup() {
  * may be up. Fresh OIDC credentials first: those of the main step may have expired hours ago.
  * Idempotent; its own failures become warnings with the command to run by hand.
  */
-
 
 
 
@@ -66867,10 +66153,7 @@ async function post() {
             sessionName: `mcs-teardown-${name}`.slice(0, 64),
         });
         oidc_exportCredentials(creds, region);
-        startGroup(`ray down ${name}`);
-        const result = await cli_runRay(getState(STATE.ray), ["down", "-y", yaml], (l) => info(l)).finally(() => endGroup());
-        if (result.code !== 0)
-            throw new Error(`ray down exited ${result.code ?? result.signal}`);
+        await rayStep(getState(STATE.ray), `ray down ${name}`, ["down", "-y", yaml]);
         info(`Cluster ${name} is torn down.`);
     }
     catch (error) {

@@ -189,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
         summary.finish("finished")
         save()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Interrupted
-        # A second Ctrl-C or a forwarded SIGTERM must not cut the clean-up short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A second Ctrl-C, a forwarded SIGTERM or a hang-up must not cut the clean-up short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for ref in in_flight if ray else ():
             ray.cancel(ref, force=True)
         summary.finish("interrupted")

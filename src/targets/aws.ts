@@ -9,13 +9,14 @@ import { assumeRoleWithOidc, exportCredentials } from "../aws/oidc.js";
 import { readS3Text, s3Link } from "../aws/s3.js";
 import {
   clusterNameFor,
+  clusterYamlPath,
   remotePlanDir,
   renderClusterYaml,
   validateWithRaySchema,
 } from "../cluster.js";
 import type { Hooks, Target } from "../engine.js";
-import { bucketOf } from "../engine.js";
 import { EnvironmentError, InputError } from "../errors.js";
+import { mcsSection } from "../module.js";
 import type { Plan } from "../plan.js";
 import { rayBinary, runRay } from "../ray/cli.js";
 
@@ -49,7 +50,7 @@ export function awsTarget(settings: AwsSettings): Target {
       const clusterName = clusterNameFor(mod.name, runId);
       return {
         dir: path.join(settings.workDir, runId, "plan"),
-        store: `s3://${bucketOf(mod)}`,
+        store: `s3://${mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")}`,
         clusterName,
       };
     },
@@ -69,12 +70,8 @@ export function awsTarget(settings: AwsSettings): Target {
   };
 }
 
-export function clusterYamlOf(plan: Plan): string {
-  return path.join(plan.dir, "cluster.yaml");
-}
-
 async function runOnCluster(plan: Plan, python: string, hooks: Hooks, settings: AwsSettings) {
-  const yaml = clusterYamlOf(plan);
+  const yaml = clusterYamlPath(plan.dir);
   await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
   const creds = await hooks.phase("authenticate", () =>
     assumeRoleWithOidc({
@@ -107,24 +104,23 @@ async function runOnCluster(plan: Plan, python: string, hooks: Hooks, settings: 
     rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]),
   );
   // The driver's exit status does not survive `ray submit`; the run summary is the verdict.
+  const driver = driverOutput(hooks.progress);
   await hooks.phase("run scenes", () =>
     runRay(
       ray,
       ["submit", yaml, path.join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote],
-      streamDriver(hooks.progress),
-    ).then(endGroup),
+      driver.line,
+    ).finally(driver.close),
   );
+  // keep-cluster: the state still says up, and the post step tells how to stop it.
   if (!settings.keepCluster) {
     await hooks.phase("ray down", () => rayStep(ray, "ray down", ["down", "-y", yaml]));
     core.saveState(STATE.clusterUp, "false");
-  } else {
-    core.notice(
-      `keep-cluster: ${plan.cluster_name} is still running; stop it with: ray down -y ${yaml}`,
-    );
   }
 }
 
-async function rayStep(ray: string, title: string, args: string[]): Promise<void> {
+/** A `ray` command with its output in a collapsed group; a failure names the group. */
+export async function rayStep(ray: string, title: string, args: string[]): Promise<void> {
   core.startGroup(title);
   const result = await runRay(ray, args, (line) => core.info(line)).finally(() => core.endGroup());
   if (result.code !== 0) {
@@ -134,23 +130,22 @@ async function rayStep(ray: string, title: string, args: string[]): Promise<void
   }
 }
 
-let groupOpen = false;
-
 /** Driver lines visible; Ray's own chatter between them folded into collapsed groups. */
-function streamDriver(progress: (line: string) => void) {
-  return (line: string) => {
-    if (DRIVER_LINE.test(line)) {
-      endGroup();
-      progress(line);
-    } else {
-      if (!groupOpen) core.startGroup("Ray output");
-      groupOpen = true;
-      core.info(line);
-    }
+function driverOutput(progress: (line: string) => void) {
+  let open = false;
+  const close = () => {
+    if (open) core.endGroup();
+    open = false;
   };
-}
-
-function endGroup() {
-  if (groupOpen) core.endGroup();
-  groupOpen = false;
+  const line = (text: string) => {
+    if (DRIVER_LINE.test(text)) {
+      close();
+      progress(text);
+      return;
+    }
+    if (!open) core.startGroup("Ray output");
+    open = true;
+    core.info(text);
+  };
+  return { line, close };
 }
