@@ -35,7 +35,7 @@ options (run, plan):
   --retries N                retries for retryable failures (default 2)
   --scene-timeout-minutes N  per-scene timeout (default: the module's, else 60)
   --set key=value            MCS-config override for this run (repeatable)
-  --resume                   skip scenes that already succeeded in the store's summary
+  --resume                   skip scenes that succeeded in the latest run of this module and level
   --out DIR                  runs and the local results store (default .mcs-local)
   --num-cpus N               Ray CPU slots (default: all cores)
 options (setup):

@@ -48,6 +48,8 @@ export interface Target {
   /** run-summary.json as the driver left it in the store. */
   readSummary(plan: Plan): Promise<string>;
   link(plan: Plan, key: string): LinkTarget;
+  /** Let go of what run() held for readSummary (the AWS target's credential server). */
+  release?(): Promise<void>;
 }
 
 export interface Outcome {
@@ -118,16 +120,26 @@ export async function evaluate(
       log: env.log,
     }),
   );
-  await target.run(plan, python, hooks);
   const source = target.link(plan, plan.summary_key).uri;
   let summary: RunSummary;
   let summaryText: string;
   try {
-    summaryText = await target.readSummary(plan);
-    summary = parseSummary(summaryText, source);
-  } catch (error) {
+    await target.run(plan, python, hooks);
+    try {
+      summaryText = await target.readSummary(plan);
+      summary = parseSummary(summaryText, source);
+    } catch (error) {
+      throw new EnvironmentError(
+        `the driver left no readable run summary at ${source}: ${(error as Error).message}`,
+      );
+    }
+  } finally {
+    await target.release?.();
+  }
+  // A report describes its own run: never another run's summary found at this run's key.
+  if (summary.run_id !== plan.run_id) {
     throw new EnvironmentError(
-      `the driver left no readable run summary at ${source}: ${(error as Error).message}`,
+      `the run summary at ${source} belongs to run ${summary.run_id}, not to this run (${plan.run_id}); no report is made from another run's results`,
     );
   }
   const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });

@@ -11,7 +11,10 @@ import { evaluate } from "./engine.js";
 import { InputError } from "./errors.js";
 import { describePlan, newRunId } from "./plan.js";
 import { stopRunningRay } from "./ray/cli.js";
-import { awsTarget } from "./targets/aws.js";
+import { awsTarget, type AwsTarget } from "./targets/aws.js";
+
+let target: AwsTarget | undefined;
+let cancelled = false;
 
 async function main(): Promise<void> {
   const inputs = readInputs();
@@ -25,7 +28,7 @@ async function main(): Promise<void> {
     rayVersion: inputs.rayVersion,
     log: (line: string) => core.info(line),
   };
-  const target = awsTarget({ ...inputs.aws, workDir: path.join(runnerTemp, "mcs-pipeline") });
+  target = awsTarget({ ...inputs.aws, workDir: path.join(runnerTemp, "mcs-pipeline") });
   const outcome = await evaluate(inputs.request, env, target, {
     progress: (line) => core.info(line),
     runId: githubRunId(),
@@ -54,17 +57,23 @@ function githubRunId(): string {
   return id ? `${id}-${attempt ?? "1"}` : newRunId();
 }
 
-// Cancel: SIGINT, then SIGTERM 7.5 s later. Stop what runs now and leave teardown to post.
+// Cancel: SIGINT, then SIGTERM 7.5 s later, then a kill. Stop the driver on the head (it saves
+// the summary) and leave teardown to post; a second signal changes nothing, post does the rest.
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {
-    stopRunningRay("SIGTERM");
+    if (cancelled) return;
+    cancelled = true;
     core.setOutput("status", "interrupted");
     core.setFailed(`cancelled (${signal}); the post step tears the cluster down`);
-    process.exit(1);
+    const stopped = target ? target.interrupt() : Promise.resolve(stopRunningRay("SIGTERM"));
+    void stopped
+      .catch((error: Error) => core.info(`stopping: ${error.message}`))
+      .finally(() => process.exit(1));
   });
 }
 
 main().catch((error: unknown) => {
+  if (cancelled) return; // the cancel has said what happened
   stopRunningRay("SIGTERM");
   if (error instanceof InputError) {
     core.setFailed(`input ${error.input}: ${error.message}`);

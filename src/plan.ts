@@ -25,7 +25,15 @@ export interface PlanFile {
   ray_version: string;
   /** `s3://bucket` or a local directory: where outputs and run-summary.json go. */
   store: string;
+  /** This run's own summary: `<folder>/<prefix>_<run id>_run-summary.json`. */
   summary_key: string;
+  /**
+   * The pointer to the latest run of this module and level (`<folder>/<prefix>_latest-run.json`):
+   * the driver replaces it when it starts; resume and scheduling find the previous run through it.
+   */
+  latest_key: string;
+  /** The summary key every run shared before summaries carried the run id; read when no pointer. */
+  legacy_summary_key: string;
   names: { folder: string; movies_folder: string; prefix: string };
   retries: number;
   scene_timeout_s: number;
@@ -94,7 +102,7 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
     cluster_name: ctx.clusterName,
     ray_version: ctx.rayVersion,
     store: ctx.store,
-    summary_key: `${folder}/${prefix}_run-summary.json`,
+    ...resultKeys(folder, prefix, ctx.runId),
     names: { folder, movies_folder: mcs.get("s3_movies_folder") || folder, prefix },
     retries: req.retries,
     scene_timeout_s:
@@ -116,6 +124,15 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
   return { ...plan, dir: ctx.dir };
 }
 
+/** Every key the plan names in the store; the driver and the report take them from plan.json. */
+export function resultKeys(folder: string, prefix: string, runId: string) {
+  return {
+    summary_key: `${folder}/${prefix}_${runId}_run-summary.json`,
+    latest_key: `${folder}/${prefix}_latest-run.json`,
+    legacy_summary_key: `${folder}/${prefix}_run-summary.json`,
+  };
+}
+
 function copyDriver(toolRoot: string, to: string): void {
   const from = path.join(toolRoot, "pipeline");
   cpSync(from, to, {
@@ -127,7 +144,8 @@ function copyDriver(toolRoot: string, to: string): void {
 /** A run id that sorts by time: 20261125-151500-ab12. */
 export function newRunId(now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${Math.random().toString(16).slice(2, 6)}`;
+  const random = Math.floor(Math.random() * 0x10000);
+  return `${stamp}-${random.toString(16).padStart(4, "0")}`;
 }
 
 export function describePlan(plan: Plan): string {
@@ -136,10 +154,12 @@ export function describePlan(plan: Plan): string {
     `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
     `  staging:       ${plan.dir}`,
     `  results:       ${plan.store} (summary ${plan.summary_key})`,
+    `  latest run:    ${plan.latest_key} (resume and scheduling find the previous run there)`,
     `  retries:       ${plan.retries}; timeout ${plan.scene_timeout_s / 60} min per scene`,
     `  resources:     ${JSON.stringify(plan.resources)} per scene; Ray ${plan.ray_version}`,
   ];
   if (plan.cluster_name) lines.push(`  cluster:       ${plan.cluster_name}`);
-  if (plan.resume) lines.push("  resume:        scenes already SUCCESS in the summary are skipped");
+  if (plan.resume)
+    lines.push("  resume:        scenes already SUCCESS in the latest run's summary are skipped");
   return lines.join("\n");
 }

@@ -1,10 +1,12 @@
 /**
  * The action's post step (post-if: always()): tear down any cluster the main step's state says
  * may be up. Fresh OIDC credentials first: those of the main step may have expired hours ago.
- * Idempotent; its own failures become warnings with the command to run by hand.
+ * A driver the main step did not see end (a cancel, a crash) is stopped first, so its summary is
+ * saved as interrupted. Idempotent; its own failures become warnings with the command to run by hand.
  */
 import * as core from "@actions/core";
-import { assumeRoleWithOidc, exportCredentials } from "./aws/oidc.js";
+import { roleCredentials, type CredentialServer } from "./aws/oidc.js";
+import { stopDriver } from "./ray/detached.js";
 import { rayStep, STATE } from "./targets/aws.js";
 
 async function post(): Promise<void> {
@@ -18,16 +20,23 @@ async function post(): Promise<void> {
     core.notice(`keep-cluster: ${name} was left running. Stop it with: ray down -y ${yaml}`);
     return;
   }
+  let credentials: CredentialServer | undefined;
   try {
-    const region = core.getState(STATE.region);
-    const creds = await assumeRoleWithOidc({
+    credentials = await roleCredentials({
       roleArn: core.getState(STATE.roleArn),
-      region,
+      region: core.getState(STATE.region),
       durationSeconds: Number(core.getState(STATE.durationSeconds)) || 3600,
       sessionName: `mcs-teardown-${name}`.slice(0, 64),
     });
-    exportCredentials(creds, region);
-    await rayStep(core.getState(STATE.ray), `ray down ${name}`, ["down", "-y", yaml]);
+    const ray = core.getState(STATE.ray);
+    if (core.getState(STATE.driver) === "started") {
+      core.startGroup("Stopping the driver on the head node");
+      const said = await stopDriver(ray, yaml, core.getState(STATE.remotePlan), (line) =>
+        core.info(line),
+      ).finally(() => core.endGroup());
+      core.info(`The driver: ${said ?? "no answer from the head node"}.`);
+    }
+    await rayStep(ray, `ray down ${name}`, ["down", "-y", yaml]);
     core.info(`Cluster ${name} is torn down.`);
   } catch (error) {
     core.warning(
@@ -36,6 +45,8 @@ async function post(): Promise<void> {
         `or terminate the EC2 instances tagged ray-cluster-name=${name}.`,
       { title: "Cluster may still be running" },
     );
+  } finally {
+    await credentials?.close();
   }
 }
 

@@ -34,6 +34,7 @@ import {
   type WorkflowCommand,
 } from "./support/runner.js";
 import {
+  dropConnections,
   rayProcessesOf,
   startSshd,
   waitForNoRayProcesses,
@@ -47,7 +48,12 @@ const UNTRUSTED_ROLE = "arn:aws:iam::123456789012:role/mcs-untrusted";
 const REGION = "us-east-1";
 const FOLDER = "demo-eval";
 const PREFIX = "demo-eval_level2_demo";
-const SUMMARY_KEY = `${FOLDER}/${PREFIX}_run-summary.json`;
+/** Each run has a summary of its own: its key carries the run id (`<run id>-<attempt>`). */
+const summaryKey = (job: ActionJob) =>
+  `${FOLDER}/${PREFIX}_${job.runId}-${job.runAttempt}_run-summary.json`;
+const LATEST_KEY = `${FOLDER}/${PREFIX}_latest-run.json`;
+/** Every credential STS issues through the proxy expires this soon, as AWS would enforce it. */
+const CREDENTIAL_LIFETIME_S = 20;
 const CONSOLE = "https://s3.console.aws.amazon.com/s3";
 
 /** A full run: ray up (~6 s) + scenes + ray down (~6 s), and the post step. */
@@ -282,6 +288,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       startStsProxy(motoUrl, {
         // Only tokens our OIDC endpoint issued pass, as only GitHub-signed ones pass real STS.
         acceptToken: (jwt) => oidc?.issued.some((t) => t.jwt === jwt) ?? false,
+        credentialLifetimeSeconds: CREDENTIAL_LIFETIME_S,
       }).then((p) => (proxy = p)),
       startOidcServer().then((o) => (oidc = o)),
       // The node's own AWS settings, like an instance profile: it writes to moto directly.
@@ -332,6 +339,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
     async () => {
       const ws = await workspace();
       const job = newJob(ws);
+      const SUMMARY_KEY = summaryKey(job);
       const seen = traffic();
       const main = await job.run("main");
       const ctx = context(main);
@@ -363,8 +371,12 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
         totals: { total: 9, succeeded: 9, failed: 0, pending: 0 },
       });
       const keys = await ws.listKeys();
-      expect(keys).toHaveLength(1 + 2 * SUBSET_NAMES.length);
+      expect(keys).toHaveLength(2 + 2 * SUBSET_NAMES.length);
       expect(keys).toContain(SUMMARY_KEY);
+      expect(JSON.parse(await ws.readObject(LATEST_KEY))).toMatchObject({
+        run_id: stored.run_id,
+        summary_key: SUMMARY_KEY,
+      });
       for (const scene of SUBSET_NAMES) {
         const historyKey = `${FOLDER}/${PREFIX}_${scene}.json`;
         expect(keys).toContain(historyKey);
@@ -507,7 +519,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(main.summary).toMatch(
         new RegExp(`^\\| \`${broken}\` \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`, "m"),
       );
-      const stored = JSON.parse(await ws.readObject(SUMMARY_KEY)) as SummaryFile;
+      const stored = JSON.parse(await ws.readObject(summaryKey(job))) as SummaryFile;
       expect(stored.scenes.find((s) => s.name === broken)).toMatchObject({
         status: "FAILED",
         exit_code: 3,
@@ -545,11 +557,13 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       const running = job.start("main");
       started.push(running);
       const [first] = await running.waitForLine(/^\[1\/9\] .*$/, 120_000);
-      // Cancel the runner's way: SIGINT now, SIGTERM 2 s later if it is still there.
-      const main = await running.cancel({ sigtermAfterMs: 2_000, killAfterMs: 2_500 });
+      // Cancel the runner's way: SIGINT now, SIGTERM 7.5 s later if it is still there.
+      const main = await running.cancel();
       const ctx = context(main);
       expect(main.code, ctx).not.toBe(0);
-      expect(main.signalsSent[0]).toBe("SIGINT");
+      // The step stopped the driver on the head and exited before the runner's SIGTERM.
+      expect(main.signalsSent, ctx).toEqual(["SIGINT"]);
+      expect(main.stdout).toMatch(/^mcs-follow: stopped 130\r?$/m);
       expect(first, ctx).toMatch(/^\[1\/9\] SUCCESS \S+ in /);
       expectNewClusterName(main);
       expect(errors(main).map((e) => e.message)).toContain(
@@ -563,13 +577,8 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       });
       expect(main.stdout).not.toMatch(/^::group::ray down$/m);
       expect(main.outputs.status).toBe("interrupted");
-      // The driver on the head was hung up on: it saves the summary as interrupted.
-      const key = "demo-eval/demo-eval_level2_demo_run-summary.json";
-      let stored: { state?: string; totals?: { pending: number } } = {};
-      for (let i = 0; i < 60 && stored.state !== "interrupted"; i++) {
-        stored = JSON.parse(await ws.readObject(key));
-        if (stored.state !== "interrupted") await new Promise((r) => setTimeout(r, 250));
-      }
+      // The step stopped the driver, and waited for it to save the summary as interrupted.
+      const stored = JSON.parse(await ws.readObject(summaryKey(job))) as SummaryFile;
       expect(stored.state).toBe("interrupted");
       expect(stored.totals!.pending).toBeGreaterThan(0);
       expect(rayProcessesOf(node!).some((p) => /raylet/.test(p.command))).toBe(true);
@@ -600,6 +609,153 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(await waitForNoRayProcesses(node!)).toEqual([]);
       expect(job.leftovers()).toEqual([]);
       expect(leaks(job)).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "a run several credential lifetimes long: renewed credentials publish the summary",
+    async () => {
+      const ws = await workspace();
+      // ~1 min of scenes: three lifetimes of what STS issues through the proxy (20 s each).
+      const job = newJob(ws, { inputs: { "mcs-config-overrides": "demo_step_seconds=0.05" } });
+      const seen = traffic();
+      const main = await job.run("main");
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(0);
+      expect(main.outputs).toMatchObject({ total: "9", succeeded: "9", status: "success" });
+      expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
+      expect(main.ms).toBeGreaterThan(3 * CREDENTIAL_LIFETIME_S * 1000);
+
+      // Renewed well before expiry, again and again: a fresh ID token and role session each time.
+      const issued = seen.credentials();
+      expect(issued.length, ctx).toBeGreaterThanOrEqual(main.ms / (CREDENTIAL_LIFETIME_S * 1000));
+      expect(new Set(issued.map((c) => c.accessKeyId)).size).toBe(issued.length);
+      expect(seen.issued().length).toBe(seen.assumes().length);
+      expect(main.stdout.match(/^AWS credentials renewed \(expire /gm)?.length).toBe(
+        issued.length - 1,
+      );
+      // Nothing was ever signed with an expired (or unknown) key ...
+      expect(seen.sts().filter((r) => r.refused)).toEqual([]);
+      // ... and the summary, read after the scenes, was signed with a key from late in the run.
+      const read = seen.sts().find((r) => r.method === "GET" && r.path.endsWith(summaryKey(job)));
+      const signer = issued.findIndex((c) => c.accessKeyId === read?.accessKeyId);
+      expect(signer, ctx).toBeGreaterThanOrEqual(2);
+      expectMasked(main, seen);
+
+      await expectNothingToTearDown(job);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(job.leftovers()).toEqual([]);
+      expect(leaks(job)).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "the SSH connection drops twice mid-run: the follow reconnects, every scene runs once",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, { inputs: { "mcs-config-overrides": "demo_step_seconds=0.03" } });
+      const running = job.start("main");
+      started.push(running);
+      const drops: number[][] = [];
+      // Drop every connection to the node (the follow's) when scene 1, then scene 4, has ended;
+      // seeing [4/9] at all means the follow came back after the first drop.
+      for (const k of [1, 4]) {
+        await running.waitForLine(new RegExp(`^\\[${k}/9\\] `), 120_000);
+        drops.push(dropConnections(node!));
+      }
+      const main = await running.done;
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(0);
+      for (const killed of drops) expect(killed.length, ctx).toBeGreaterThan(0);
+      const lost = main.stdout.match(/^Connection to the head node lost .*$/gm) ?? [];
+      expect(lost, ctx).toHaveLength(2);
+      for (const line of lost) expect(line).toMatch(/the driver keeps running there/);
+
+      // Every progress line once, in order, visible; the driver's start line once.
+      const progress = progressByGroup(main.stdout);
+      expect(progress.outside.map((l) => Number(/^\[(\d+)\//.exec(l)![1]))).toEqual([
+        1, 2, 3, 4, 5, 6, 7, 8, 9,
+      ]);
+      expect(progress.openAtEnd).toBe(0);
+      expect(main.stdout.match(/^mcs-pipeline: 9 scenes to run/gm)).toHaveLength(1);
+
+      // Every scene ran exactly once: one attempt each, one log each in the store.
+      const stored = JSON.parse(await ws.readObject(summaryKey(job))) as SummaryFile & {
+        scenes: { history: unknown[] }[];
+      };
+      expect(stored).toMatchObject({ state: "finished", totals: { total: 9, succeeded: 9 } });
+      for (const scene of stored.scenes) {
+        expect(scene.attempts).toBe(1);
+        expect(scene.history).toHaveLength(1);
+      }
+      const logs = (await ws.listKeys(`${FOLDER}/`)).filter((k) => k.endsWith("_log.txt"));
+      expect(logs).toHaveLength(9);
+      // The report is complete: a row per scene.
+      expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
+      for (const scene of SUBSET_NAMES) expect(main.summary).toContain(`| \`${scene}\` | ✅`);
+
+      await expectNothingToTearDown(job);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(job.leftovers()).toEqual([]);
+      expect(leaks(job)).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "two runs of the same module and level at once: each its own summary and report",
+    async () => {
+      // A second node for the second cluster; both runs write to one bucket, one folder.
+      const other = await startSshd({ env: node!.env });
+      try {
+        const wsA = await workspace();
+        const wsB = await makeActionWorkspace({
+          node: other,
+          s3Endpoint: moto!.url,
+          bucket: wsA.bucket,
+        });
+        const scenes = path.join(wsB.dir, "scenes", "three");
+        mkdirSync(scenes);
+        const picked = SUBSET_NAMES.slice(0, 2);
+        for (const name of picked) {
+          cpSync(path.join(wsB.dir, "scenes", "subset", `${name}.json`), `${scenes}/${name}.json`);
+        }
+        const broken = "demo_broken_0002_01";
+        writeFileSync(
+          path.join(scenes, `${broken}.json`),
+          JSON.stringify({ name: broken, goal: { last_step: 5 }, demo: { exit_code: 3 } }),
+        );
+        const jobA = newJob(wsA);
+        const jobB = newJob(wsB, { inputs: { scenes: "scenes/three" } });
+        const [a, b] = await Promise.all([jobA.run("main"), jobB.run("main")]);
+        expect(a.code, context(a)).toBe(0);
+        expect(b.code, context(b)).toBe(1);
+        expect(a.outputs).toMatchObject({ total: "9", succeeded: "9", failed: "0" });
+        expect(b.outputs).toMatchObject({ total: "3", succeeded: "2", failed: "1" });
+
+        for (const [run, names] of [
+          [a, SUBSET_NAMES],
+          [b, [...picked, broken].sort()],
+        ] as const) {
+          const id = `${run.job.runId}-1`;
+          const stored = JSON.parse(await wsA.readObject(summaryKey(run.job))) as SummaryFile;
+          expect(stored.run_id).toBe(id);
+          expect(stored.scenes.map((s) => s.name).sort()).toEqual(names);
+          const local = JSON.parse(readFileSync(run.outputs["summary-path"]!, "utf8"));
+          expect(local).toEqual(stored);
+          expect(run.summary).toContain(`## MCS run: demo · level2 · ${id}`);
+          const rows = run.summary.match(/^\| `demo_\S+` \|/gm) ?? [];
+          expect(rows.map((r) => /`(\S+)`/.exec(r)![1]).sort()).toEqual(names);
+        }
+        const latest = JSON.parse(await wsA.readObject(LATEST_KEY)) as { run_id: string };
+        expect([`${jobA.runId}-1`, `${jobB.runId}-1`]).toContain(latest.run_id);
+        for (const job of [jobA, jobB]) await expectNothingToTearDown(job);
+        expect(await waitForNoRayProcesses(other)).toEqual([]);
+      } finally {
+        await other.stop();
+      }
     },
     RUN_TIMEOUT_MS,
   );
@@ -707,7 +863,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
         `plan ${job.runId}-1: module demo, metadata level2, target aws`,
       );
       expect(main.stdout).toMatch(/^ {2}scenes: +9 /m);
-      expect(main.stdout).toContain(`s3://${ws.bucket} (summary ${SUMMARY_KEY})`);
+      expect(main.stdout).toContain(`s3://${ws.bucket} (summary ${summaryKey(job)})`);
       expect(main.stdout).toMatch(new RegExp(`^ {2}cluster: +${escape(name)}$`, "m"));
       expect(main.stdout).toMatch(/^dry-run: the plan is valid; nothing was started$/m);
       expect(main.state).toEqual({});

@@ -247,7 +247,10 @@ describe("CLI: plan", () => {
     expect(lines).toContain("  scenes:        9 (longest first by goal.last_step)");
     expect(lines).toContain(`  staging:       ${planDir}`);
     expect(lines).toContain(
-      `  results:       ${path.join(out, "store")} (summary demo-eval/demo-eval_level2_demo_run-summary.json)`,
+      `  results:       ${path.join(out, "store")} (summary demo-eval/demo-eval_level2_demo_${runId}_run-summary.json)`,
+    );
+    expect(lines).toContain(
+      "  latest run:    demo-eval/demo-eval_level2_demo_latest-run.json (resume and scheduling find the previous run there)",
     );
     expect(lines).toContain("  retries:       2; timeout 10 min per scene");
     expect(result.stdout).not.toMatch(/Ray \S+ is already installed|Installing ray/);
@@ -290,12 +293,15 @@ describe("CLI: plan", () => {
     );
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/^plan \S+: module demo, metadata oracle, target local$/m);
+    expect(result.stdout).toMatch(
+      /\(summary demo-eval-test\/demo-eval_oracle_demo_\d{8}-\d{6}-[0-9a-f]{4}_run-summary\.json\)$/m,
+    );
     expect(result.stdout).toContain(
-      "(summary demo-eval-test/demo-eval_oracle_demo_run-summary.json)",
+      "  latest run:    demo-eval-test/demo-eval_oracle_demo_latest-run.json (",
     );
     expect(result.stdout).toContain("  retries:       0; timeout 2 min per scene");
     expect(result.stdout).toContain(
-      "  resume:        scenes already SUCCESS in the summary are skipped",
+      "  resume:        scenes already SUCCESS in the latest run's summary are skipped",
     );
     expectNothingStarted(path.join(ws, "out"));
   });

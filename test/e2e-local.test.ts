@@ -19,7 +19,22 @@ const SUBSET = loadScenes(path.join(REPO, "scenes/subset"), "scenes/subset");
 const NAMES = SUBSET.map((s) => s.name).sort();
 const PREFIX = "demo-eval_level2_demo";
 const FOLDER = "demo-eval";
-const SUMMARY_KEY = `${FOLDER}/${PREFIX}_run-summary.json`;
+/** One summary per run; one pointer per module and level naming the latest run. */
+const summaryKey = (runId: string) => `${FOLDER}/${PREFIX}_${runId}_run-summary.json`;
+const LATEST_KEY = `${FOLDER}/${PREFIX}_latest-run.json`;
+
+interface Pointer {
+  schema_version: number;
+  run_id: string;
+  module: string;
+  metadata: string;
+  summary_key: string;
+  started_at: string;
+  previous: { run_id: string; summary_key: string } | null;
+}
+
+const readPointer = (store: string) =>
+  JSON.parse(readFileSync(path.join(store, LATEST_KEY), "utf8")) as Pointer;
 
 interface Run {
   result: CliResult;
@@ -42,10 +57,11 @@ async function runEvaluation(out: string, scenes = "scenes/subset", ...flags: st
   const reportPath = reportLine![1]!;
   const runDir = path.dirname(reportPath);
   expect(path.dirname(runDir), context).toBe(path.join(out, "runs"));
-  const summaryPath = path.join(out, "store", SUMMARY_KEY);
+  const runId = path.basename(runDir);
+  const summaryPath = path.join(out, "store", summaryKey(runId));
   return {
     result,
-    runId: path.basename(runDir),
+    runId,
     runDir,
     report: readFileSync(reportPath, "utf8"),
     summary: parseSummary(readFileSync(summaryPath, "utf8"), summaryPath),
@@ -154,7 +170,7 @@ describe("e2e: the demo subset on a local Ray", () => {
         metadata: "level2",
         cluster_name: null,
         store,
-        summary_key: SUMMARY_KEY,
+        summary_key: summaryKey(runId),
         state: "finished",
         totals: { total: 9, succeeded: 9, failed: 0, pending: 0, retried: 0 },
       });
@@ -174,13 +190,24 @@ describe("e2e: the demo subset on a local Ray", () => {
         expect(scene.duration_s).toBeGreaterThan(0);
         expectOutputs(store, scene);
       }
-      // Nothing in the store but the summary and each scene's history and log.
+      // Nothing in the store but the summary, the pointer and each scene's history and log.
       expect([...snapshot(store).keys()].sort()).toEqual(
         [
-          SUMMARY_KEY,
+          summaryKey(runId),
+          LATEST_KEY,
           ...summary.scenes.flatMap((s) => [s.outputs.history!, s.outputs.log!]),
         ].sort(),
       );
+      // The pointer names this run, the first of this module and level in the store.
+      expect(readPointer(store)).toEqual({
+        schema_version: 1,
+        run_id: runId,
+        module: "demo",
+        metadata: "level2",
+        summary_key: summaryKey(runId),
+        started_at: summary.started_at,
+        previous: null,
+      });
     },
     RUN_TIMEOUT_MS,
   );
@@ -196,7 +223,11 @@ describe("e2e: the demo subset on a local Ray", () => {
       expect(result.code, context).toBe(0);
       expect(runId).not.toBe(first.runId);
 
-      expect(result.stdout).toContain("0 scenes to run, 9 already succeeded (resume)");
+      // Found through the pointer: the first run, named in the driver's start line.
+      const firstSummary = path.join(store, summaryKey(first.runId));
+      expect(result.stdout).toContain(
+        `0 scenes to run, 9 already succeeded (resume); resuming from run ${first.runId} (${firstSummary});`,
+      );
       expect(progressLines(result.stdout)).toEqual([]);
       expect(result.stdout).toContain(
         "total 9 · succeeded 9 · failed 0 · pending 0 · retried 0 · resumed 9",
@@ -221,31 +252,48 @@ describe("e2e: the demo subset on a local Ray", () => {
         );
       }
 
-      // No scene ran: the same files, untouched, apart from the rewritten summary.
+      // No scene ran: the same files, untouched (the first run's summary too), plus this run's
+      // summary; the pointer now names this run, and the one it followed.
       const after = snapshot(store);
-      expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+      expect([...after.keys()].sort()).toEqual([...before.keys(), summaryKey(runId)].sort());
       for (const [file, mtime] of before) {
-        if (file !== SUMMARY_KEY) expect(after.get(file), file).toBe(mtime);
+        if (file !== LATEST_KEY) expect(after.get(file), file).toBe(mtime);
       }
+      expect(readPointer(store)).toMatchObject({
+        run_id: runId,
+        summary_key: summaryKey(runId),
+        previous: { run_id: first.runId, summary_key: summaryKey(first.runId) },
+      });
     },
     RUN_TIMEOUT_MS,
   );
 });
 
+/** The subset plus a scene whose run script exits 3 (a script error, not retried). */
+const FAILING = "demo_failing_0001_01";
+function scenesWithFailure(): string {
+  const scenes = makeTemp("mcs-e2e-scenes-");
+  cpSync(path.join(REPO, "scenes/subset"), scenes, { recursive: true });
+  const base = JSON.parse(
+    readFileSync(path.join(REPO, "scenes/subset/demo_collision_0001_01.json"), "utf8"),
+  ) as Record<string, unknown>;
+  writeFileSync(
+    path.join(scenes, `${FAILING}.json`),
+    JSON.stringify({ ...base, name: FAILING, demo: { exit_code: 3 } }),
+  );
+  return scenes;
+}
+
+/** The scenes in a report's per-scene table, by name. */
+const reportedScenes = (report: string) =>
+  [...report.matchAll(/^\| `([^`]+)` \| /gm)].map((m) => m[1]!).sort();
+
 describe("e2e: a failing scene", () => {
   it(
     "exits 1 and the report lists the failure with its log excerpt",
     async () => {
-      const scenes = makeTemp("mcs-e2e-scenes-");
-      cpSync(path.join(REPO, "scenes/subset"), scenes, { recursive: true });
-      const base = JSON.parse(
-        readFileSync(path.join(REPO, "scenes/subset/demo_collision_0001_01.json"), "utf8"),
-      ) as Record<string, unknown>;
-      const failing = "demo_failing_0001_01";
-      writeFileSync(
-        path.join(scenes, `${failing}.json`),
-        JSON.stringify({ ...base, name: failing, demo: { exit_code: 3 } }),
-      );
+      const scenes = scenesWithFailure();
+      const failing = FAILING;
       const out = makeTemp("mcs-e2e-fail-");
       const { result, runId, report, summary } = await runEvaluation(out, scenes);
       const context = `stdout:\n${result.stdout}\nstderr:\n${result.stderr}`;
@@ -299,6 +347,88 @@ describe("e2e: a failing scene", () => {
       expect(report.slice(end)).toMatch(
         new RegExp(`^\\| \`${failing}\` \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`, "m"),
       );
+    },
+    RUN_TIMEOUT_MS,
+  );
+});
+
+describe("e2e: two runs at once into one --out", () => {
+  it(
+    "each run gets its own summary and report; the pointer names one of them",
+    async () => {
+      const out = makeTemp("mcs-e2e-two-");
+      const store = path.join(out, "store");
+      // Run A has a failing scene, run B does not; both start now, each with its own local Ray.
+      const [a, b] = await Promise.all([
+        runEvaluation(out, scenesWithFailure(), "--num-cpus", "1"),
+        runEvaluation(out, "scenes/subset", "--num-cpus", "1"),
+      ]);
+      const context = (run: Run) =>
+        `run ${run.runId}\nstdout:\n${run.result.stdout}\nstderr:\n${run.result.stderr}`;
+      expect(a.result.code, context(a)).toBe(1);
+      expect(b.result.code, context(b)).toBe(0);
+      expect(a.result.stderr, context(a)).toBe("");
+      expect(b.result.stderr, context(b)).toBe("");
+      expect(a.runId).not.toBe(b.runId);
+      // They did overlap: each started before the other finished.
+      expect(a.summary.started_at < b.summary.finished_at!, context(b)).toBe(true);
+      expect(b.summary.started_at < a.summary.finished_at!, context(a)).toBe(true);
+
+      // Each summary in the store is its own run's, under its own key.
+      expect(a.summary).toMatchObject({
+        run_id: a.runId,
+        summary_key: summaryKey(a.runId),
+        state: "finished",
+        totals: { total: 10, succeeded: 9, failed: 1, pending: 0 },
+      });
+      expect(b.summary).toMatchObject({
+        run_id: b.runId,
+        summary_key: summaryKey(b.runId),
+        state: "finished",
+        totals: { total: 9, succeeded: 9, failed: 0, pending: 0 },
+      });
+      expect(a.summary.scenes.map((s) => s.name).sort()).toEqual([...NAMES, FAILING].sort());
+      expect(b.summary.scenes.map((s) => s.name).sort()).toEqual(NAMES);
+      expect(byName(a.summary).get(FAILING)).toMatchObject({ status: "FAILED", exit_code: 3 });
+
+      // Each report (and terminal table) is titled with its own run id and lists only its scenes.
+      expect(a.report).toContain(`## MCS run: demo · level2 · ${a.runId}`);
+      expect(a.report).toContain("1 of 10 scenes failed.");
+      expect(a.report).not.toContain(b.runId);
+      expect(reportedScenes(a.report)).toEqual([...NAMES, FAILING].sort());
+      expect(b.report).toContain(`## MCS run: demo · level2 · ${b.runId}`);
+      expect(b.report).toContain("All 9 scenes succeeded.");
+      expect(b.report).not.toContain(a.runId);
+      expect(b.report).not.toContain(FAILING);
+      expect(reportedScenes(b.report)).toEqual(NAMES);
+      expect(a.result.stdout).toContain(`demo level2 run ${a.runId}: 1 of 10 scenes failed.`);
+      expect(b.result.stdout).toContain(`demo level2 run ${b.runId}: All 9 scenes succeeded.`);
+      expect(readdirSync(path.join(out, "runs")).sort()).toEqual([a.runId, b.runId].sort());
+      for (const run of [a, b])
+        expect(existsSync(path.join(run.runDir, "driver.log")), run.runId).toBe(true);
+
+      // The pointer: valid JSON naming one of the two runs and that run's summary.
+      const pointer = readPointer(store);
+      const named = [a, b].find((run) => run.runId === pointer.run_id);
+      expect(named, JSON.stringify(pointer)).toBeDefined();
+      expect(pointer).toMatchObject({
+        schema_version: 1,
+        module: "demo",
+        metadata: "level2",
+        summary_key: summaryKey(named!.runId),
+        started_at: named!.summary.started_at,
+      });
+      const other = named === a ? b : a;
+      if (pointer.previous) {
+        expect(pointer.previous).toEqual({
+          run_id: other.runId,
+          summary_key: summaryKey(other.runId),
+        });
+      }
+      // Both summaries are there; no temporary file was left behind.
+      const files = [...snapshot(store).keys()];
+      expect(files).toEqual(expect.arrayContaining([summaryKey(a.runId), summaryKey(b.runId)]));
+      expect(files.filter((f) => path.basename(f).startsWith("."))).toEqual([]);
     },
     RUN_TIMEOUT_MS,
   );

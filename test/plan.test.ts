@@ -74,7 +74,9 @@ describe("buildPlan: the staging directory", () => {
       cluster_name: null,
       ray_version: pinnedRayVersion(REPO),
       store,
-      summary_key: "demo-eval/demo-eval_level2_demo_run-summary.json",
+      summary_key: `demo-eval/demo-eval_level2_demo_${RUN_ID}_run-summary.json`,
+      latest_key: "demo-eval/demo-eval_level2_demo_latest-run.json",
+      legacy_summary_key: "demo-eval/demo-eval_level2_demo_run-summary.json",
       names: {
         folder: "demo-eval",
         movies_folder: "demo-eval-movies",
@@ -201,7 +203,10 @@ describe("buildPlan: the staging directory", () => {
     expect(mod.mcsConfig.get("MCS")!.has("new_key")).toBe(false);
     // The results location follows the override.
     expect(planFile.names.folder).toBe("demo-eval-test");
-    expect(planFile.summary_key).toBe("demo-eval-test/demo-eval_level2_demo_run-summary.json");
+    expect(planFile.summary_key).toBe(
+      `demo-eval-test/demo-eval_level2_demo_${RUN_ID}_run-summary.json`,
+    );
+    expect(planFile.latest_key).toBe("demo-eval-test/demo-eval_level2_demo_latest-run.json");
   });
 
   it("appends with key+=suffix: a test run's results go beside the real ones", () => {
@@ -240,7 +245,9 @@ describe("buildPlan: the staging directory", () => {
       movies_folder: "demo-eval",
       prefix: "eval7_level1_opics",
     });
-    expect(planFile.summary_key).toBe("demo-eval/eval7_level1_opics_run-summary.json");
+    expect(planFile.summary_key).toBe(`demo-eval/eval7_level1_opics_${RUN_ID}_run-summary.json`);
+    expect(planFile.latest_key).toBe("demo-eval/eval7_level1_opics_latest-run.json");
+    expect(planFile.legacy_summary_key).toBe("demo-eval/eval7_level1_opics_run-summary.json");
     expect(planFile.history_required).toBe(false);
   });
 
@@ -354,10 +361,11 @@ describe("describePlan", () => {
       `plan ${RUN_ID}: module demo, metadata level2, target local`,
       "  scenes:        9 (longest first by goal.last_step)",
       `  staging:       ${dir}`,
-      `  results:       ${store} (summary demo-eval/demo-eval_level2_demo_run-summary.json)`,
+      `  results:       ${store} (summary demo-eval/demo-eval_level2_demo_${RUN_ID}_run-summary.json)`,
+      "  latest run:    demo-eval/demo-eval_level2_demo_latest-run.json (resume and scheduling find the previous run there)",
       "  retries:       2; timeout 10 min per scene",
       `  resources:     {"num_cpus":1,"num_gpus":0} per scene; Ray ${pinnedRayVersion(REPO)}`,
-      "  resume:        scenes already SUCCESS in the summary are skipped",
+      "  resume:        scenes already SUCCESS in the latest run's summary are skipped",
     ]);
   });
 });

@@ -9247,7 +9247,7 @@ function buildPlan(req, mod, scenes, ctx) {
         cluster_name: ctx.clusterName,
         ray_version: ctx.rayVersion,
         store: ctx.store,
-        summary_key: `${folder}/${prefix}_run-summary.json`,
+        ...resultKeys(folder, prefix, ctx.runId),
         names: { folder, movies_folder: mcs.get("s3_movies_folder") || folder, prefix },
         retries: req.retries,
         scene_timeout_s: 60 * (req.sceneTimeoutMinutes ?? mod.sceneTimeoutMinutes ?? DEFAULT_SCENE_TIMEOUT_MINUTES),
@@ -9268,6 +9268,14 @@ function buildPlan(req, mod, scenes, ctx) {
         (0,external_node_fs_namespaceObject.chmodSync)(external_node_path_default().join(ctx.dir, "deploy", runScript), 0o755);
     return { ...plan, dir: ctx.dir };
 }
+/** Every key the plan names in the store; the driver and the report take them from plan.json. */
+function resultKeys(folder, prefix, runId) {
+    return {
+        summary_key: `${folder}/${prefix}_${runId}_run-summary.json`,
+        latest_key: `${folder}/${prefix}_latest-run.json`,
+        legacy_summary_key: `${folder}/${prefix}_run-summary.json`,
+    };
+}
 function copyDriver(toolRoot, to) {
     const from = external_node_path_default().join(toolRoot, "pipeline");
     (0,external_node_fs_namespaceObject.cpSync)(from, to, {
@@ -9278,7 +9286,8 @@ function copyDriver(toolRoot, to) {
 /** A run id that sorts by time: 20261125-151500-ab12. */
 function newRunId(now = new Date()) {
     const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-    return `${stamp}-${Math.random().toString(16).slice(2, 6)}`;
+    const random = Math.floor(Math.random() * 0x10000);
+    return `${stamp}-${random.toString(16).padStart(4, "0")}`;
 }
 function describePlan(plan) {
     const lines = [
@@ -9286,13 +9295,14 @@ function describePlan(plan) {
         `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
         `  staging:       ${plan.dir}`,
         `  results:       ${plan.store} (summary ${plan.summary_key})`,
+        `  latest run:    ${plan.latest_key} (resume and scheduling find the previous run there)`,
         `  retries:       ${plan.retries}; timeout ${plan.scene_timeout_s / 60} min per scene`,
         `  resources:     ${JSON.stringify(plan.resources)} per scene; Ray ${plan.ray_version}`,
     ];
     if (plan.cluster_name)
         lines.push(`  cluster:       ${plan.cluster_name}`);
     if (plan.resume)
-        lines.push("  resume:        scenes already SUCCESS in the summary are skipped");
+        lines.push("  resume:        scenes already SUCCESS in the latest run's summary are skipped");
     return lines.join("\n");
 }
 
@@ -9922,16 +9932,25 @@ async function evaluate(req, env, target, { progress, runId, onPlan }) {
         version: plan.ray_version,
         log: env.log,
     }));
-    await target.run(plan, python, hooks);
     const source = target.link(plan, plan.summary_key).uri;
     let summary;
     let summaryText;
     try {
-        summaryText = await target.readSummary(plan);
-        summary = parseSummary(summaryText, source);
+        await target.run(plan, python, hooks);
+        try {
+            summaryText = await target.readSummary(plan);
+            summary = parseSummary(summaryText, source);
+        }
+        catch (error) {
+            throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
+        }
     }
-    catch (error) {
-        throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
+    finally {
+        await target.release?.();
+    }
+    // A report describes its own run: never another run's summary found at this run's key.
+    if (summary.run_id !== plan.run_id) {
+        throw new EnvironmentError(`the run summary at ${source} belongs to run ${summary.run_id}, not to this run (${plan.run_id}); no report is made from another run's results`);
     }
     const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
     return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
@@ -9946,7 +9965,8 @@ function outcomeCode(summary) {
 /**
  * The local target: the driver on this machine's own Ray, results in a local directory store.
  * No SSH, no AWS. Layout under --out: store/ (same keys as the S3 bucket) and runs/<run id>/
- * (plan/, driver.log, report.md), so a later run in the same --out can resume.
+ * (plan/, driver.log, report.md), so a later run in the same --out can resume. Runs may share an
+ * --out at the same time: each has its own run directory, summary key and local Ray.
  */
 
 
@@ -9956,7 +9976,7 @@ function localTarget(outDir, numCpus) {
     const out = external_node_path_default().resolve(outDir);
     return {
         place: (_mod, runId) => ({
-            dir: external_node_path_default().join(out, "runs", runId, "plan"),
+            dir: external_node_path_default().join(claimRunDir(out, runId), "plan"),
             store: external_node_path_default().join(out, "store"),
             clusterName: null,
         }),
@@ -9967,6 +9987,23 @@ function localTarget(outDir, numCpus) {
             return { href: external_node_path_default().relative(runDir(plan), file), uri: file };
         },
     };
+}
+/**
+ * Creates runs/<run id>/ for this run alone: runs into one --out may overlap, and two of them
+ * must never share a plan, driver.log or report.md (run ids are random within the second).
+ */
+function claimRunDir(out, runId) {
+    const dir = external_node_path_default().join(out, "runs", runId);
+    (0,external_node_fs_namespaceObject.mkdirSync)(external_node_path_default().dirname(dir), { recursive: true });
+    try {
+        (0,external_node_fs_namespaceObject.mkdirSync)(dir);
+    }
+    catch (error) {
+        if (error.code !== "EEXIST")
+            throw error;
+        throw new EnvironmentError(`${dir} already exists: another run has the id ${runId}; run again`);
+    }
+    return dir;
 }
 /** runs/<run id>/: the plan's parent, where driver.log and report.md go. */
 function runDir(plan) {
@@ -10048,7 +10085,7 @@ options (run, plan):
   --retries N                retries for retryable failures (default 2)
   --scene-timeout-minutes N  per-scene timeout (default: the module's, else 60)
   --set key=value            MCS-config override for this run (repeatable)
-  --resume                   skip scenes that already succeeded in the store's summary
+  --resume                   skip scenes that succeeded in the latest run of this module and level
   --out DIR                  runs and the local results store (default .mcs-local)
   --num-cpus N               Ray CPU slots (default: all cores)
 options (setup):

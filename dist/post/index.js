@@ -62476,6 +62476,18 @@ exports.visitAsync = visitAsync;
 /******/ }
 /******/ 
 /************************************************************************/
+/******/ /* webpack/runtime/compat get default export */
+/******/ (() => {
+/******/ 	// getDefaultExport function for compatibility with non-harmony modules
+/******/ 	__nccwpck_require__.n = (module) => {
+/******/ 		var getter = module && module.__esModule ?
+/******/ 			() => (module['default']) :
+/******/ 			() => (module);
+/******/ 		__nccwpck_require__.d(getter, { a: getter });
+/******/ 		return getter;
+/******/ 	};
+/******/ })();
+/******/ 
 /******/ /* webpack/runtime/create fake namespace object */
 /******/ (() => {
 /******/ 	var getProto = Object.getPrototypeOf ? (obj) => (Object.getPrototypeOf(obj)) : (obj) => (obj.__proto__);
@@ -65508,8 +65520,195 @@ class errors_InputError extends Error {
     }
 }
 /** The machine cannot run the pipeline (no python3, pip failed, the driver crashed). */
-class EnvironmentError extends Error {
+class errors_EnvironmentError extends Error {
     name = "EnvironmentError";
+}
+
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+// EXTERNAL MODULE: external "node:http"
+var external_node_http_ = __nccwpck_require__(7067);
+var external_node_http_default = /*#__PURE__*/__nccwpck_require__.n(external_node_http_);
+;// CONCATENATED MODULE: ./src/aws/credentials.ts
+/**
+ * AWS credentials that outlive STS's one-hour limit: re-fetched (a fresh OIDC token, a fresh
+ * AssumeRoleWithWebIdentity) before they expire, and served on loopback with the container
+ * credentials protocol (AWS_CONTAINER_CREDENTIALS_FULL_URI), which boto3 (inside `ray`) and the
+ * JS SDK both poll again as their copy nears expiry. Nothing is written to a file.
+ */
+
+
+/**
+ * Variables that come before the container provider in botocore's or the JS SDK's default chain
+ * (or change which container endpoint they read): a runner may have any of them.
+ */
+const SHADOWING_VARIABLES = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CREDENTIAL_EXPIRATION",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CREDENTIAL_FILE",
+    // Both SDKs prefer these to FULL_URI and AUTHORIZATION_TOKEN.
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+/** Credentials with less than this left count as expired (the request they sign is in flight). */
+const EXPIRY_MARGIN_MS = 2_000;
+const RETRY_BASE_MS = 1_000;
+const RETRY_MAX_MS = 60_000;
+const utc = (date) => `${date.toISOString().slice(11, 19)} UTC`;
+const oneLine = (error) => (error instanceof Error ? error.message : String(error)).replace(/\s+/g, " ").trim();
+async function serveCredentials(fetch, options) {
+    const log = options.log ?? (() => undefined);
+    const mask = options.mask ?? (() => undefined);
+    const token = (0,external_node_crypto_.randomBytes)(32).toString("base64url");
+    const path = `/${(0,external_node_crypto_.randomBytes)(16).toString("hex")}`;
+    mask(token);
+    async function fetchChecked() {
+        const credentials = await fetch();
+        const { expiration } = credentials;
+        if (!expiration)
+            throw new Error("STS returned credentials without an expiration");
+        const now = Date.now();
+        if (expiration.getTime() - now <= EXPIRY_MARGIN_MS) {
+            throw new Error(`STS returned credentials that expire at ${expiration.toISOString()}`);
+        }
+        for (const secret of [
+            credentials.accessKeyId,
+            credentials.secretAccessKey,
+            credentials.sessionToken,
+        ]) {
+            mask(secret);
+        }
+        return {
+            credentials: { ...credentials, expiration },
+            renewAt: now + (expiration.getTime() - now) / 2,
+        };
+    }
+    // The first set: a failure here is the caller's (nothing to serve yet).
+    let current = await fetchChecked();
+    log(`AWS credentials obtained (expire ${utc(current.credentials.expiration)})`);
+    let timer;
+    let inflight;
+    let failures = 0;
+    let closed = false;
+    function schedule(at) {
+        clearTimeout(timer);
+        if (closed)
+            return;
+        timer = setTimeout(() => void renew().catch(() => undefined), Math.max(0, at - Date.now()));
+        timer.unref();
+    }
+    /** One fetch at a time; everyone who asks meanwhile shares it. */
+    function renew() {
+        inflight ??= (async () => {
+            clearTimeout(timer);
+            try {
+                current = await fetchChecked();
+                failures = 0;
+                log(`AWS credentials renewed (expire ${utc(current.credentials.expiration)})`);
+                schedule(current.renewAt);
+                return current;
+            }
+            catch (error) {
+                failures++;
+                // Bounded, jittered (half to full) exponential backoff.
+                const cap = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (failures - 1));
+                const delay = cap * (0.5 + Math.random() / 2);
+                const expires = current.credentials.expiration;
+                const state = expires.getTime() > Date.now() ? "expire" : "expired";
+                log(`AWS credentials: renewal failed (${oneLine(error)}); retrying in ${Math.round(delay / 1000)} s` +
+                    ` (current ones ${state} ${utc(expires)})`);
+                schedule(Date.now() + delay);
+                throw error;
+            }
+        })().finally(() => (inflight = undefined));
+        return inflight;
+    }
+    /** The credentials to hand out now; throws when they have expired and renewal fails. */
+    async function valid() {
+        if (current.credentials.expiration.getTime() - Date.now() > EXPIRY_MARGIN_MS) {
+            return current.credentials;
+        }
+        return (await renew()).credentials;
+    }
+    schedule(current.renewAt);
+    const expected = Buffer.from(token);
+    const server = external_node_http_default().createServer((req, res) => {
+        req.resume();
+        const send = (status, body) => {
+            res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
+            res.end(JSON.stringify(body));
+        };
+        const given = req.headers.authorization;
+        if (given === undefined)
+            return send(401, { Code: "Unauthorized", Message: "no token" });
+        const buffer = Buffer.from(given);
+        if (buffer.length !== expected.length || !(0,external_node_crypto_.timingSafeEqual)(buffer, expected)) {
+            return send(403, { Code: "Forbidden", Message: "wrong token" });
+        }
+        if (req.url !== path)
+            return send(404, { Code: "NotFound", Message: "not found" });
+        if (req.method !== "GET")
+            return send(405, { Code: "MethodNotAllowed", Message: "GET only" });
+        valid().then((c) => send(200, {
+            AccessKeyId: c.accessKeyId,
+            SecretAccessKey: c.secretAccessKey,
+            Token: c.sessionToken,
+            Expiration: c.expiration.toISOString(),
+        }), (error) => send(500, {
+            Code: "CredentialsUnavailable",
+            Message: `AWS credentials expired and could not be renewed: ${oneLine(error)}`,
+        }));
+    });
+    await new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+    });
+    // A forgotten close() must not keep the action's process alive.
+    server.unref();
+    const { port } = server.address();
+    const env = {
+        AWS_CONTAINER_CREDENTIALS_FULL_URI: `http://127.0.0.1:${port}${path}`,
+        AWS_CONTAINER_AUTHORIZATION_TOKEN: token,
+        AWS_REGION: options.region,
+        AWS_DEFAULT_REGION: options.region,
+        // Profiles (~/.aws/credentials and config, ~/.boto) come before the container provider.
+        AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
+        AWS_CONFIG_FILE: "/dev/null",
+        BOTO_CONFIG: "/dev/null",
+    };
+    return {
+        env,
+        childEnv: (base = process.env) => {
+            const shadowing = new Set(SHADOWING_VARIABLES);
+            const kept = Object.entries(base).filter(([name]) => !shadowing.has(name));
+            return { ...Object.fromEntries(kept), ...env };
+        },
+        provider: async () => {
+            const c = await valid();
+            return {
+                accessKeyId: c.accessKeyId,
+                secretAccessKey: c.secretAccessKey,
+                sessionToken: c.sessionToken,
+                expiration: c.expiration,
+            };
+        },
+        close: () => {
+            closed = true;
+            clearTimeout(timer);
+            return new Promise((resolve) => {
+                server.closeAllConnections();
+                server.close(() => resolve());
+            });
+        },
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/aws/oidc.ts
@@ -65518,6 +65717,7 @@ class EnvironmentError extends Error {
  * AssumeRoleWithWebIdentity for short-lived credentials. No long-lived keys anywhere.
  * The post step calls this again: credentials from hours earlier may have expired.
  */
+
 
 
 
@@ -65533,7 +65733,7 @@ const FINAL_ERRORS = new Set([
     "MalformedPolicyDocument",
     "ValidationError",
 ]);
-async function oidc_assumeRoleWithOidc(options) {
+async function assumeRoleWithOidc(options) {
     const token = await idToken();
     const sts = new dist_cjs/* STSClient */.iM({ region: options.region, maxAttempts: 1 });
     const attempts = options.attempts ?? 4;
@@ -65574,9 +65774,9 @@ async function oidc_assumeRoleWithOidc(options) {
  * Mask the secrets, then hand them to this step's children (ray, boto3, the AWS SDK) through
  * the process environment only: not GITHUB_ENV, so no file on the runner ever holds them.
  */
-function oidc_exportCredentials(creds, region) {
+function exportCredentials(creds, region) {
     for (const secret of [creds.accessKeyId, creds.secretAccessKey, creds.sessionToken]) {
-        setSecret(secret);
+        core.setSecret(secret);
     }
     const vars = {
         AWS_ACCESS_KEY_ID: creds.accessKeyId,
@@ -65586,6 +65786,23 @@ function oidc_exportCredentials(creds, region) {
         AWS_DEFAULT_REGION: region,
     };
     Object.assign(process.env, vars);
+}
+/**
+ * Credentials for a whole run, however long: a loopback endpoint (credentials.ts) that re-assumes
+ * the role before they expire, its secrets masked, its renewals logged. This process's
+ * environment is pointed at it, so every child (ray, boto3) and default SDK client uses it; the
+ * action's own clients may take `provider`. close() it when done.
+ */
+async function oidc_roleCredentials(options) {
+    const server = await serveCredentials(() => assumeRoleWithOidc(options), {
+        region: options.region,
+        log: (line) => info(line),
+        mask: (secret) => setSecret(secret),
+    });
+    for (const name of SHADOWING_VARIABLES)
+        Reflect.deleteProperty(process.env, name);
+    Object.assign(process.env, server.env);
+    return server;
 }
 async function idToken() {
     if (!process.env.ACTIONS_ID_TOKEN_REQUEST_URL || !process.env.ACTIONS_ID_TOKEN_REQUEST_TOKEN) {
@@ -65623,8 +65840,6 @@ function refused(roleArn, error) {
 
 // EXTERNAL MODULE: external "node:path"
 var external_node_path_ = __nccwpck_require__(6760);
-// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
-var dist = __nccwpck_require__(8815);
 // EXTERNAL MODULE: external "node:child_process"
 var external_node_child_process_ = __nccwpck_require__(1421);
 ;// CONCATENATED MODULE: external "node:readline"
@@ -65665,6 +65880,130 @@ async function proc_capture(command, args, options = {}) {
     return out.join("\n");
 }
 
+;// CONCATENATED MODULE: ./src/ray/cli.ts
+/**
+ * The `ray` CLI of the venv, each command in its own process group: cancelling must stop the
+ * whole tree (`ray submit` leaves its ssh child running on the head otherwise).
+ */
+
+
+const running = new Set();
+function cli_rayBinary(python) {
+    return path.join(path.dirname(python), "ray");
+}
+async function cli_runRay(ray, args, onLine, env = process.env) {
+    let pid;
+    try {
+        return await stream(ray, args, {
+            env,
+            detached: true,
+            onSpawn: (child) => {
+                pid = child.pid;
+                if (pid)
+                    running.add(pid);
+            },
+            onStdout: onLine,
+            onStderr: onLine,
+        });
+    }
+    finally {
+        if (pid)
+            running.delete(pid);
+    }
+}
+/** Stop every ray command still running (their whole process groups). */
+function cli_stopRunningRay(signal = "SIGTERM") {
+    for (const pid of running) {
+        try {
+            process.kill(-pid, signal);
+        }
+        catch {
+            running.delete(pid);
+        }
+    }
+}
+
+;// CONCATENATED MODULE: ./src/ray/detached.ts
+/**
+ * The driver on the head node, detached from SSH (pipeline/attach.py): one `ray exec` starts it
+ * (once per run) and follows its output; when the connection drops, the follow reconnects with
+ * bounded backoff and goes on from the next line, so no line is shown twice and no scene runs
+ * twice. A cancel stops the driver explicitly: it saves the summary as interrupted.
+ */
+
+/** Consecutive failed connections before the follow gives up (≈ 3 minutes of backoff). */
+const MAX_RECONNECTS = 8;
+const MAX_DELAY_MS = 30_000;
+const DRIVER_LINE = /^\[mcs:(\d+)\] ?(.*)$/;
+/** attach.py's own lines: `following from line N`, then `exit CODE` or `error MESSAGE`. */
+const STATUS = /^mcs-follow: (\S+)\s*(.*)$/;
+/** The shell command, run on the head in `ray exec`'s login shell (`~` is the SSH user's home). */
+function attach(remotePlan, args) {
+    return `python3 ${remotePlan}/pipeline/attach.py --plan ${remotePlan} ${args}`;
+}
+/** Start the driver if it is not running yet and follow it to its end; its exit status. */
+async function detached_followDriver(ray, yaml, remotePlan, out, cancel) {
+    let next = 1;
+    for (let failures = 0;;) {
+        cancel.throwIfAborted();
+        let verdict;
+        let reached = false; // attach.py answered: the connection worked
+        const result = await runRay(ray, ["exec", yaml, attach(remotePlan, `--from-line ${next}`)], (line) => {
+            const text = line.replace(/\r$/, "");
+            const driver = DRIVER_LINE.exec(text);
+            if (driver) {
+                // A line the follow has shown before (it can't, by --from-line, but never twice).
+                if (Number(driver[1]) < next)
+                    return;
+                next = Number(driver[1]) + 1;
+                out.driver(driver[2]);
+                return;
+            }
+            const status = STATUS.exec(text);
+            if (status) {
+                reached = true;
+                verdict = { kind: status[1], detail: status[2] };
+            }
+            else
+                out.other(text);
+        });
+        cancel.throwIfAborted();
+        if (verdict?.kind === "exit")
+            return Number.parseInt(verdict.detail, 10);
+        if (verdict?.kind === "error")
+            throw new Error(`following the driver failed: ${verdict.detail}`);
+        // Only connections that never reached the head count against the limit: a follow that
+        // worked for an hour and then dropped starts the count again.
+        failures = reached ? 1 : failures + 1;
+        if (failures > MAX_RECONNECTS) {
+            throw new Error(`lost the connection to the head node: ${MAX_RECONNECTS} reconnects failed (ray exec exit ${result.code ?? result.signal})`);
+        }
+        // Full jitter on an exponential step: a fleet of jobs must not reconnect in step.
+        const delay = Math.min(MAX_DELAY_MS, 1000 * 2 ** failures) * (0.5 + Math.random() / 2);
+        out.notice(`Connection to the head node lost (ray exec exit ${result.code ?? result.signal}); the driver ` +
+            `keeps running there. Reconnecting in ${(delay / 1000).toFixed(1)} s ` +
+            `(attempt ${failures} of ${MAX_RECONNECTS}), from line ${next}.`);
+        await new Promise((resolve) => {
+            const timer = setTimeout(resolve, delay);
+            cancel.addEventListener("abort", () => resolve(clearTimeout(timer)), { once: true });
+        });
+    }
+}
+/** SIGTERM the driver and wait for it to save the summary; what attach.py said, or undefined. */
+async function detached_stopDriver(ray, yaml, remotePlan, onLine, waitSeconds = 20) {
+    let said;
+    await cli_runRay(ray, ["exec", yaml, attach(remotePlan, `--stop --wait ${waitSeconds}`)], (line) => {
+        const text = line.replace(/\r$/, "");
+        const status = STATUS.exec(text);
+        if (status)
+            said = `${status[1]} ${status[2]}`.trim();
+        onLine(text);
+    });
+    return said;
+}
+
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var dist = __nccwpck_require__(8815);
 ;// CONCATENATED MODULE: ./src/cluster.ts
 /**
  * The cluster YAML as the plan renders it: the module's file with a cluster name unique to the
@@ -65967,55 +66306,14 @@ function number(section, key, fallback, source) {
     return n;
 }
 
-;// CONCATENATED MODULE: ./src/ray/cli.ts
-/**
- * The `ray` CLI of the venv, each command in its own process group: cancelling must stop the
- * whole tree (`ray submit` leaves its ssh child running on the head otherwise).
- */
-
-
-const running = new Set();
-function cli_rayBinary(python) {
-    return path.join(path.dirname(python), "ray");
-}
-async function cli_runRay(ray, args, onLine, env = process.env) {
-    let pid;
-    try {
-        return await stream(ray, args, {
-            env,
-            detached: true,
-            onSpawn: (child) => {
-                pid = child.pid;
-                if (pid)
-                    running.add(pid);
-            },
-            onStdout: onLine,
-            onStderr: onLine,
-        });
-    }
-    finally {
-        if (pid)
-            running.delete(pid);
-    }
-}
-/** Stop every ray command still running (their whole process groups). */
-function stopRunningRay(signal = "SIGTERM") {
-    for (const pid of running) {
-        try {
-            process.kill(-pid, signal);
-        }
-        catch {
-            running.delete(pid);
-        }
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/targets/aws.ts
 /**
- * The AWS target: a Ray cluster per run. OIDC credentials → state saved → `ray up` → one
- * `ray rsync-up` of the plan → `ray submit` of the driver (progress streamed) → `ray down`
- * unless kept. The post step (post.ts) tears down whatever the saved state says may be up.
+ * The AWS target: a Ray cluster per run. Self-refreshing OIDC credentials → state saved →
+ * `ray up` → one `ray rsync-up` of the plan → one `ray exec` that starts the driver on the head,
+ * detached from SSH, and follows it (reconnecting when the connection drops) → `ray down` unless
+ * kept. The post step (post.ts) stops the driver and tears down whatever the state says is up.
  */
+
 
 
 
@@ -66034,10 +66332,15 @@ const STATE = {
     region: "aws-region",
     durationSeconds: "role-duration-seconds",
     keepCluster: "keep-cluster",
+    /** The plan directory on the head (`~/mcs-<run id>`). */
+    remotePlan: "remote-plan",
+    /** `started` once the driver may run on the head, `ended` once the follow saw it end. */
+    driver: "driver",
 };
 /** The driver's per-scene progress lines and its own summary lines stay visible in the log. */
-const DRIVER_LINE = /^(\[\d+\/\d+\] |retrying |mcs-pipeline: )/;
+const aws_DRIVER_LINE = /^(\[\d+\/\d+\] |retrying |mcs-pipeline: )/;
 function awsTarget(settings) {
+    const session = { cancel: new AbortController() };
     return {
         place: (mod, runId) => {
             const clusterName = clusterNameFor(mod.name, runId);
@@ -66054,22 +66357,39 @@ function awsTarget(settings) {
             }
             renderClusterYaml(mod, plan.cluster_name, plan.ray_version, plan.dir, plan.run_id);
         },
-        run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings),
-        readSummary: (plan) => readS3Text(plan.store, plan.summary_key, settings.region),
+        run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
+        readSummary: (plan) => readS3Text(plan.store, plan.summary_key, settings.region, session.credentials?.provider),
         link: (plan, key) => s3Link(plan.store, settings.region, key),
+        release: async () => {
+            await session.credentials?.close();
+            session.credentials = undefined;
+        },
+        interrupt: async () => {
+            // Stop the `ray` commands running now (a follow, an up), then the driver on the head,
+            // which saves the summary as interrupted. Teardown is left to the post step.
+            session.cancel.abort();
+            stopRunningRay("SIGTERM");
+            const driver = session.driver;
+            session.driver = undefined;
+            if (driver) {
+                core.info("Stopping the driver on the head node (it saves the summary as interrupted)");
+                await stopDriver(driver.ray, driver.yaml, driver.remote, (line) => core.info(line));
+            }
+            await session.credentials?.close();
+        },
     };
 }
-async function runOnCluster(plan, python, hooks, settings) {
+async function runOnCluster(plan, python, hooks, settings, session) {
     const yaml = clusterYamlPath(plan.dir);
     await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
-    const creds = await hooks.phase("authenticate", () => assumeRoleWithOidc({
+    session.credentials = await hooks.phase("authenticate", () => roleCredentials({
         roleArn: settings.roleArn,
         region: settings.region,
         durationSeconds: settings.durationSeconds,
         sessionName: `mcs-${plan.run_id}`.slice(0, 64),
     }));
-    exportCredentials(creds, settings.region);
     const ray = rayBinary(python);
+    const remote = `~/${remotePlanDir(plan.run_id)}`;
     const state = {
         [STATE.clusterYaml]: yaml,
         [STATE.clusterName]: plan.cluster_name,
@@ -66078,16 +66398,29 @@ async function runOnCluster(plan, python, hooks, settings) {
         [STATE.region]: settings.region,
         [STATE.durationSeconds]: String(settings.durationSeconds),
         [STATE.keepCluster]: String(settings.keepCluster),
+        [STATE.remotePlan]: remote,
         [STATE.clusterUp]: "true",
     };
     for (const [name, value] of Object.entries(state))
         core.saveState(name, value);
-    const remote = `~/${remotePlanDir(plan.run_id)}`;
+    // A cancel between steps must not start the next one.
+    const { signal } = session.cancel;
+    signal.throwIfAborted();
     await hooks.phase("ray up", () => rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]));
+    signal.throwIfAborted();
     await hooks.phase("sync plan", () => rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]));
-    // The driver's exit status does not survive `ray submit`; the run summary is the verdict.
-    const driver = driverOutput(hooks.progress);
-    await hooks.phase("run scenes", () => runRay(ray, ["submit", yaml, path.join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote], driver.line).finally(driver.close));
+    signal.throwIfAborted();
+    // From here a cancel must stop the driver on the head: it outlives every SSH connection.
+    core.saveState(STATE.driver, "started");
+    session.driver = { ray, yaml, remote };
+    const output = driverOutput(hooks.progress);
+    const code = await hooks.phase("run scenes", () => followDriver(ray, yaml, remote, output, signal).finally(output.close));
+    session.driver = undefined;
+    core.saveState(STATE.driver, "ended");
+    // 0, 1 and 130 are verdicts (all ok, some failed, interrupted); anything else is a crash.
+    if (![0, 1, 130].includes(code)) {
+        throw new EnvironmentError(`the driver failed on the head node (exit ${code}); its output is in the "Ray output" groups above`);
+    }
     // keep-cluster: the state still says up, and the post step tells how to stop it.
     if (!settings.keepCluster) {
         await hooks.phase("ray down", () => rayStep(ray, "ray down", ["down", "-y", yaml]));
@@ -66099,10 +66432,10 @@ async function rayStep(ray, title, args) {
     startGroup(title);
     const result = await cli_runRay(ray, args, (line) => info(line)).finally(() => endGroup());
     if (result.code !== 0) {
-        throw new EnvironmentError(`${title} failed (${result.code ?? result.signal}); its output is in the "${title}" group above`);
+        throw new errors_EnvironmentError(`${title} failed (${result.code ?? result.signal}); its output is in the "${title}" group above`);
     }
 }
-/** Driver lines visible; Ray's own chatter between them folded into collapsed groups. */
+/** Progress and reconnects visible; Ray's and the driver's chatter folded into groups. */
 function driverOutput(progress) {
     let open = false;
     const close = () => {
@@ -66110,26 +66443,36 @@ function driverOutput(progress) {
             core.endGroup();
         open = false;
     };
-    const line = (text) => {
-        if (DRIVER_LINE.test(text)) {
-            close();
-            progress(text);
-            return;
-        }
+    const folded = (text) => {
         if (!open)
             core.startGroup("Ray output");
         open = true;
         core.info(text);
     };
-    return { line, close };
+    return {
+        driver: (text) => {
+            if (!aws_DRIVER_LINE.test(text))
+                return folded(text);
+            close();
+            progress(text);
+        },
+        other: folded,
+        notice: (text) => {
+            close();
+            core.info(text);
+        },
+        close,
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/post.ts
 /**
  * The action's post step (post-if: always()): tear down any cluster the main step's state says
  * may be up. Fresh OIDC credentials first: those of the main step may have expired hours ago.
- * Idempotent; its own failures become warnings with the command to run by hand.
+ * A driver the main step did not see end (a cancel, a crash) is stopped first, so its summary is
+ * saved as interrupted. Idempotent; its own failures become warnings with the command to run by hand.
  */
+
 
 
 
@@ -66144,22 +66487,30 @@ async function post() {
         notice(`keep-cluster: ${name} was left running. Stop it with: ray down -y ${yaml}`);
         return;
     }
+    let credentials;
     try {
-        const region = getState(STATE.region);
-        const creds = await oidc_assumeRoleWithOidc({
+        credentials = await oidc_roleCredentials({
             roleArn: getState(STATE.roleArn),
-            region,
+            region: getState(STATE.region),
             durationSeconds: Number(getState(STATE.durationSeconds)) || 3600,
             sessionName: `mcs-teardown-${name}`.slice(0, 64),
         });
-        oidc_exportCredentials(creds, region);
-        await rayStep(getState(STATE.ray), `ray down ${name}`, ["down", "-y", yaml]);
+        const ray = getState(STATE.ray);
+        if (getState(STATE.driver) === "started") {
+            startGroup("Stopping the driver on the head node");
+            const said = await detached_stopDriver(ray, yaml, getState(STATE.remotePlan), (line) => info(line)).finally(() => endGroup());
+            info(`The driver: ${said ?? "no answer from the head node"}.`);
+        }
+        await rayStep(ray, `ray down ${name}`, ["down", "-y", yaml]);
         info(`Cluster ${name} is torn down.`);
     }
     catch (error) {
         warning(`Could not tear down cluster ${name}: ${error.message}. ` +
             `Do it by hand: \`ray down -y autoscaler/<module>.yaml\` with cluster_name: ${name}, ` +
             `or terminate the EC2 instances tagged ray-cluster-name=${name}.`, { title: "Cluster may still be running" });
+    }
+    finally {
+        await credentials?.close();
     }
 }
 void post();

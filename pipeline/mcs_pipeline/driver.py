@@ -17,7 +17,7 @@ from . import scene_task
 from .scene_task import RETRYABLE, excerpt, run_scene
 from .schedule import expected_costs, longest_first
 from .store import make_store
-from .summary import RunSummary, load_previous
+from .summary import RunSummary, find_previous
 
 
 class Interrupted(KeyboardInterrupt):
@@ -102,6 +102,39 @@ def failed_task_result(error: Exception, attempt: int) -> dict:
             "log_excerpt": excerpt(str(error))}
 
 
+# A cancelled scene stops its run script (TERM, INTERRUPT_GRACE_S, KILL) and removes its
+# directory; the driver waits that long and a little more, then kills the workers still busy.
+# With saving and ray.shutdown() the interruption stays within ~8 s (a GitHub cancel gives ~10).
+CANCEL_WAIT_S = scene_task.INTERRUPT_GRACE_S + 2
+
+
+def cancel(ray, refs: list, force: bool) -> None:
+    """ray.cancel each task; never raises (the summary is still to be saved).
+
+    Without force, Ray (2.60) drops a queued task and raises KeyboardInterrupt in a running one
+    (its worker calls _thread.interrupt_main()): run_scene stops its run script's session and
+    removes its directory, and the task's ref becomes ready only once that is done. With force,
+    Ray SIGKILLs the worker: no clean-up at all, so only for tasks that did not end in time.
+    """
+    try:
+        for ref in refs:
+            ray.cancel(ref, force=force)
+    except Exception as error:  # e.g. the connection to the cluster is gone
+        print(f"mcs-pipeline: cancelling scenes failed: {error}", flush=True)
+
+
+def wait_cancelled(ray, refs: list) -> list:
+    """The cancelled tasks still running after CANCEL_WAIT_S."""
+    if not refs:
+        return []
+    try:
+        _, stuck = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S, fetch_local=False)
+        return stuck
+    except Exception as error:
+        print(f"mcs-pipeline: waiting for cancelled scenes failed: {error}", flush=True)
+        return refs
+
+
 class Progress:
     """One line per finished scene: counts, and an ETA from the expected cost still to run."""
 
@@ -136,9 +169,9 @@ def run(args: argparse.Namespace) -> int:
     timeout_s = plan["scene_timeout_s"] if args.scene_timeout is None else args.scene_timeout
     resume = plan["resume"] if args.resume is None else args.resume
     store = make_store(plan["store"])
-    previous = load_previous(store, plan["summary_key"])
-    summary = RunSummary(plan, previous if resume else None)
-    costs = expected_costs(plan["scenes"], previous)
+    previous = find_previous(store, plan)  # through the latest-run pointer; never this run
+    summary = RunSummary(plan, previous.summary if resume else None)
+    costs = expected_costs(plan["scenes"], previous.summary)
     scenes = {s["name"]: s for s in plan["scenes"]}
 
     def save() -> None:
@@ -146,9 +179,12 @@ def run(args: argparse.Namespace) -> int:
 
     todo = longest_first(summary.pending(), costs)
     save()
+    # Only now, so the pointer never names a summary that is not there.
+    store.put_bytes(plan["latest_key"], summary.pointer_bytes(previous))
     skipped = len(scenes) - len(todo)
     print(f"mcs-pipeline: {len(todo)} scenes to run"
           + (f", {skipped} already succeeded (resume)" if skipped else "")
+          + f"; {previous.describe(store, resume)}"
           + f"; retries {retries}, timeout {timeout_s:.0f} s per scene; summary "
           + store.uri(plan["summary_key"]), flush=True)
 
@@ -192,12 +228,17 @@ def run(args: argparse.Namespace) -> int:
         # A second Ctrl-C, a forwarded SIGTERM or a hang-up must not cut the clean-up short.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        for ref in in_flight if ray else ():
-            ray.cancel(ref, force=True)
+        refs = list(in_flight) if ray else []
+        cancel(ray, refs, force=False)  # running scenes clean up while the summary is saved
         summary.finish("interrupted")
         save()
-        print(f"mcs-pipeline: interrupted; {len(in_flight)} scenes cancelled; the summary keeps "
+        print(f"mcs-pipeline: interrupted; {len(refs)} scenes cancelled; the summary keeps "
               "what finished (re-run with --resume)", flush=True)
+        stuck = wait_cancelled(ray, refs)
+        if stuck:
+            cancel(ray, stuck, force=True)
+            print(f"mcs-pipeline: {len(stuck)} scenes did not stop within {CANCEL_WAIT_S:.0f} s; "
+                  "their workers were killed", flush=True)
         return 130
     finally:
         if ray:

@@ -35,7 +35,11 @@ OUT_OF_MEMORY = re.compile(
 )
 EXCERPT_LINES = 40
 EXCERPT_BYTES = 4000
+# Between SIGTERM and SIGKILL for what is left of a run script: after a timeout or a normal exit,
+# and (shorter) when the task is cancelled: a GitHub cancel leaves ~10 s for all of the clean-up.
 KILL_GRACE_S = 5
+INTERRUPT_GRACE_S = 3
+POLL_S = 0.05
 
 
 def utc_now() -> str:
@@ -76,27 +80,115 @@ def excerpt(text: str) -> str:
     return tail[-EXCERPT_BYTES:]
 
 
+def session_members(sid: int) -> list[tuple[int, int]] | None:
+    """(pid, process group) of every live process in the session or process group `sid`.
+
+    Zombies do not count: a child re-parented to a PID 1 that never reaps stays one, and
+    `os.killpg(pgid, 0)` succeeds for it. None where there is no /proc (not Linux).
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        state, pgrp, session = fields[0], int(fields[2]), int(fields[3])
+        if state not in (b"Z", b"X", b"x") and sid in (pgrp, session):
+            members.append((int(entry), pgrp))
+    return members
+
+
+def signal_session(sid: int, sig: int, members: list[tuple[int, int]] | None) -> None:
+    """`sig` to the process group `sid`, and to the session's members in groups of their own
+    (a background job of `set -m`, an X server that xinit put in its own group)."""
+    targets = [pid for pid, pgrp in members or () if pgrp != sid]
+    for kill, target in ((os.killpg, sid), *((os.kill, pid) for pid in targets)):
+        try:
+            kill(target, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def session_alive(sid: int, proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the script itself as soon as it ends
+    members = session_members(sid)
+    if members is not None:
+        return bool(members)
+    try:  # no /proc: a zombie counts as alive here, so the grace may run out before SIGKILL
+        os.killpg(sid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def wait_until_gone(sid: int, proc: subprocess.Popen, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while session_alive(sid, proc):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def stop_session(proc: subprocess.Popen, grace_s: float) -> None:
+    """Leave nothing of the script running: SIGTERM to its whole session, up to `grace_s` for it
+    to end, then SIGKILL to whatever is left, whether or not the script itself is still there.
+
+    An exception during the grace (the task cancelled meanwhile) skips to the SIGKILL.
+    """
+    sid = proc.pid  # start_new_session: the script leads its session and its process group
+    if not session_alive(sid, proc):
+        return
+    signal_session(sid, signal.SIGTERM, session_members(sid))
+    gone = False
+    try:
+        gone = wait_until_gone(sid, proc, grace_s)
+    finally:
+        if not gone:
+            signal_session(sid, signal.SIGKILL, session_members(sid))
+            wait_until_gone(sid, proc, 2)  # SIGKILL is not instant (exit, memory release)
+
+
 def run_script(script: str, args: list[str], log_path: Path, cwd: Path, timeout_s: float,
                env: dict[str, str]) -> tuple[int | None, bool]:
-    """Run the script in its own process group; on timeout stop the whole group, not just bash."""
+    """Run the script in a session of its own; return (exit code, timed out).
+
+    Nothing of it outlives the call: after a timeout, after a normal exit (a stray X server or
+    simulator) and on any exception, KeyboardInterrupt included, which is how Ray delivers a
+    non-force ray.cancel (_thread.interrupt_main()), the whole session is stopped.
+    """
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([script, *args], stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                 env=env, start_new_session=True)
+        grace = INTERRUPT_GRACE_S
         try:
-            return proc.wait(timeout=timeout_s), False
-        except subprocess.TimeoutExpired:
-            for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            proc.wait()
-            return None, True
+            # Poll, never block in waitpid: Ray's interrupt is only raised between bytecodes.
+            deadline = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            timed_out = proc.returncode is None
+            grace = KILL_GRACE_S
+        finally:
+            stop_session(proc, grace)
+        return (None, True) if timed_out else (proc.returncode, False)
+
+
+def remove_tree(path: Path) -> None:
+    """shutil.rmtree that an interrupt arriving half-way (Ray raises it once) does not cut short."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def find_outputs(eval_dir: Path, scene: str) -> tuple[Path | None, list[Path]]:
@@ -137,8 +229,9 @@ def run_scene(spec: dict) -> dict:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     name = spec["name"]
-    workdir = Path(tempfile.mkdtemp(prefix=f"mcs-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-"))
-    try:
+    workdir = None
+    try:  # a cancel (KeyboardInterrupt) may come at any point: the finally still removes it
+        workdir = Path(tempfile.mkdtemp(prefix=f"mcs-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-"))
         config = workdir / "mcs_config.ini"
         config.write_text(spec["mcs_config"])
         scene_file = workdir / f"{name}.json"
@@ -172,4 +265,5 @@ def run_scene(spec: dict) -> dict:
             "log_excerpt": excerpt(log_text) if failure else None,
         }
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            remove_tree(workdir)

@@ -7,8 +7,9 @@ so a reader (the report, a resume) never sees half a run-summary.json.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -25,17 +26,34 @@ class LocalStore:
         return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._target(key)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as f:
+        with self._aside(key) as f:
             f.write(data)
-        os.replace(tmp, path)
 
     def put_file(self, key: str, source: str) -> None:
+        with self._aside(key) as f, open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+
+    @contextmanager
+    def _aside(self, key: str):
+        """Write a fresh hidden file beside the key, then rename it over the key. The name is
+        random and created with O_EXCL, so two writers never share one (not two runs, nor nodes
+        whose process ids coincide); a failed write leaves no temporary file behind."""
         path = self._target(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
+        while True:
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     def get_bytes(self, key: str) -> bytes | None:
         try:

@@ -1,31 +1,93 @@
 """run-summary.json: the machine-readable record of a run, rewritten after every finished scene.
 
-The report, a resume and the next run's scheduling read it; nothing scrapes the logs.
+The report, a resume and the next run's scheduling read it; nothing scrapes the logs. Each run
+has its own summary (`<folder>/<prefix>_<run id>_run-summary.json`); a small pointer per module
+and level (`<folder>/<prefix>_latest-run.json`, replaced whole) names the latest run, and is how
+the next run finds the previous one.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from typing import NamedTuple
 
 from .scene_task import utc_now
 
 SCHEMA_VERSION = 1
 
 
-def load_previous(store, key: str) -> dict | None:
-    """The summary an earlier run left in the store, or None (absent or unreadable: say so)."""
+class Previous(NamedTuple):
+    """The run before this one, as the store knows it (all None when there is none)."""
+
+    summary: dict | None
+    run_id: str | None = None
+    key: str | None = None
+    legacy: bool = False
+
+    def describe(self, store, resume: bool) -> str:
+        """For the driver's start line: which run this one resumes from (or schedules by)."""
+        if self.summary is None:
+            return "no previous run" + (" to resume from" if resume else "")
+        where = store.uri(self.key) + (", the legacy shared key" if self.legacy else "")
+        return f"{'resuming from' if resume else 'previous'} run {self.run_id} ({where})"
+
+
+def find_previous(store, plan: dict) -> Previous:
+    """The previous run of this module and level: the one the latest-run pointer names, else (a
+    store from before the pointer existed) the summary at the legacy shared key. Never this run's
+    own summary: a driver started again on the same plan follows the pointer's `previous`."""
+    own = plan["run_id"]
+    data = store.get_bytes(plan["latest_key"])
+    if data is None:
+        doc = load_summary(store, plan["legacy_summary_key"], own)
+        return (Previous(doc, doc["run_id"], plan["legacy_summary_key"], legacy=True) if doc
+                else Previous(None))
+    pointer = read_pointer(data)
+    if pointer is None:
+        warn(f"ignoring unreadable run pointer {store.uri(plan['latest_key'])}")
+        return Previous(None)
+    if pointer["run_id"] == own:
+        pointer = read_pointer(pointer.get("previous"))
+        if pointer is None:
+            return Previous(None)
+    doc = load_summary(store, pointer["summary_key"], own)
+    return Previous(doc, doc["run_id"], pointer["summary_key"]) if doc else Previous(None)
+
+
+def read_pointer(data) -> dict | None:
+    """A pointer's `{run_id, summary_key, ...}` (bytes, or the dict nested as `previous`)."""
+    try:
+        doc = json.loads(data) if isinstance(data, (bytes, str)) else data
+    except ValueError:
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("run_id"), str) \
+            and isinstance(doc.get("summary_key"), str):
+        return doc
+    return None
+
+
+def load_summary(store, key: str, own_run_id: str) -> dict | None:
+    """The summary at `key`, or None: absent, unreadable or this run's own (the last two said)."""
     data = store.get_bytes(key)
     if data is None:
         return None
     try:
         doc = json.loads(data)
-        if doc.get("schema_version") == SCHEMA_VERSION and isinstance(doc.get("scenes"), list):
-            return doc
     except ValueError:
-        pass
-    print(f"warning: ignoring unreadable previous summary {store.uri(key)}", flush=True)
-    return None
+        doc = None
+    if not (isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION
+            and isinstance(doc.get("scenes"), list) and isinstance(doc.get("run_id"), str)):
+        warn(f"ignoring unreadable previous summary {store.uri(key)}")
+        return None
+    if doc["run_id"] == own_run_id:
+        warn(f"ignoring {store.uri(key)}: it is this run's own summary, not a previous run's")
+        return None
+    return doc
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", flush=True)
 
 
 def pending_scene(name: str, expected_cost: float) -> dict:
@@ -106,6 +168,19 @@ class RunSummary:
     def finish(self, state: str) -> None:
         self.doc["state"] = state
         self.doc["finished_at"] = utc_now()
+
+    def pointer_bytes(self, previous: Previous) -> bytes:
+        """The latest-run pointer naming this run (and the run it followed)."""
+        return json.dumps({
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.doc["run_id"],
+            "module": self.doc["module"],
+            "metadata": self.doc["metadata"],
+            "summary_key": self.doc["summary_key"],
+            "started_at": self.doc["started_at"],
+            "previous": ({"run_id": previous.run_id, "summary_key": previous.key}
+                         if previous.summary else None),
+        }, indent=1).encode()
 
     def to_bytes(self) -> bytes:
         self.doc["updated_at"] = utc_now()

@@ -71,6 +71,7 @@ class PlanDir:
         self.store_dir = root / "store"
         self.ray_address = ray_address
         self.started: list[RunningDriver] = []
+        self.runs = 0
         mcs = configparser.ConfigParser()
         mcs.read(REPO / "configs" / "mcs_config_demo_level2.ini")
         mcs["MCS"]["demo_step_seconds"] = str(step_seconds)
@@ -91,14 +92,16 @@ class PlanDir:
             "scene_location = scenes/\nscene_list = scenes.txt\n")
         self.plan = {
             "schema_version": 1,
-            "run_id": f"test-{root.name}",
+            "run_id": f"test-{root.name}-0",
             "module": "demo",
             "metadata": metadata,
             "target": "local",
             "cluster_name": None,
             "ray_version": "2.60.0",
             "store": store or str(self.store_dir),
-            "summary_key": f"{folder}/{prefix}_run-summary.json",
+            "summary_key": f"{folder}/{prefix}_test-{root.name}-0_run-summary.json",
+            "latest_key": f"{folder}/{prefix}_latest-run.json",
+            "legacy_summary_key": f"{folder}/{prefix}_run-summary.json",
             "names": {"folder": folder,
                       "movies_folder": section.get("s3_movies_folder") or folder,
                       "prefix": prefix},
@@ -133,25 +136,44 @@ class PlanDir:
         self.write()
         return self
 
+    def new_run(self, run_id: str | None = None) -> str:
+        """A run id (and summary key) for the next driver, as every CLI run gets a plan of its own;
+        `run_id` to start one again on the same plan."""
+        if run_id is None:
+            self.runs += 1
+            run_id = f"test-{self.dir.parent.name}-{self.runs}"
+        self.set(run_id=run_id, summary_key=self.summary_key_of(run_id))
+        return run_id
+
+    def summary_key_of(self, run_id: str) -> str:
+        """src/plan.ts resultKeys: one summary per run."""
+        return f"{self.names['folder']}/{self.names['prefix']}_{run_id}_run-summary.json"
+
     def write(self) -> None:
         (self.dir / "plan.json").write_text(json.dumps(self.plan, indent=1))
         (self.dir / "scenes.txt").write_text("".join(f"{s['name']}.json\n"
                                                      for s in self.plan["scenes"]))
 
     # -- running -------------------------------------------------------------------------------
-    def command(self, *args: str, ray_address: str | None = None) -> list[str]:
+    def command(self, *args: str, ray_address: str | None = None,
+                run_id: str | None = None) -> list[str]:
+        """A driver command for a new run (a fresh run id), or `run_id` again."""
+        self.new_run(run_id)
         return [sys.executable, DRIVER, "--plan", str(self.dir), "--ray-address",
                 ray_address or self.ray_address, *args]
 
-    def start(self, *args: str, env: dict | None = None) -> "RunningDriver":
-        driver = RunningDriver(self.command(*args), env, self.dir.parent / "driver.stderr")
+    def start(self, *args: str, env: dict | None = None,
+              run_id: str | None = None) -> "RunningDriver":
+        driver = RunningDriver(self.command(*args, run_id=run_id), env,
+                               self.dir.parent / "driver.stderr")
         self.started.append(driver)
         return driver
 
-    def run(self, *args: str, env: dict | None = None,
-            ray_address: str | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self.command(*args, ray_address=ray_address), cwd=REPO, env=env,
-                              text=True, capture_output=True, timeout=DRIVER_TIMEOUT_S)
+    def run(self, *args: str, env: dict | None = None, ray_address: str | None = None,
+            run_id: str | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.command(*args, ray_address=ray_address, run_id=run_id),
+                              cwd=REPO, env=env, text=True, capture_output=True,
+                              timeout=DRIVER_TIMEOUT_S)
         # Shown by pytest only when a test fails.
         print(f"$ {' '.join(proc.args)}\n--- exit {proc.returncode}\n--- stdout\n{proc.stdout}"
               f"--- stderr\n{proc.stderr[-4000:]}")
@@ -164,10 +186,20 @@ class PlanDir:
 
     @property
     def summary_path(self) -> Path:
+        """The summary of the latest driver started on this plan."""
         return self.store_dir / self.plan["summary_key"]
 
-    def summary(self) -> dict:
-        return json.loads(self.summary_path.read_text())
+    def summary(self, run_id: str | None = None) -> dict:
+        path = self.store_dir / self.summary_key_of(run_id) if run_id else self.summary_path
+        return json.loads(path.read_text())
+
+    @property
+    def latest_path(self) -> Path:
+        return self.store_dir / self.plan["latest_key"]
+
+    def latest(self) -> dict:
+        """The latest-run pointer."""
+        return json.loads(self.latest_path.read_text())
 
     def scene_summary(self, name: str, summary: dict | None = None) -> dict:
         scenes = {s["name"]: s for s in (summary or self.summary())["scenes"]}
@@ -180,6 +212,24 @@ class PlanDir:
         """The DESIGN §4 log name as a regex."""
         return (re.escape(f"{self.names['folder']}/{self.names['prefix']}_{scene}_")
                 + r"\d{8}-\d{6}-\d{3}_log\.txt")
+
+    def put_previous(self, run_id: str, scenes: list[dict], legacy: bool = False) -> str:
+        """Leave an earlier run's summary in the store, as a driver would have: at its own key with
+        the pointer naming it, or (`legacy`) at the shared key of the version before pointers.
+        Returns its key."""
+        key = self.plan["legacy_summary_key"] if legacy else self.summary_key_of(run_id)
+        doc = {"schema_version": 1, "run_id": run_id, "module": "demo", "state": "finished",
+               "summary_key": key, "scenes": scenes}
+        self.put_json(key, doc)
+        if not legacy:
+            self.put_json(self.plan["latest_key"], {"schema_version": 1, "run_id": run_id,
+                                                    "summary_key": key, "previous": None})
+        return key
+
+    def put_json(self, key: str, doc: dict) -> None:
+        path = self.store_dir / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1))
 
     def store_files(self) -> set[str]:
         """Every object in the local store, as keys (hidden temporary files would show too)."""

@@ -197,15 +197,14 @@ def test_previous_durations_win_over_last_step(make_plan):
     plan = make_plan(resources={"num_cpus": 4, "num_gpus": 0})
     for name, steps in (("short_50", 50), ("long_400", 400), ("mid_200", 200)):
         plan.scene(name, steps)
-    previous = {"schema_version": 1, "state": "finished", "scenes": [
+    plan.put_previous("earlier-run", [
         {"name": "short_50", "status": "SUCCESS", "duration_s": 30.0},
         {"name": "mid_200", "status": "SUCCESS", "duration_s": 20.0},
         {"name": "long_400", "status": "SUCCESS", "duration_s": 10.0},
-    ]}
-    plan.summary_path.parent.mkdir(parents=True)
-    plan.summary_path.write_text(json.dumps(previous))
+    ])
     proc = plan.run()
     assert proc.returncode == 0
+    assert "; previous run earlier-run (" in proc.stdout
     assert [m[4] for m in progress_lines(proc.stdout)] == ["short_50", "mid_200", "long_400"]
     summary = plan.summary()
     # Not a resume: everything ran again and the expected costs came from the durations.
@@ -311,3 +310,160 @@ def test_ray_address_local_starts_its_own_ray(make_plan, ray_address):
     proc = plan.run("--num-cpus", "1", env=env, ray_address="local")
     assert proc.returncode == 0
     assert plan.scene_summary("own_ray")["status"] == "SUCCESS"
+
+
+# -- the previous run: one summary per run, found through the latest-run pointer ----------------
+def done_scene(name: str, duration_s: float = 1.0) -> dict:
+    """A scene as an earlier run's summary has it after a success."""
+    return {"name": name, "status": "SUCCESS", "attempts": 1, "exit_code": 0,
+            "failure_class": None, "duration_s": duration_s, "node": "127.0.0.1",
+            "expected_cost": 5, "resumed": False,
+            "outputs": {"history": f"f/{name}.json", "log": f"f/{name}_log.txt", "videos": []},
+            "log_excerpt": None,
+            "history": [{"attempt": 1, "exit_code": 0, "failure_class": None,
+                         "duration_s": duration_s, "node": "127.0.0.1",
+                         "started_at": "2026-01-01T00:00:00.000Z", "log": f"f/{name}_log.txt"}]}
+
+
+def statuses(summary: dict) -> dict:
+    return {s["name"]: (s["status"], s["resumed"]) for s in summary["scenes"]}
+
+
+def test_resume_through_the_pointer(make_plan):
+    plan = make_plan()
+    plan.scene("p_a", 5, {"exit_code": 3}).scene("p_b", 5)
+    # The shared key of the version before pointers: once there is a pointer, never read.
+    legacy = plan.put_previous("legacy-run", [done_scene("p_a"), done_scene("p_b")], legacy=True)
+    legacy_bytes = (plan.store_dir / legacy).read_bytes()
+
+    assert plan.run().returncode == 1                      # run 1: p_a fails
+    run1 = plan.plan["run_id"]
+    plan.scene("p_a", 5).scene("p_b", 5, {"exit_code": 4})
+    assert plan.run().returncode == 1                      # run 2: p_b fails
+    run2, key2 = plan.plan["run_id"], plan.plan["summary_key"]
+    assert plan.latest()["run_id"] == run2
+    plan.scene("p_b", 5)
+    proc = plan.run("--resume")                            # run 3 resumes from run 2, the latest
+    assert proc.returncode == 0
+    run3 = plan.plan["run_id"]
+
+    start = next(line for line in proc.stdout.splitlines() if "scenes to run" in line)
+    assert (f"1 scenes to run, 1 already succeeded (resume); resuming from run {run2} "
+            f"({plan.store_dir / key2});") in start
+    summaries = {run_id: plan.summary(run_id) for run_id in (run1, run2, run3)}
+    # Each run's summary is its own, under its own key, none overwritten by a later run.
+    for run_id, summary in summaries.items():
+        assert summary["run_id"] == run_id and summary["state"] == "finished"
+        assert summary["summary_key"] == plan.summary_key_of(run_id)
+    assert statuses(summaries[run1]) == {"p_a": ("FAILED", False), "p_b": ("SUCCESS", False)}
+    assert statuses(summaries[run2]) == {"p_a": ("SUCCESS", False), "p_b": ("FAILED", False)}
+    assert statuses(summaries[run3]) == {"p_a": ("SUCCESS", True), "p_b": ("SUCCESS", False)}
+    assert plan.scene_summary("p_a", summaries[run3])["history"] == \
+        plan.scene_summary("p_a", summaries[run2])["history"]
+    assert [m[4] for m in progress_lines(proc.stdout)] == ["p_b"]
+
+    pointer = plan.latest()
+    assert pointer == {"schema_version": 1, "run_id": run3, "module": "demo",
+                       "metadata": "level2", "summary_key": plan.summary_key_of(run3),
+                       "started_at": summaries[run3]["started_at"],
+                       "previous": {"run_id": run2, "summary_key": key2}}
+    assert (plan.store_dir / legacy).read_bytes() == legacy_bytes
+    assert not [f for f in plan.store_files() if "/." in f]  # no temporary files left
+
+
+def test_legacy_key_fallback(make_plan):
+    """A store written before pointers existed: its one summary is the previous run."""
+    plan = make_plan()
+    plan.scene("l_done", 5).scene("l_todo", 5)
+    legacy = plan.put_previous("pre-pointer-run", [done_scene("l_done", 3.0)], legacy=True)
+    legacy_bytes = (plan.store_dir / legacy).read_bytes()
+    assert not plan.latest_path.exists()
+
+    proc = plan.run("--resume")
+    assert proc.returncode == 0
+    assert (f"1 scenes to run, 1 already succeeded (resume); resuming from run pre-pointer-run "
+            f"({plan.store_dir / legacy}, the legacy shared key);") in proc.stdout
+    summary = plan.summary()
+    assert summary["run_id"] == plan.plan["run_id"] != "pre-pointer-run"
+    assert statuses(summary) == {"l_done": ("SUCCESS", True), "l_todo": ("SUCCESS", False)}
+    assert [m[4] for m in progress_lines(proc.stdout)] == ["l_todo"]
+    # The legacy summary stays as it was; from now on the pointer leads the way.
+    assert (plan.store_dir / legacy).read_bytes() == legacy_bytes
+    assert plan.latest()["run_id"] == plan.plan["run_id"]
+    assert plan.latest()["previous"] == {"run_id": "pre-pointer-run", "summary_key": legacy}
+
+
+def test_a_run_never_resumes_from_itself(make_plan):
+    plan = make_plan()
+    plan.scene("n_a", 5).scene("n_b", 5, {"exit_code": 3})
+    assert plan.run("--resume").returncode == 1
+    first = plan.plan["run_id"]
+    assert "no previous run to resume from" in plan.run("--resume", run_id=first).stdout
+    # Started again on the same plan: the pointer names this very run; its own summary (a
+    # SUCCESS) is not a previous run, so nothing is carried over.
+    again = plan.summary()
+    assert again["run_id"] == first
+    assert statuses(again) == {"n_a": ("SUCCESS", False), "n_b": ("FAILED", False)}
+
+    plan.scene("n_b", 5)
+    assert plan.run("--resume").returncode == 0            # a new run resumes from the first
+    second = plan.plan["run_id"]
+    assert statuses(plan.summary()) == {"n_a": ("SUCCESS", True), "n_b": ("SUCCESS", False)}
+    plan.scene("n_b", 5, {"exit_code": 5})
+    proc = plan.run("--resume", run_id=second)             # the second, started again
+    # Resumed from the run before it (the pointer's `previous`), not from its own summary,
+    # which had n_b as SUCCESS: n_b runs again (and fails now).
+    assert proc.returncode == 1
+    assert f"resuming from run {first} ({plan.store_dir / plan.summary_key_of(first)});" \
+        in proc.stdout
+    assert statuses(plan.summary()) == {"n_a": ("SUCCESS", True), "n_b": ("FAILED", False)}
+    assert plan.latest()["previous"]["run_id"] == first
+
+
+def test_pointer_written_after_first_save(make_plan, monkeypatch, capsys):
+    """The pointer never names a summary that is not in the store yet."""
+    from mcs_pipeline import driver
+    from mcs_pipeline.store import LocalStore
+
+    plan = make_plan()
+    plan.scene("w_a", 5).scene("w_b", 5)
+    earlier = plan.put_previous("earlier-run", [done_scene("w_a"), done_scene("w_b")])
+    run_id = plan.new_run()
+    summary_key, latest_key = plan.plan["summary_key"], plan.plan["latest_key"]
+    puts: list[str] = []
+
+    class Recording(LocalStore):
+        def put_bytes(self, key: str, data: bytes) -> None:
+            if key == latest_key:
+                named = json.loads(data)["summary_key"]
+                assert json.loads((self.root / named).read_bytes())["run_id"] == run_id
+            puts.append(key)
+            super().put_bytes(key, data)
+
+    def no_ray(*_args):
+        raise AssertionError("nothing should run: every scene succeeded in the earlier run")
+
+    monkeypatch.setattr(driver, "make_store", Recording)
+    # Everything succeeded before: nothing to run, so no Ray in this process (which holds the
+    # session's Ray: a driver's ray.shutdown() here would stop it).
+    monkeypatch.setattr(driver, "init_ray", no_ray)
+    code = driver.run(driver.parse_args(["--plan", str(plan.dir), "--resume"]))
+    assert code == 0, capsys.readouterr().out
+    assert puts == [summary_key, latest_key, summary_key]
+    assert plan.latest() == {"schema_version": 1, "run_id": run_id, "module": "demo",
+                             "metadata": "level2", "summary_key": summary_key,
+                             "started_at": plan.summary()["started_at"],
+                             "previous": {"run_id": "earlier-run", "summary_key": earlier}}
+
+
+def test_pointer_is_there_when_the_driver_starts(make_plan):
+    plan = make_plan()
+    plan.scene("early_p", 5)
+    driver = plan.start()
+    driver.wait_line(r"^mcs-pipeline: 1 scenes to run; no previous run;", timeout_s=30)
+    pointer = plan.latest()  # before any scene ran
+    assert pointer["run_id"] == plan.plan["run_id"]
+    assert pointer["summary_key"] == plan.plan["summary_key"]
+    assert json.loads((plan.store_dir / pointer["summary_key"]).read_text())["run_id"] == \
+        plan.plan["run_id"]
+    assert driver.finish() == 0

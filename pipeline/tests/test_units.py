@@ -10,7 +10,8 @@ import pytest
 
 from mcs_pipeline.scene_task import RETRYABLE, classify
 from mcs_pipeline.schedule import expected_costs, longest_first
-from mcs_pipeline.summary import RunSummary
+from mcs_pipeline.store import LocalStore
+from mcs_pipeline.summary import Previous, RunSummary, find_previous
 
 
 # -- scene_task.classify ------------------------------------------------------------------------
@@ -104,7 +105,8 @@ def test_longest_first_breaks_ties_by_name():
 # -- summary.RunSummary -------------------------------------------------------------------------
 def plan_doc(*names):
     return {"run_id": "r2", "module": "demo", "metadata": "level2", "cluster_name": None,
-            "store": "/tmp/store", "summary_key": "f/s.json",
+            "store": "/tmp/store", "summary_key": "f/p_r2_run-summary.json",
+            "latest_key": "f/p_latest-run.json", "legacy_summary_key": "f/p_run-summary.json",
             "scenes": [{"name": n, "expected_cost": 10} for n in names]}
 
 
@@ -157,6 +159,108 @@ def test_summary_carries_over_success_only():
     # A deep copy: the new run's records do not touch the previous document.
     second.scenes["a"]["history"].append({"attempt": 99})
     assert len(previous["scenes"][0]["history"]) == 1
+
+
+# -- summary.find_previous: the latest-run pointer, the legacy key, never this run -------------
+def stored_summary(store, key, run_id, *names):
+    doc = RunSummary(dict(plan_doc(*names), run_id=run_id, summary_key=key))
+    for name in names:
+        doc.record(name, result(), final=True)
+    store.put_bytes(key, doc.to_bytes())
+    return doc
+
+
+def put_pointer(store, run_id, key, previous=None):
+    store.put_bytes("f/p_latest-run.json", json.dumps(
+        {"schema_version": 1, "run_id": run_id, "summary_key": key, "previous": previous}).encode())
+
+
+def test_find_previous_follows_the_pointer_not_the_legacy_key(tmp_path):
+    store = LocalStore(str(tmp_path))
+    stored_summary(store, "f/p_run-summary.json", "old", "a")
+    stored_summary(store, "f/p_r1_run-summary.json", "r1", "b")
+    put_pointer(store, "r1", "f/p_r1_run-summary.json")
+    found = find_previous(store, plan_doc("a", "b"))
+    assert (found.run_id, found.key, found.legacy) == ("r1", "f/p_r1_run-summary.json", False)
+    assert [s["name"] for s in found.summary["scenes"]] == ["b"]
+    assert found.describe(store, resume=True) == \
+        f"resuming from run r1 ({tmp_path}/f/p_r1_run-summary.json)"
+
+
+def test_find_previous_falls_back_to_the_legacy_key_without_a_pointer(tmp_path):
+    store = LocalStore(str(tmp_path))
+    assert find_previous(store, plan_doc("a")) == Previous(None)
+    assert Previous(None).describe(store, resume=True) == "no previous run to resume from"
+    assert Previous(None).describe(store, resume=False) == "no previous run"
+    stored_summary(store, "f/p_run-summary.json", "old", "a")
+    found = find_previous(store, plan_doc("a"))
+    assert (found.run_id, found.key, found.legacy) == ("old", "f/p_run-summary.json", True)
+    assert found.describe(store, resume=False) == \
+        f"previous run old ({tmp_path}/f/p_run-summary.json, the legacy shared key)"
+
+
+def test_find_previous_never_returns_this_runs_own_summary(tmp_path, capsys):
+    store = LocalStore(str(tmp_path))
+    own = plan_doc("a")  # run r2
+    # At the legacy key (no pointer): ignored, and said so.
+    stored_summary(store, "f/p_run-summary.json", "r2", "a")
+    assert find_previous(store, own) == Previous(None)
+    assert "it is this run's own summary" in capsys.readouterr().out
+    # The pointer names this run, which followed r1: r1 is the previous run.
+    stored_summary(store, "f/p_r1_run-summary.json", "r1", "a")
+    stored_summary(store, "f/p_r2_run-summary.json", "r2", "a")
+    put_pointer(store, "r2", "f/p_r2_run-summary.json",
+                {"run_id": "r1", "summary_key": "f/p_r1_run-summary.json"})
+    assert find_previous(store, own).run_id == "r1"
+    # ...and when it followed none, there is none (not the legacy key, not its own summary).
+    put_pointer(store, "r2", "f/p_r2_run-summary.json")
+    assert find_previous(store, own) == Previous(None)
+    # A pointer naming another run whose summary turns out to be this run's: ignored too.
+    put_pointer(store, "r9", "f/p_r2_run-summary.json")
+    assert find_previous(store, own) == Previous(None)
+
+
+def test_find_previous_ignores_an_unreadable_pointer(tmp_path, capsys):
+    store = LocalStore(str(tmp_path))
+    stored_summary(store, "f/p_run-summary.json", "old", "a")
+    store.put_bytes("f/p_latest-run.json", b"{ not json")
+    assert find_previous(store, plan_doc("a")) == Previous(None)
+    assert f"ignoring unreadable run pointer {tmp_path}/f/p_latest-run.json" in \
+        capsys.readouterr().out
+
+
+def test_pointer_names_the_run_and_the_one_it_followed():
+    s = RunSummary(plan_doc("a"))
+    assert json.loads(s.pointer_bytes(Previous(None))) == {
+        "schema_version": 1, "run_id": "r2", "module": "demo", "metadata": "level2",
+        "summary_key": "f/p_r2_run-summary.json", "started_at": s.doc["started_at"],
+        "previous": None}
+    previous = Previous({"scenes": []}, "r1", "f/p_r1_run-summary.json")
+    assert json.loads(s.pointer_bytes(previous))["previous"] == \
+        {"run_id": "r1", "summary_key": "f/p_r1_run-summary.json"}
+
+
+def test_local_store_temporary_names_never_collide(tmp_path, monkeypatch):
+    """Two writers of one key (two runs, or nodes whose process ids coincide) each write their
+    own temporary file: even a repeated random name is skipped, never shared."""
+    import itertools
+
+    from mcs_pipeline import store as store_module
+
+    names = itertools.chain(["same", "same"], (f"n{i}" for i in itertools.count()))
+    monkeypatch.setattr(store_module.secrets, "token_hex", lambda _n: next(names))
+    store = LocalStore(str(tmp_path))
+    with store._aside("k/file.json") as first, store._aside("k/file.json") as second:
+        first.write(b"one")
+        second.write(b"two")
+        assert sorted(p.name for p in (tmp_path / "k").iterdir()) == \
+            [".file.json.n0.tmp", ".file.json.same.tmp"]
+    assert (tmp_path / "k/file.json").read_bytes() == b"one"  # the last one finished wins
+    source = tmp_path / "src.txt"
+    source.write_text("log")
+    store.put_file("k/log.txt", str(source))
+    assert (tmp_path / "k/log.txt").read_text() == "log"
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["file.json", "log.txt"]
 
 
 def test_scene_task_ships_by_value_to_nodes_without_the_package(tmp_path):

@@ -7,6 +7,9 @@ import { readFileSync } from "node:fs";
 import * as core from "@actions/core";
 import { AssumeRoleWithWebIdentityCommand, STSClient } from "@aws-sdk/client-sts";
 import { InputError } from "../errors.js";
+import { serveCredentials, SHADOWING_VARIABLES, type CredentialServer } from "./credentials.js";
+
+export type { CredentialServer } from "./credentials.js";
 
 export interface AwsCredentials {
   accessKeyId: string;
@@ -93,6 +96,23 @@ export function exportCredentials(creds: AwsCredentials, region: string): void {
     AWS_DEFAULT_REGION: region,
   };
   Object.assign(process.env, vars);
+}
+
+/**
+ * Credentials for a whole run, however long: a loopback endpoint (credentials.ts) that re-assumes
+ * the role before they expire, its secrets masked, its renewals logged. This process's
+ * environment is pointed at it, so every child (ray, boto3) and default SDK client uses it; the
+ * action's own clients may take `provider`. close() it when done.
+ */
+export async function roleCredentials(options: AssumeOptions): Promise<CredentialServer> {
+  const server = await serveCredentials(() => assumeRoleWithOidc(options), {
+    region: options.region,
+    log: (line) => core.info(line),
+    mask: (secret) => core.setSecret(secret),
+  });
+  for (const name of SHADOWING_VARIABLES) Reflect.deleteProperty(process.env, name);
+  Object.assign(process.env, server.env);
+  return server;
 }
 
 async function idToken(): Promise<string> {

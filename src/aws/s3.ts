@@ -1,5 +1,6 @@
 /** The S3 side of the results store: read what the driver wrote, and link to it. */
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import type { AwsCredentialIdentityProvider } from "@aws-sdk/types";
 import type { LinkTarget } from "../report.js";
 
 export function parseS3Uri(uri: string): { bucket: string; prefix: string } {
@@ -8,10 +9,20 @@ export function parseS3Uri(uri: string): { bucket: string; prefix: string } {
   return { bucket: m[1]!, prefix: m[2]!.replace(/\/$/, "") };
 }
 
-export async function readS3Text(store: string, key: string, region: string): Promise<string> {
+/** `credentials`: the run's refreshing provider (the default chain when absent). */
+export async function readS3Text(
+  store: string,
+  key: string,
+  region: string,
+  credentials?: AwsCredentialIdentityProvider,
+): Promise<string> {
   const { bucket, prefix } = parseS3Uri(store);
   // Path-style works with S3-compatible endpoints (AWS_ENDPOINT_URL) as well as AWS itself.
-  const s3 = new S3Client({ region, forcePathStyle: Boolean(process.env.AWS_ENDPOINT_URL) });
+  const s3 = new S3Client({
+    region,
+    credentials,
+    forcePathStyle: Boolean(process.env.AWS_ENDPOINT_URL),
+  });
   const out = await s3.send(
     new GetObjectCommand({ Bucket: bucket, Key: prefix ? `${prefix}/${key}` : key }),
   );

@@ -1,11 +1,12 @@
 /**
- * The AWS target: a Ray cluster per run. OIDC credentials → state saved → `ray up` → one
- * `ray rsync-up` of the plan → `ray submit` of the driver (progress streamed) → `ray down`
- * unless kept. The post step (post.ts) tears down whatever the saved state says may be up.
+ * The AWS target: a Ray cluster per run. Self-refreshing OIDC credentials → state saved →
+ * `ray up` → one `ray rsync-up` of the plan → one `ray exec` that starts the driver on the head,
+ * detached from SSH, and follows it (reconnecting when the connection drops) → `ray down` unless
+ * kept. The post step (post.ts) stops the driver and tears down whatever the state says is up.
  */
 import path from "node:path";
 import * as core from "@actions/core";
-import { assumeRoleWithOidc, exportCredentials } from "../aws/oidc.js";
+import { roleCredentials, type CredentialServer } from "../aws/oidc.js";
 import { readS3Text, s3Link } from "../aws/s3.js";
 import {
   clusterNameFor,
@@ -18,7 +19,8 @@ import type { Hooks, Target } from "../engine.js";
 import { EnvironmentError, InputError } from "../errors.js";
 import { mcsSection } from "../module.js";
 import type { Plan } from "../plan.js";
-import { rayBinary, runRay } from "../ray/cli.js";
+import { rayBinary, runRay, stopRunningRay } from "../ray/cli.js";
+import { followDriver, stopDriver, type FollowOutput } from "../ray/detached.js";
 
 export interface AwsSettings {
   roleArn: string;
@@ -39,12 +41,30 @@ export const STATE = {
   region: "aws-region",
   durationSeconds: "role-duration-seconds",
   keepCluster: "keep-cluster",
+  /** The plan directory on the head (`~/mcs-<run id>`). */
+  remotePlan: "remote-plan",
+  /** `started` once the driver may run on the head, `ended` once the follow saw it end. */
+  driver: "driver",
 } as const;
 
 /** The driver's per-scene progress lines and its own summary lines stay visible in the log. */
 const DRIVER_LINE = /^(\[\d+\/\d+\] |retrying |mcs-pipeline: )/;
 
-export function awsTarget(settings: AwsSettings): Target {
+/** The AWS target, plus what a cancel needs: stop the driver and let go of the credentials. */
+export interface AwsTarget extends Target {
+  interrupt(): Promise<void>;
+}
+
+/** What a run holds while it runs: the credential server, and the driver once it may run. */
+interface Session {
+  credentials?: CredentialServer;
+  driver?: { ray: string; yaml: string; remote: string };
+  /** Aborted by a cancel: the follow must not reconnect. */
+  cancel: AbortController;
+}
+
+export function awsTarget(settings: AwsSettings): AwsTarget {
+  const session: Session = { cancel: new AbortController() };
   return {
     place: (mod, runId) => {
       const clusterName = clusterNameFor(mod.name, runId);
@@ -64,26 +84,50 @@ export function awsTarget(settings: AwsSettings): Target {
       }
       renderClusterYaml(mod, plan.cluster_name!, plan.ray_version, plan.dir, plan.run_id);
     },
-    run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings),
-    readSummary: (plan) => readS3Text(plan.store, plan.summary_key, settings.region),
+    run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
+    readSummary: (plan) =>
+      readS3Text(plan.store, plan.summary_key, settings.region, session.credentials?.provider),
     link: (plan, key) => s3Link(plan.store, settings.region, key),
+    release: async () => {
+      await session.credentials?.close();
+      session.credentials = undefined;
+    },
+    interrupt: async () => {
+      // Stop the `ray` commands running now (a follow, an up), then the driver on the head,
+      // which saves the summary as interrupted. Teardown is left to the post step.
+      session.cancel.abort();
+      stopRunningRay("SIGTERM");
+      const driver = session.driver;
+      session.driver = undefined;
+      if (driver) {
+        core.info("Stopping the driver on the head node (it saves the summary as interrupted)");
+        await stopDriver(driver.ray, driver.yaml, driver.remote, (line) => core.info(line));
+      }
+      await session.credentials?.close();
+    },
   };
 }
 
-async function runOnCluster(plan: Plan, python: string, hooks: Hooks, settings: AwsSettings) {
+async function runOnCluster(
+  plan: Plan,
+  python: string,
+  hooks: Hooks,
+  settings: AwsSettings,
+  session: Session,
+) {
   const yaml = clusterYamlPath(plan.dir);
   await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
-  const creds = await hooks.phase("authenticate", () =>
-    assumeRoleWithOidc({
+  session.credentials = await hooks.phase("authenticate", () =>
+    roleCredentials({
       roleArn: settings.roleArn,
       region: settings.region,
       durationSeconds: settings.durationSeconds,
       sessionName: `mcs-${plan.run_id}`.slice(0, 64),
     }),
   );
-  exportCredentials(creds, settings.region);
 
   const ray = rayBinary(python);
+  const remote = `~/${remotePlanDir(plan.run_id)}`;
   const state: Record<string, string> = {
     [STATE.clusterYaml]: yaml,
     [STATE.clusterName]: plan.cluster_name!,
@@ -92,26 +136,37 @@ async function runOnCluster(plan: Plan, python: string, hooks: Hooks, settings: 
     [STATE.region]: settings.region,
     [STATE.durationSeconds]: String(settings.durationSeconds),
     [STATE.keepCluster]: String(settings.keepCluster),
+    [STATE.remotePlan]: remote,
     [STATE.clusterUp]: "true",
   };
   for (const [name, value] of Object.entries(state)) core.saveState(name, value);
 
-  const remote = `~/${remotePlanDir(plan.run_id)}`;
+  // A cancel between steps must not start the next one.
+  const { signal } = session.cancel;
+  signal.throwIfAborted();
   await hooks.phase("ray up", () =>
     rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]),
   );
+  signal.throwIfAborted();
   await hooks.phase("sync plan", () =>
     rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]),
   );
-  // The driver's exit status does not survive `ray submit`; the run summary is the verdict.
-  const driver = driverOutput(hooks.progress);
-  await hooks.phase("run scenes", () =>
-    runRay(
-      ray,
-      ["submit", yaml, path.join(plan.dir, "pipeline", "run_eval.py"), "--", "--plan", remote],
-      driver.line,
-    ).finally(driver.close),
+  signal.throwIfAborted();
+  // From here a cancel must stop the driver on the head: it outlives every SSH connection.
+  core.saveState(STATE.driver, "started");
+  session.driver = { ray, yaml, remote };
+  const output = driverOutput(hooks.progress);
+  const code = await hooks.phase("run scenes", () =>
+    followDriver(ray, yaml, remote, output, signal).finally(output.close),
   );
+  session.driver = undefined;
+  core.saveState(STATE.driver, "ended");
+  // 0, 1 and 130 are verdicts (all ok, some failed, interrupted); anything else is a crash.
+  if (![0, 1, 130].includes(code)) {
+    throw new EnvironmentError(
+      `the driver failed on the head node (exit ${code}); its output is in the "Ray output" groups above`,
+    );
+  }
   // keep-cluster: the state still says up, and the post step tells how to stop it.
   if (!settings.keepCluster) {
     await hooks.phase("ray down", () => rayStep(ray, "ray down", ["down", "-y", yaml]));
@@ -130,22 +185,29 @@ export async function rayStep(ray: string, title: string, args: string[]): Promi
   }
 }
 
-/** Driver lines visible; Ray's own chatter between them folded into collapsed groups. */
-function driverOutput(progress: (line: string) => void) {
+/** Progress and reconnects visible; Ray's and the driver's chatter folded into groups. */
+function driverOutput(progress: (line: string) => void): FollowOutput & { close: () => void } {
   let open = false;
   const close = () => {
     if (open) core.endGroup();
     open = false;
   };
-  const line = (text: string) => {
-    if (DRIVER_LINE.test(text)) {
-      close();
-      progress(text);
-      return;
-    }
+  const folded = (text: string) => {
     if (!open) core.startGroup("Ray output");
     open = true;
     core.info(text);
   };
-  return { line, close };
+  return {
+    driver: (text) => {
+      if (!DRIVER_LINE.test(text)) return folded(text);
+      close();
+      progress(text);
+    },
+    other: folded,
+    notice: (text) => {
+      close();
+      core.info(text);
+    },
+    close,
+  };
 }

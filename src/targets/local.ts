@@ -1,9 +1,10 @@
 /**
  * The local target: the driver on this machine's own Ray, results in a local directory store.
  * No SSH, no AWS. Layout under --out: store/ (same keys as the S3 bucket) and runs/<run id>/
- * (plan/, driver.log, report.md), so a later run in the same --out can resume.
+ * (plan/, driver.log, report.md), so a later run in the same --out can resume. Runs may share an
+ * --out at the same time: each has its own run directory, summary key and local Ray.
  */
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { Target } from "../engine.js";
 import { EnvironmentError } from "../errors.js";
@@ -14,7 +15,7 @@ export function localTarget(outDir: string, numCpus: number | undefined): Target
   const out = path.resolve(outDir);
   return {
     place: (_mod, runId) => ({
-      dir: path.join(out, "runs", runId, "plan"),
+      dir: path.join(claimRunDir(out, runId), "plan"),
       store: path.join(out, "store"),
       clusterName: null,
     }),
@@ -26,6 +27,22 @@ export function localTarget(outDir: string, numCpus: number | undefined): Target
       return { href: path.relative(runDir(plan), file), uri: file };
     },
   };
+}
+
+/**
+ * Creates runs/<run id>/ for this run alone: runs into one --out may overlap, and two of them
+ * must never share a plan, driver.log or report.md (run ids are random within the second).
+ */
+function claimRunDir(out: string, runId: string): string {
+  const dir = path.join(out, "runs", runId);
+  mkdirSync(path.dirname(dir), { recursive: true });
+  try {
+    mkdirSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    throw new EnvironmentError(`${dir} already exists: another run has the id ${runId}; run again`);
+  }
+  return dir;
 }
 
 /** runs/<run id>/: the plan's parent, where driver.log and report.md go. */

@@ -3,7 +3,10 @@
  * front of it. moto assumes any role for any token; the proxy adds what real STS checks before
  * that (a well-formed, unexpired JWT for the right audience; roles whose trust policy refuses the
  * token) and records every credential and web-identity token it passes, so tests can assert no
- * secret leaked into logs, outputs or the job summary. Everything else is forwarded unchanged.
+ * secret leaked into logs, outputs or the job summary. Everything else is forwarded unchanged,
+ * unless `credentialLifetimeSeconds` makes it as strict as AWS about credentials: then what STS
+ * issues expires after that lifetime, and any other request must be signed with a key it issued,
+ * carry that key's session token and arrive before the key expires.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -160,7 +163,9 @@ export interface ProxiedRequest {
   action?: string;
   roleArn?: string;
   status: number;
-  /** Set when the proxy answered itself instead of forwarding. */
+  /** The access key that signed the request (SigV4 header or presigned query), if any. */
+  accessKeyId?: string;
+  /** Set when the proxy answered itself instead of forwarding (the error code it answered). */
   refused?: string;
 }
 
@@ -171,6 +176,12 @@ export interface StsProxyOptions {
   audience?: string | null;
   /** Only tokens this accepts pass (e.g. those the OIDC fixture issued): else InvalidIdentityToken. */
   acceptToken?: (jwt: string) => boolean;
+  /**
+   * Strict mode: credentials STS returns expire this many seconds after they are issued (the
+   * `<Expiration>` moto returned is rewritten), and every other request must be signed with an
+   * issued, unexpired key and carry its session token, or it is refused as AWS would refuse it.
+   */
+  credentialLifetimeSeconds?: number;
 }
 
 export interface StsProxy {
@@ -198,6 +209,110 @@ function stsError(res: http.ServerResponse, status: number, code: string, messag
       `    <Message>${message}</Message>\n  </Error>\n` +
       `  <RequestId>${requestId}</RequestId>\n</ErrorResponse>\n`,
   );
+}
+
+type Service = "s3" | "sts" | "ec2";
+
+/** `service`'s own error shape (S3 REST XML, STS query XML, EC2 XML). */
+function awsError(
+  res: http.ServerResponse,
+  service: Service,
+  status: number,
+  code: string,
+  message: string,
+) {
+  if (service === "sts") return stsError(res, status, code, message);
+  const requestId = randomUUID();
+  const body =
+    service === "s3"
+      ? `<Error><Code>${code}</Code><Message>${message}</Message>` +
+        `<RequestId>${requestId}</RequestId><HostId>${randomUUID()}</HostId></Error>`
+      : `<Response><Errors><Error><Code>${code}</Code><Message>${message}</Message></Error>` +
+        `</Errors><RequestID>${requestId}</RequestID></Response>`;
+  res.writeHead(status, { "content-type": "application/xml", "x-amz-request-id": requestId });
+  res.end(`<?xml version="1.0" encoding="UTF-8"?>\n${body}\n`);
+}
+
+/** The SigV4 signer of a request: `Credential=AKID/date/region/service/aws4_request`. */
+function signer(
+  req: http.IncomingMessage,
+  url: URL,
+): { accessKeyId: string; service: string; sessionToken?: string } | undefined {
+  const header = /Credential=([^/,\s]+)\/[^/]*\/[^/]*\/([^/]+)\//.exec(
+    req.headers.authorization ?? "",
+  );
+  const query = /^([^/]+)\/[^/]*\/[^/]*\/([^/]+)\//.exec(
+    url.searchParams.get("X-Amz-Credential") ?? "",
+  );
+  const match = header ?? query;
+  if (!match) return undefined;
+  const token = req.headers["x-amz-security-token"] ?? url.searchParams.get("X-Amz-Security-Token");
+  return {
+    accessKeyId: match[1]!,
+    service: match[2]!,
+    ...(typeof token === "string" ? { sessionToken: token } : {}),
+  };
+}
+
+const UNSIGNED_ACTIONS = new Set(["AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"]);
+
+type Fault = "unsigned" | "unknown" | "token" | "expired";
+type Answer = [status: number, code: string, message: string];
+
+const INVALID_TOKEN = "The security token included in the request is invalid.";
+/** What each service answers for each fault, as AWS does. */
+const FAULTS: Record<Service, Record<Fault, Answer>> = {
+  s3: {
+    unsigned: [403, "AccessDenied", "Access Denied"],
+    unknown: [
+      403,
+      "InvalidAccessKeyId",
+      "The AWS Access Key Id you provided does not exist in our records.",
+    ],
+    token: [400, "InvalidToken", "The provided token is malformed or otherwise invalid."],
+    expired: [400, "ExpiredToken", "The provided token has expired."],
+  },
+  sts: {
+    unsigned: [403, "MissingAuthenticationToken", "Request is missing Authentication Token"],
+    unknown: [403, "InvalidClientTokenId", INVALID_TOKEN],
+    token: [403, "InvalidClientTokenId", INVALID_TOKEN],
+    expired: [403, "ExpiredToken", "The security token included in the request is expired"],
+  },
+  ec2: {
+    unsigned: [401, "AuthFailure", "AWS was not able to validate the provided access credentials"],
+    unknown: [401, "AuthFailure", "AWS was not able to validate the provided access credentials"],
+    token: [401, "AuthFailure", "AWS was not able to validate the provided access credentials"],
+    expired: [400, "ExpiredToken", "The security token included in the request is expired"],
+  },
+};
+
+/** Why real AWS would refuse this request's credentials (strict mode), or undefined. */
+function credentialRefusal(
+  req: http.IncomingMessage,
+  url: URL,
+  form: URLSearchParams,
+  issued: Map<string, IssuedCredentials>,
+  record: ProxiedRequest,
+): [Service, number, string, string] | undefined {
+  const action = form.get("Action");
+  const sig = signer(req, url);
+  if (sig) record.accessKeyId = sig.accessKeyId;
+  const scope = sig?.service;
+  const service: Service =
+    scope === "s3" || scope === "sts" || scope === "ec2"
+      ? scope
+      : !action
+        ? "s3"
+        : form.get("Version") === "2011-06-15"
+          ? "sts"
+          : "ec2";
+  const known = sig && issued.get(sig.accessKeyId);
+  let fault: Fault | undefined;
+  if (!sig) fault = action && UNSIGNED_ACTIONS.has(action) ? undefined : "unsigned";
+  else if (!known) fault = "unknown";
+  else if (sig.sessionToken !== known.sessionToken) fault = "token";
+  else if (known.expiration && Date.parse(known.expiration) <= Date.now()) fault = "expired";
+  return fault && [service, ...FAULTS[service][fault]];
 }
 
 function decodeJwt(token: string): Record<string, unknown> | undefined {
@@ -260,6 +375,8 @@ export async function startStsProxy(
   const credentials: IssuedCredentials[] = [];
   const webIdentityTokens: string[] = [];
   const requests: ProxiedRequest[] = [];
+  const lifetime = options.credentialLifetimeSeconds;
+  const byKey = new Map<string, IssuedCredentials>();
 
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -288,6 +405,15 @@ export async function startStsProxy(
           return;
         }
       }
+      if (lifetime !== undefined) {
+        const refused = credentialRefusal(req, url, form, byKey, record);
+        if (refused) {
+          record.status = refused[1];
+          record.refused = refused[2];
+          awsError(res, ...refused);
+          return;
+        }
+      }
       // The body is already buffered (and Node answered any 100-continue itself).
       const headers = { ...req.headers };
       delete headers.expect;
@@ -297,14 +423,22 @@ export async function startStsProxy(
           const parts: Buffer[] = [];
           answer.on("data", (d: Buffer) => parts.push(d));
           answer.on("end", () => {
-            const payload = Buffer.concat(parts);
+            let payload = Buffer.concat(parts);
             record.status = answer.statusCode ?? 502;
             if (action && record.status < 300) {
-              const xml = payload.toString("utf8");
+              let xml = payload.toString("utf8");
               const accessKeyId = tag(xml, "AccessKeyId");
               const secretAccessKey = tag(xml, "SecretAccessKey");
               const sessionToken = tag(xml, "SessionToken");
               if (accessKeyId && secretAccessKey && sessionToken) {
+                if (lifetime !== undefined) {
+                  const expires = new Date(Date.now() + lifetime * 1000).toISOString();
+                  xml = xml.replace(
+                    /<Expiration>[^<]*<\/Expiration>/,
+                    `<Expiration>${expires}</Expiration>`,
+                  );
+                  payload = Buffer.from(xml, "utf8");
+                }
                 const issued: IssuedCredentials = {
                   accessKeyId,
                   secretAccessKey,
@@ -315,6 +449,7 @@ export async function startStsProxy(
                 if (expiration) issued.expiration = expiration;
                 if (roleArn) issued.roleArn = roleArn;
                 credentials.push(issued);
+                byKey.set(accessKeyId, issued);
               }
             }
             const back = { ...answer.headers };

@@ -481,6 +481,27 @@ export function rayProcessesOf(fixture: Pick<SshdFixture, "pidNamespace">): Node
   return found;
 }
 
+/**
+ * Drops every SSH connection to the node, as a network failure would: SIGKILL, by PID, each
+ * per-connection sshd process in the node's namespace (never the listener, the namespace's init).
+ * Returns the PIDs killed.
+ */
+export function dropConnections(fixture: Pick<SshdFixture, "pidNamespace" | "initPid">): number[] {
+  const killed: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === fixture.initPid) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/pid`) !== fixture.pidNamespace) continue;
+      if (!readFileSync(`/proc/${entry}/comm`, "utf8").startsWith("sshd")) continue;
+      process.kill(Number(entry), "SIGKILL");
+      killed.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return killed;
+}
+
 /** Polls until `rayProcessesOf(fixture)` is empty; returns what is left after `timeoutMs`. */
 export async function waitForNoRayProcesses(
   fixture: Pick<SshdFixture, "pidNamespace">,
