@@ -102,17 +102,38 @@ export function execCommand(
   });
 }
 
-/** `count` distinct TCP ports free on this machine right now (held together, then released). */
+/**
+ * Ports for fixed listeners (a head's GCS, sshd) are taken between Ray's worker ports (10002 to
+ * 19999 by default) and the kernel's ephemeral range, which every `listen(0)` and outgoing
+ * connection draws from: no other cluster on this machine can take one between our pick and its use.
+ */
+const FIXED_PORTS_LOW = 20_000;
+function fixedPortsHigh(): number {
+  try {
+    const low = Number(
+      readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
+    );
+    if (low > FIXED_PORTS_LOW + 1000) return low - 1;
+  } catch {
+    // not Linux: fall through
+  }
+  return 32_767;
+}
+
+/** `count` distinct TCP ports free on 127.0.0.1 right now (held together, then released). */
 export async function freePorts(count: number): Promise<number[]> {
   const servers: net.Server[] = [];
+  const high = fixedPortsHigh();
   try {
-    for (let i = 0; i < count; i++) {
+    for (let tries = 0; servers.length < count; tries++) {
+      if (tries > 200) throw new Error(`no ${count} free ports in ${FIXED_PORTS_LOW}-${high}`);
+      const port = FIXED_PORTS_LOW + Math.floor(Math.random() * (high - FIXED_PORTS_LOW + 1));
       const server = net.createServer();
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(0, "127.0.0.1", resolve);
+      const bound = await new Promise<boolean>((resolve) => {
+        server.once("error", () => resolve(false));
+        server.listen(port, "127.0.0.1", () => resolve(true));
       });
-      servers.push(server);
+      if (bound) servers.push(server);
     }
     return servers.map((s) => (s.address() as net.AddressInfo).port);
   } finally {
