@@ -264,6 +264,14 @@ async function expectNothingToTearDown(job: ActionJob) {
   return post;
 }
 
+/** A finished run's end: the step tore its cluster down, nothing left on the node, no leak. */
+async function expectCleanEnd(job: ActionJob) {
+  await expectNothingToTearDown(job);
+  expect(await waitForNoRayProcesses(node!)).toEqual([]);
+  expect(job.leftovers()).toEqual([]);
+  expect(leaks(job)).toEqual([]);
+}
+
 /** Nothing started: no cluster, no STS/OIDC traffic, no state saying a cluster may be up. */
 function expectNothingStarted(
   main: ActionRun,
@@ -525,10 +533,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
         exit_code: 3,
         failure_class: "script_error",
       });
-      await expectNothingToTearDown(job);
-      expect(await waitForNoRayProcesses(node!)).toEqual([]);
-      expect(job.leftovers()).toEqual([]);
-      expect(leaks(job)).toEqual([]);
+      await expectCleanEnd(job);
 
       // The same scenes with allow-failures: the step passes, the outputs still tell.
       const lenient = newJob(ws, {
@@ -539,10 +544,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(again.outputs).toMatchObject({ total: "10", failed: "1", status: "failure" });
       expect(errors(again).map((e) => e.properties.title)).toEqual([`Scene failed: ${broken}`]);
       expectNewClusterName(again);
-      await expectNothingToTearDown(lenient);
-      expect(await waitForNoRayProcesses(node!)).toEqual([]);
-      expect(lenient.leftovers()).toEqual([]);
-      expect(leaks(lenient)).toEqual([]);
+      await expectCleanEnd(lenient);
     },
     RUN_TIMEOUT_MS,
   );
@@ -643,10 +645,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(signer, ctx).toBeGreaterThanOrEqual(2);
       expectMasked(main, seen);
 
-      await expectNothingToTearDown(job);
-      expect(await waitForNoRayProcesses(node!)).toEqual([]);
-      expect(job.leftovers()).toEqual([]);
-      expect(leaks(job)).toEqual([]);
+      await expectCleanEnd(job);
     },
     RUN_TIMEOUT_MS,
   );
@@ -696,10 +695,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
       for (const scene of SUBSET_NAMES) expect(main.summary).toContain(`| \`${scene}\` | ✅`);
 
-      await expectNothingToTearDown(job);
-      expect(await waitForNoRayProcesses(node!)).toEqual([]);
-      expect(job.leftovers()).toEqual([]);
-      expect(leaks(job)).toEqual([]);
+      await expectCleanEnd(job);
     },
     RUN_TIMEOUT_MS,
   );
