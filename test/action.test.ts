@@ -616,6 +616,37 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
   );
 
   it(
+    "main killed mid-run (no chance to clean up): post stops the driver, then tears down",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, { inputs: { "mcs-config-overrides": "demo_step_seconds=0.01" } });
+      const running = job.start("main");
+      started.push(running);
+      await running.waitForLine(/^\[1\/9\] /, 120_000);
+      process.kill(running.pid, "SIGKILL"); // a lost runner process: main says nothing more
+      const main = await running.done;
+      expect(main.signal).toBe("SIGKILL");
+      expect(main.state).toMatchObject({ "cluster-up": "true", driver: "started" });
+
+      const post = await job.run("post");
+      const ctx = context(post);
+      expect(post.code, ctx).toBe(0);
+      expect(post.annotations, ctx).toEqual([]);
+      expect(post.stdout).toMatch(/^::group::Stopping the driver on the head node$/m);
+      expect(post.stdout).toMatch(/^The driver: stopped 130\.$/m);
+      expect(post.stdout).toContain(`Cluster mcs-demo-${job.runId}-1 is torn down.`);
+      // Nothing lost: the summary keeps what finished, and says the run was interrupted.
+      const stored = JSON.parse(await ws.readObject(summaryKey(job))) as SummaryFile;
+      expect(stored.state).toBe("interrupted");
+      expect(stored.totals.succeeded).toBeGreaterThan(0);
+      expect(stored.totals.pending).toBeGreaterThan(0);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(leaks(job)).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
     "a run several credential lifetimes long: renewed credentials publish the summary",
     async () => {
       const ws = await workspace();

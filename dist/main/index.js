@@ -76523,7 +76523,7 @@ async function validateWithRaySchema(python, yamlFile, shown) {
  * twice. A cancel stops the driver explicitly: it saves the summary as interrupted.
  */
 
-/** Consecutive failed connections before the follow gives up (≈ 3 minutes of backoff). */
+/** Consecutive failed connections before the follow gives up (1 to 2.5 minutes of backoff). */
 const MAX_RECONNECTS = 8;
 const MAX_DELAY_MS = 30_000;
 const DRIVER_LINE = /^\[mcs:(\d+)\] ?(.*)$/;

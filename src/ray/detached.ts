@@ -6,7 +6,7 @@
  */
 import { runRay } from "./cli.js";
 
-/** Consecutive failed connections before the follow gives up (≈ 3 minutes of backoff). */
+/** Consecutive failed connections before the follow gives up (1 to 2.5 minutes of backoff). */
 export const MAX_RECONNECTS = 8;
 const MAX_DELAY_MS = 30_000;
 
