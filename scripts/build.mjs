@@ -1,7 +1,23 @@
 // Bundles each entry point with ncc into dist/<entry>/index.js (what action.yml and the README run).
 // Each bundle is built aside and swapped in whole, so a running test never sees a half-built dist/.
+//
+// `--if-stale` (what `npm test` runs): build only unless dist/ is exactly what the last build made
+// from the sources as they are now. Every build of dist/ records a hash of its inputs (src/, the
+// package files, this script) and of its output in node_modules/.cache; a changed source file, or a
+// dist/ changed since, means a new build. So tests never run a bundle older than src/.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 
 const entries = {
@@ -10,7 +26,36 @@ const entries = {
   post: "src/post.ts",
   janitor: "src/janitor.ts",
 };
-const outRoot = process.argv[2] ?? "dist";
+const ifStale = process.argv.includes("--if-stale");
+const outRoot = process.argv.slice(2).find((a) => !a.startsWith("--")) ?? "dist";
+const INPUTS = ["src", "package.json", "package-lock.json", "scripts/build.mjs", "tsconfig.json"];
+const STAMP = path.join("node_modules", ".cache", "mcs-pipeline", "dist-stamp.json");
+const recorded = path.resolve(outRoot) === path.resolve("dist");
+
+/** sha256 over the files under `roots` (paths and contents, in a fixed order). */
+function digest(roots) {
+  const hash = createHash("sha256");
+  const add = (file) => {
+    if (!existsSync(file)) return;
+    if (statSync(file).isDirectory()) {
+      for (const name of readdirSync(file).sort()) add(path.join(file, name));
+      return;
+    }
+    hash.update(`${file}\0`).update(readFileSync(file)).update("\0");
+  };
+  for (const root of roots) add(root);
+  return hash.digest("hex");
+}
+
+const inputs = digest(INPUTS);
+if (ifStale && recorded && existsSync(STAMP)) {
+  const stamp = JSON.parse(readFileSync(STAMP, "utf8"));
+  if (stamp.inputs === inputs && stamp.outputs === digest([outRoot])) {
+    console.log("dist/ is what the last build made from the current sources: not rebuilt");
+    process.exit(0);
+  }
+  console.log("dist/ is not what the last build made from the current sources: rebuilding");
+}
 mkdirSync(outRoot, { recursive: true });
 const staging = mkdtempSync(path.join(path.dirname(path.resolve(outRoot)), ".dist-"));
 
@@ -42,4 +87,8 @@ try {
   }
 } finally {
   rmSync(staging, { recursive: true, force: true });
+}
+if (recorded) {
+  mkdirSync(path.dirname(STAMP), { recursive: true });
+  writeFileSync(STAMP, JSON.stringify({ inputs, outputs: digest([outRoot]) }));
 }

@@ -1,14 +1,15 @@
 /**
  * The cluster YAML as the plan renders it: the module's file with a cluster name unique to the
- * run, terminate-on-down, the deploy files mounted on every node, and a Ray version that must
+ * job, terminate-on-down, the deploy files mounted on every node, and a Ray version that must
  * equal the client's (a mismatch fails `ray up` late and obscurely, so we fail early and clearly).
  */
+import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { stringify } from "yaml";
 import { InputError } from "./errors.js";
 import type { Module } from "./module.js";
-import { capture } from "./proc.js";
+import { stream } from "./proc.js";
 
 const COMMAND_LISTS = [
   "initialization_commands",
@@ -18,21 +19,66 @@ const COMMAND_LISTS = [
 ];
 const RAY_PIN = /\bray(?:\[[^\]]*\])?==([0-9][\w.]*)/g;
 
-/** mcs-<module>-<run id>: Ray tags every instance with it, so a janitor can find leftovers. */
-export function clusterNameFor(module: string, runId: string): string {
-  return `mcs-${module}-${runId}`
+/**
+ * The longest cluster name we make. Ray sets no limit; EC2's are far above it: the security group
+ * Ray creates (`ray-autoscaler-<name>`) and key pair names allow 255 characters, tag values 256
+ * (Ray's `ray-cluster-name` tag, its `Name` tag `ray-<name>-head`). 63 also keeps a name a valid
+ * DNS label and leaves room for whatever is named after the cluster.
+ */
+export const CLUSTER_NAME_MAX = 63;
+
+/** What names are made of: lowercase letters and digits, single dashes between them. */
+export const NAME_SAFE = /^[a-z0-9]+(?:-[a-z0-9]+)*$/;
+
+/** `text` in name-safe characters: lowercase, every other run of characters one dash. */
+export function nameSafe(text: string): string {
+  return text
     .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, "-")
-    .slice(0, 60);
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
 }
 
-/** Where the plan lives on the head node (relative to the SSH user's home). */
-export function remotePlanDir(runId: string): string {
-  return `mcs-${runId}`;
+/** 8 hex digits of SHA-256: distinct texts get distinct hashes, the same text the same one. */
+export function shortHash(text: string): string {
+  return createHash("sha256").update(text).digest("hex").slice(0, 8);
+}
+
+/**
+ * `mcs-<module>-<metadata>-<run id>`, the run id being unique to the job (action/identity.ts):
+ * Ray tags every instance with it, so the janitor finds leftovers by the `mcs-` prefix. A name
+ * longer than CLUSTER_NAME_MAX, or not already name-safe, keeps a readable head (the module cut
+ * to 16 characters, the level, the run id as far as it fits) and ends in a hash of the whole
+ * name, so distinct jobs keep distinct names.
+ */
+export function clusterNameFor(module: string, metadata: string, runId: string): string {
+  const name = `mcs-${module}-${metadata}-${runId}`;
+  if (NAME_SAFE.test(name) && name.length <= CLUSTER_NAME_MAX) return name;
+  const hash = shortHash(name);
+  const shortModule = nameSafe(module).slice(0, 16).replace(/-+$/, "");
+  const head = ["mcs", shortModule, nameSafe(metadata), nameSafe(runId)]
+    .filter(Boolean)
+    .join("-")
+    .slice(0, CLUSTER_NAME_MAX - hash.length - 1)
+    .replace(/-+$/, "");
+  return `${head}-${hash}`;
+}
+
+/**
+ * Where the plan lives on the head node (relative to the SSH user's home): a folder named after
+ * the cluster, so unique to the job like the cluster name (module, level, job, run, attempt).
+ */
+export function remotePlanDir(clusterName: string): string {
+  return clusterName;
 }
 
 export function clusterYamlPath(planDir: string): string {
   return path.join(planDir, "cluster.yaml");
+}
+
+/** The run's own SSH key (aws/keypair.ts): the private key file and its EC2 key pair's name. */
+export interface RunSshKey {
+  privateKeyFile: string;
+  keyPairName: string;
 }
 
 export function renderClusterYaml(
@@ -41,6 +87,7 @@ export function renderClusterYaml(
   rayVersion: string,
   planDir: string,
   runId: string,
+  sshKey?: RunSshKey,
 ): string {
   const source = path.basename(mod.clusterYamlPath);
   const cluster = structuredClone(mod.cluster);
@@ -48,6 +95,7 @@ export function renderClusterYaml(
   const provider = cluster.provider as Record<string, unknown>;
   // `ray down` on AWS only stops instances unless told otherwise; stopped GPU nodes still cost.
   if (provider.type === "aws") provider.cache_stopped_nodes = false;
+  if (provider.type === "aws" && sshKey) useRunSshKey(cluster, sshKey);
 
   const pins = COMMAND_LISTS.flatMap((key) => commands(cluster, key, source)).flatMap((c) =>
     [...c.matchAll(RAY_PIN)].map((m) => m[1]!),
@@ -68,7 +116,7 @@ export function renderClusterYaml(
   const mounts = (cluster.file_mounts ?? {}) as Record<string, string>;
   cluster.file_mounts = {
     ...mounts,
-    [`~/${remotePlanDir(runId)}/deploy`]: path.join(planDir, "deploy"),
+    [`~/${remotePlanDir(clusterName)}/deploy`]: path.join(planDir, "deploy"),
   };
 
   const file = clusterYamlPath(planDir);
@@ -79,6 +127,26 @@ export function renderClusterYaml(
   return file;
 }
 
+/**
+ * The run's key for every node: with `auth.ssh_private_key` set and `KeyName` in every node
+ * type's node_config, Ray's AWS bootstrap (config.py `_configure_key_pair`) neither looks up nor
+ * creates a key pair of its own (`ray-autoscaler_*`); the head's autoscaler launches workers with
+ * the same KeyName.
+ */
+function useRunSshKey(cluster: Record<string, unknown>, key: RunSshKey): void {
+  cluster.auth = {
+    ...((cluster.auth ?? {}) as Record<string, unknown>),
+    ssh_private_key: key.privateKeyFile,
+  };
+  const types = (cluster.available_node_types ?? {}) as Record<string, Record<string, unknown>>;
+  for (const type of Object.values(types)) {
+    type.node_config = {
+      ...((type.node_config ?? {}) as Record<string, unknown>),
+      KeyName: key.keyPairName,
+    };
+  }
+}
+
 function commands(cluster: Record<string, unknown>, key: string, source: string): string[] {
   const value = cluster[key] ?? [];
   if (!Array.isArray(value) || value.some((c) => typeof c !== "string")) {
@@ -87,15 +155,29 @@ function commands(cluster: Record<string, unknown>, key: string, source: string)
   return value as string[];
 }
 
-/** Ray's own schema, from the installed Ray: the same check `ray up` makes, before any start. */
+/**
+ * Ray's own schema, from the installed Ray: the check `ray up` makes before any start (its
+ * `_bootstrap_config`: `prepare_config` fills in the provider's defaults, then `validate_config`;
+ * validating the file as written fails on the defaults it lacks). No cloud API is called. A
+ * failure is one line: the offending key's path and the reason.
+ */
 export async function validateWithRaySchema(python: string, yamlFile: string, shown: string) {
   const check = [
     "import sys, yaml",
-    "from ray.autoscaler._private.util import validate_config",
-    "validate_config(yaml.safe_load(open(sys.argv[1])))",
+    "from ray.autoscaler._private.util import prepare_config, validate_config",
+    "try:",
+    "    validate_config(prepare_config(yaml.safe_load(open(sys.argv[1]))))",
+    "except Exception as e:",
+    "    where = '/'.join(str(p) for p in (getattr(e, 'absolute_path', None) or ()))",
+    "    text = ' '.join(str(getattr(e, 'message', None) or e).split())",
+    "    sys.exit((where + ': ' if where else '') + text)",
   ].join("\n");
-  await capture(python, ["-c", check, yamlFile]).catch((error: Error) => {
-    const reason = error.message.split(" / ").pop() ?? error.message;
-    throw new InputError("module", `${shown} does not match Ray's cluster schema: ${reason}`);
+  const stderr: string[] = [];
+  const result = await stream(python, ["-c", check, yamlFile], {
+    onStderr: (line) => stderr.push(line),
   });
+  if (result.code !== 0) {
+    const reason = stderr.filter((l) => l.trim()).pop() ?? `exit ${result.code ?? result.signal}`;
+    throw new InputError("module", `${shown} does not match Ray's cluster schema: ${reason}`);
+  }
 }

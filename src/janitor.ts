@@ -9,12 +9,16 @@ import { assumeRoleWithOidc, exportCredentials } from "./aws/oidc.js";
 import { InputError } from "./errors.js";
 import {
   checkPrefix,
+  deleteLeftoverResources,
+  findLeftoverResources,
   findLeftovers,
   formatAge,
   PIPELINE_PREFIX,
   RAY_CLUSTER_TAG,
   terminate,
   type Leftover,
+  type LeftoverResources,
+  type Removal,
 } from "./janitor/find.js";
 
 /**
@@ -86,6 +90,12 @@ async function main(): Promise<void> {
     olderThanMinutes: inputs.maxAgeMinutes,
     now,
   });
+  // Before any terminate: the clusters terminated now keep their security group until next time.
+  const resources = await findLeftoverResources(ec2, {
+    prefix: inputs.prefix,
+    olderThanMinutes: inputs.maxAgeMinutes,
+    now,
+  });
   const criteria =
     `tag ${RAY_CLUSTER_TAG}=${inputs.prefix}*, launched at least ${inputs.maxAgeMinutes} ` +
     `minutes ago, in ${inputs.region}`;
@@ -108,6 +118,26 @@ async function main(): Promise<void> {
       }`;
     }
   }
+  const removals = inputs.dryRun
+    ? new Map<string, Removal | "would delete">(
+        [
+          ...resources.keyPairs.map((k) => k.name),
+          ...resources.securityGroups.map((g) => g.id),
+        ].map((id) => [id, "would delete"]),
+      )
+    : await deleteLeftoverResources(ec2, resources);
+  for (const pair of resources.keyPairs) {
+    core.info(
+      `key pair ${pair.name} (${formatAge(pair.ageMinutes)} old): ${removals.get(pair.name)}`,
+    );
+  }
+  for (const group of resources.securityGroups) {
+    core.info(`security group ${group.name} ${group.id}: ${removals.get(group.id)}`);
+  }
+  const notDeleted = [...removals].filter(([, r]) => r.startsWith("not deleted"));
+  if (notDeleted.length > 0 && !failure) {
+    failure = `could not delete ${notDeleted.map(([id, r]) => `${id}: ${r}`).join("; ")}`;
+  }
   for (const f of found) {
     core.info(
       `${f.id} ${f.cluster} ${f.type} ${f.state} launched ${f.launched.toISOString()} ` +
@@ -119,7 +149,14 @@ async function main(): Promise<void> {
   core.setOutput("found", String(found.length));
   core.setOutput("terminated", String(terminated));
   core.setOutput("instances", JSON.stringify(ids));
-  await writeSummary(found, actions, inputs, criteria);
+  const removed = (id: string) => ["deleted", "would delete"].includes(removals.get(id) ?? "");
+  const pairs = resources.keyPairs.map((k) => k.name).filter(removed);
+  core.setOutput("key-pairs", JSON.stringify(pairs));
+  core.setOutput(
+    "security-groups",
+    JSON.stringify(resources.securityGroups.map((g) => g.id).filter(removed)),
+  );
+  await writeSummary(found, actions, inputs, criteria, resources, removals);
   if (failure) throw new Error(failure);
 }
 
@@ -128,6 +165,8 @@ async function writeSummary(
   actions: ReadonlyMap<string, string>,
   inputs: JanitorInputs,
   criteria: string,
+  resources: LeftoverResources,
+  removals: ReadonlyMap<string, string>,
 ): Promise<void> {
   const summary = core.summary.addHeading(
     inputs.dryRun ? "MCS janitor (dry run: nothing terminated)" : "MCS janitor",
@@ -157,6 +196,27 @@ async function writeSummary(
     if (found.length > MAX_ROWS) {
       summary.addRaw(`<p>… and ${found.length - MAX_ROWS} more: see the step's log.</p>`, true);
     }
+  }
+  const rows = [
+    ...resources.keyPairs.map((k) => ["key pair", k.name, k.name, removals.get(k.name) ?? ""]),
+    ...resources.securityGroups.map((g) => [
+      "security group",
+      `${g.name} (${g.id})`,
+      g.cluster,
+      removals.get(g.id) ?? "",
+    ]),
+  ];
+  summary.addRaw(
+    `<p>Runs' key pairs (${escapeHtml(inputs.prefix)}*, at least ${inputs.maxAgeMinutes} ` +
+      `minutes old) and Ray's security groups of clusters with no instance left: ` +
+      `${rows.length === 0 ? "none." : `${rows.length}.`}</p>`,
+    true,
+  );
+  if (rows.length > 0) {
+    summary.addTable([
+      ["Kind", "Name", "Cluster", "Action"].map((data) => ({ data, header: true })),
+      ...rows.slice(0, MAX_ROWS).map((row) => row.map(escapeHtml)),
+    ]);
   }
   await summary.write();
 }

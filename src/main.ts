@@ -5,12 +5,17 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as core from "@actions/core";
+import { jobRunId } from "./action/identity.js";
 import { readInputs } from "./action/inputs.js";
+import { renderPlanSummary } from "./action/plan-summary.js";
 import { publish } from "./action/publish.js";
+import { s3FolderUrl } from "./aws/s3.js";
+import { clusterYamlPath, validateWithRaySchema } from "./cluster.js";
 import { evaluate } from "./engine.js";
 import { InputError } from "./errors.js";
-import { describePlan, newRunId } from "./plan.js";
+import { describePlan } from "./plan.js";
 import { stopRunningRay } from "./ray/cli.js";
+import { ensureRay } from "./ray/install.js";
 import { awsTarget, type AwsTarget } from "./targets/aws.js";
 
 let target: AwsTarget | undefined;
@@ -31,14 +36,32 @@ async function main(): Promise<void> {
   target = awsTarget({ ...inputs.aws, workDir: path.join(runnerTemp, "mcs-pipeline") });
   const outcome = await evaluate(inputs.request, env, target, {
     progress: (line) => core.info(line),
-    runId: githubRunId(),
+    runId: jobRunId(),
     onPlan: (plan) => {
       core.setOutput("cluster-name", plan.cluster_name ?? "");
       core.info(describePlan(plan));
     },
   });
   if (inputs.request.dryRun) {
+    // Ray's own schema check, as `ray up` would make it: the pinned Ray (installed once, no
+    // cluster, no cloud API), then the plan as the job summary.
+    const { plan } = outcome;
+    const python = await ensureRay({
+      toolRoot,
+      venvDir: env.venvDir,
+      python: env.python,
+      version: plan.ray_version,
+      log: env.log,
+    });
+    await validateWithRaySchema(
+      python,
+      clusterYamlPath(plan.dir),
+      `the cluster YAML of module ${plan.module}`,
+    );
+    core.setOutput("total", String(plan.scenes.length));
+    core.setOutput("results-url", s3FolderUrl(plan.store, inputs.aws.region, plan.names.folder));
     core.setOutput("status", "planned");
+    await core.summary.addRaw(renderPlanSummary(plan, inputs.aws.region)).write();
     core.info("dry-run: the plan is valid; nothing was started");
     return;
   }
@@ -49,12 +72,6 @@ async function main(): Promise<void> {
       `${failed} of ${total} scenes failed${pending ? `, ${pending} did not run` : ""}`,
     );
   }
-}
-
-/** The run and attempt: a re-run gets a cluster of its own. */
-function githubRunId(): string {
-  const { GITHUB_RUN_ID: id, GITHUB_RUN_ATTEMPT: attempt } = process.env;
-  return id ? `${id}-${attempt ?? "1"}` : newRunId();
 }
 
 // Cancel: SIGINT, then SIGTERM 7.5 s later, then a kill. Stop the driver on the head (it saves

@@ -8,16 +8,23 @@ import * as core from "@actions/core";
 import { roleCredentials, type CredentialServer } from "./aws/oidc.js";
 import { stopDriver } from "./ray/detached.js";
 import { rayStep, STATE } from "./targets/aws.js";
+import { leftByHand, removeRunResources } from "./targets/aws-resources.js";
 
 async function post(): Promise<void> {
   const yaml = core.getState(STATE.clusterYaml);
   const name = core.getState(STATE.clusterName);
-  if (!yaml || core.getState(STATE.clusterUp) !== "true") {
+  const up = Boolean(yaml) && core.getState(STATE.clusterUp) === "true";
+  // The run's key pair and Ray's security group, when the main step's teardown left them.
+  const resources = core.getState(STATE.runResources) === "created";
+  if (!up && !resources) {
     core.info("No cluster to tear down.");
     return;
   }
   if (core.getState(STATE.keepCluster) === "true") {
-    core.notice(`keep-cluster: ${name} was left running. Stop it with: ray down -y ${yaml}`);
+    core.notice(
+      `keep-cluster: ${name} was left running. Stop it with: ray down -y ${yaml}` +
+        (resources ? `; then ${leftByHand(name)}` : ""),
+    );
     return;
   }
   let credentials: CredentialServer | undefined;
@@ -29,20 +36,24 @@ async function post(): Promise<void> {
       sessionName: `mcs-teardown-${name}`.slice(0, 64),
     });
     const ray = core.getState(STATE.ray);
-    if (core.getState(STATE.driver) === "started") {
+    if (up && core.getState(STATE.driver) === "started") {
       core.startGroup("Stopping the driver on the head node");
       const said = await stopDriver(ray, yaml, core.getState(STATE.remotePlan), (line) =>
         core.info(line),
       ).finally(() => core.endGroup());
       core.info(`The driver: ${said ?? "no answer from the head node"}.`);
     }
-    await rayStep(ray, `ray down ${name}`, ["down", "-y", yaml]);
-    core.info(`Cluster ${name} is torn down.`);
+    if (up) {
+      await rayStep(ray, `ray down ${name}`, ["down", "-y", yaml]);
+      core.info(`Cluster ${name} is torn down.`);
+    }
+    if (resources) await removeRunResources(name, core.getState(STATE.region), credentials);
   } catch (error) {
     core.warning(
       `Could not tear down cluster ${name}: ${(error as Error).message}. ` +
         `Do it by hand: \`ray down -y autoscaler/<module>.yaml\` with cluster_name: ${name}, ` +
-        `or terminate the EC2 instances tagged ray-cluster-name=${name}.`,
+        `or terminate the EC2 instances tagged ray-cluster-name=${name}` +
+        (resources ? `; then ${leftByHand(name)}.` : "."),
       { title: "Cluster may still be running" },
     );
   } finally {

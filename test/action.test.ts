@@ -9,10 +9,11 @@
  * Every case ends with no Ray process left on the node and none left by the steps, and no
  * credential or token in any log, output, state, GITHUB_ENV, job summary or file of the job.
  */
+import { randomInt } from "node:crypto";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { makeActionWorkspace, type ActionWorkspace } from "./support/cluster.js";
+import { makeActionWorkspace, rayClientEnv, type ActionWorkspace } from "./support/cluster.js";
 import {
   startMoto,
   startStsProxy,
@@ -35,6 +36,7 @@ import {
 } from "./support/runner.js";
 import {
   dropConnections,
+  execCommand,
   rayProcessesOf,
   startSshd,
   waitForNoRayProcesses,
@@ -48,9 +50,17 @@ const UNTRUSTED_ROLE = "arn:aws:iam::123456789012:role/mcs-untrusted";
 const REGION = "us-east-1";
 const FOLDER = "demo-eval";
 const PREFIX = "demo-eval_level2_demo";
-/** Each run has a summary of its own: its key carries the run id (`<run id>-<attempt>`). */
-const summaryKey = (job: ActionJob) =>
-  `${FOLDER}/${PREFIX}_${job.runId}-${job.runAttempt}_run-summary.json`;
+/**
+ * The job's check-run id: what the runner makes of action.yml's `job-key` default
+ * (`${{ job.check_run_id || strategy.job-index }}`), which the harness passes as written.
+ */
+const checkRunId = (job: ActionJob) => job.options.inputs?.["job-key"] ?? "";
+/** The run id the action gives the job: `<run id>-<attempt>-<GITHUB_JOB>-<job key>`. */
+const runIdOf = (job: ActionJob) => `${job.runId}-${job.runAttempt}-eval-${checkRunId(job)}`;
+/** Its cluster: `mcs-<module>-<level>-<run id>`. */
+const clusterOf = (job: ActionJob, level = "level2") => `mcs-demo-${level}-${runIdOf(job)}`;
+/** Each run has a summary of its own: its key carries the job's run id. */
+const summaryKey = (job: ActionJob) => `${FOLDER}/${PREFIX}_${runIdOf(job)}_run-summary.json`;
 const LATEST_KEY = `${FOLDER}/${PREFIX}_latest-run.json`;
 /** Every credential STS issues through the proxy expires this soon, as AWS would enforce it. */
 const CREDENTIAL_LIFETIME_S = 20;
@@ -85,13 +95,17 @@ type JobSetup = Partial<Omit<JobOptions, "workspace" | "inputs">> & {
   inputs?: Record<string, string | undefined>;
 };
 
-/** A job of the workflow using the action in `ws`: module demo, scenes/subset, the role. */
+/**
+ * A job of the workflow using the action in `ws`: module demo, scenes/subset, the role, and the
+ * job-key the runner would evaluate (a check-run id of its own).
+ */
 function newJob(ws: ActionWorkspace, setup: JobSetup = {}): ActionJob {
   const inputs: Record<string, string | undefined> = {
     module: "demo",
     scenes: "scenes/subset",
     "role-to-assume": ROLE,
     "aws-region": REGION,
+    "job-key": String(randomInt(10_000_000_000, 99_999_999_999)),
     ...setup.inputs,
   };
   const defined: Record<string, string> = {};
@@ -143,9 +157,12 @@ async function watchNode<T>(work: () => Promise<T>): Promise<{ result: T; seen: 
   }
 }
 
-/** The cluster name the action reported: mcs-<module>-<run id>-<attempt>, new to this file. */
-function expectNewClusterName(run: ActionRun): string {
-  const name = `mcs-demo-${run.job.runId}-${run.job.runAttempt}`;
+/**
+ * The cluster name the action reported: `mcs-<module>-<level>-<run id>-<attempt>-<job>-<job key>`,
+ * new to this file.
+ */
+function expectNewClusterName(run: ActionRun, level = "level2"): string {
+  const name = clusterOf(run.job, level);
   expect(run.outputs["cluster-name"]).toBe(name);
   expect(clusterNames.has(name), `${name} was used before`).toBe(false);
   clusterNames.add(name);
@@ -373,7 +390,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       const stored = JSON.parse(await ws.readObject(SUMMARY_KEY)) as SummaryFile;
       expect(local).toMatchObject({ run_id: stored.run_id, totals: stored.totals });
       expect(stored).toMatchObject({
-        run_id: `${job.runId}-1`,
+        run_id: runIdOf(job),
         state: "finished",
         cluster_name: name,
         totals: { total: 9, succeeded: 9, failed: 0, pending: 0 },
@@ -410,7 +427,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       }
 
       // The job summary's header: outcome, totals, the full summary's location.
-      expect(main.summary).toContain(`## MCS run: demo · level2 · ${job.runId}-1`);
+      expect(main.summary).toContain(`## MCS run: demo · level2 · ${runIdOf(job)}`);
       expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
       expect(main.summary).toContain(`cluster \`${name}\``);
       expect(main.summary).toMatch(/^\| 9 \| 9 \| 0 \| 0 \| 0 \| 0 \|$/m);
@@ -439,7 +456,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
         "cluster-yaml": path.join(
           job.runnerTemp,
           "mcs-pipeline",
-          `${job.runId}-1`,
+          runIdOf(job),
           "plan",
           "cluster.yaml",
         ),
@@ -575,7 +592,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(progressByGroup(main.stdout).outside.length).toBeLessThan(9);
       expect(main.state).toMatchObject({
         "cluster-up": "true",
-        "cluster-name": `mcs-demo-${job.runId}-1`,
+        "cluster-name": clusterOf(job),
       });
       expect(main.stdout).not.toMatch(/^::group::ray down$/m);
       expect(main.outputs.status).toBe("interrupted");
@@ -605,7 +622,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(atPost.assumes().at(-1)).toMatchObject({ roleArn: ROLE, status: 200 });
       expect(proxy!.webIdentityTokens.at(-1)).toBe(postTokens.at(-1)!.jwt);
       expect(post.stdout).toMatch(/^::group::ray down mcs-demo-\S+$/m);
-      expect(post.stdout).toContain(`Cluster mcs-demo-${job.runId}-1 is torn down.`);
+      expect(post.stdout).toContain(`Cluster ${clusterOf(job)} is torn down.`);
       expectMasked(post, atPost);
 
       expect(await waitForNoRayProcesses(node!)).toEqual([]);
@@ -634,7 +651,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(post.annotations, ctx).toEqual([]);
       expect(post.stdout).toMatch(/^::group::Stopping the driver on the head node$/m);
       expect(post.stdout).toMatch(/^The driver: stopped 130\.$/m);
-      expect(post.stdout).toContain(`Cluster mcs-demo-${job.runId}-1 is torn down.`);
+      expect(post.stdout).toContain(`Cluster ${clusterOf(job)} is torn down.`);
       // Nothing lost: the summary keeps what finished, and says the run was interrupted.
       const stored = JSON.parse(await ws.readObject(summaryKey(job))) as SummaryFile;
       expect(stored.state).toBe("interrupted");
@@ -766,7 +783,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
           [a, SUBSET_NAMES],
           [b, [...picked, broken].sort()],
         ] as const) {
-          const id = `${run.job.runId}-1`;
+          const id = runIdOf(run.job);
           const stored = JSON.parse(await wsA.readObject(summaryKey(run.job))) as SummaryFile;
           expect(stored.run_id).toBe(id);
           expect(stored.scenes.map((s) => s.name).sort()).toEqual(names);
@@ -777,7 +794,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
           expect(rows.map((r) => /`(\S+)`/.exec(r)![1]).sort()).toEqual(names);
         }
         const latest = JSON.parse(await wsA.readObject(LATEST_KEY)) as { run_id: string };
-        expect([`${jobA.runId}-1`, `${jobB.runId}-1`]).toContain(latest.run_id);
+        expect([runIdOf(jobA), runIdOf(jobB)]).toContain(latest.run_id);
         for (const job of [jobA, jobB]) await expectNothingToTearDown(job);
         expect(await waitForNoRayProcesses(other)).toEqual([]);
       } finally {
@@ -875,6 +892,108 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
   );
 
   it(
+    "keep-cluster: the step leaves the cluster up and says so; post leaves it, saying how to stop it",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws, { inputs: { "keep-cluster": "true" } });
+      const main = await job.run("main");
+      const ctx = context(main);
+      expect(main.code, ctx).toBe(0);
+      expect(errors(main), ctx).toEqual([]);
+      const name = expectNewClusterName(main);
+      expect(main.outputs).toMatchObject({ total: "9", succeeded: "9", status: "success" });
+      expect(main.stdout).toMatch(/^::group::ray up$/m);
+      expect(main.stdout).not.toMatch(/^::group::ray down/m);
+      expect(main.stdout).toMatch(
+        new RegExp(
+          `^keep-cluster: cluster ${escape(name)} is left running \\(not torn down\\)$`,
+          "m",
+        ),
+      );
+      // The state says the cluster is up, and kept: post must not take it down.
+      expect(main.state).toMatchObject({
+        "cluster-name": name,
+        "cluster-up": "true",
+        "keep-cluster": "true",
+      });
+      expect(stateHistory(main, "cluster-up")).toEqual(["true"]);
+      const running = () =>
+        rayProcessesOf(node!).filter((p) => /raylet|gcs_server/.test(p.command));
+      expect(running().length, "Ray on the head after the step").toBeGreaterThan(0);
+
+      // Post: a notice naming the cluster and the command that stops it; no teardown, no AWS.
+      const seen = traffic();
+      const post = await job.run("post");
+      const postCtx = context(post);
+      expect(post.code, postCtx).toBe(0);
+      expect(post.annotations, postCtx).toHaveLength(1);
+      const [notice] = post.annotations;
+      expect(notice!.command).toBe("notice");
+      expect(notice!.message).toMatch(
+        new RegExp(`^keep-cluster: ${escape(name)} was left running`),
+      );
+      expect(notice!.message).toContain(`ray down -y ${main.state["cluster-yaml"]}`);
+      expect(post.stdout).not.toMatch(/^::group::ray down/m);
+      expect(post.stdout).not.toMatch(/is torn down/);
+      expect(seen.oidc()).toEqual([]);
+      expect(seen.sts()).toEqual([]);
+      expect(running().length, "Ray on the head after the post step").toBeGreaterThan(0);
+      expect(leaks(job)).toEqual([]);
+
+      // What the notice says, done by the test: `ray down` with the job's client-side state.
+      const down = await execCommand(main.state.ray!, ["down", "-y", main.state["cluster-yaml"]!], {
+        env: { ...rayClientEnv(node!), TMPDIR: job.tmp },
+        timeoutMs: 120_000,
+      });
+      expect(down.code, `${down.stdout}\n${down.stderr}`).toBe(0);
+      expect(await waitForNoRayProcesses(node!)).toEqual([]);
+      expect(job.leftovers()).toEqual([]);
+    },
+    RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "three jobs of one run (a matrix): three cluster names, from the job key the runner gives",
+    async () => {
+      const ws = await workspace();
+      const runId = String(randomInt(1_000_000_000, 9_999_999_999));
+      const dry = { "dry-run": "true", "role-to-assume": undefined };
+      // Each job's check-run id, as GitHub evaluates the default; then a default nothing
+      // evaluated (the jobs of scheduled-eval.yml under act), where the level tells them apart.
+      // (Matrix positions, the other default, and long keys: test/cluster.test.ts.)
+      const jobs = [
+        ...["51725241954", "51725241955", "51725241956"].map((key) => ({ key, level: "level2" })),
+        ...["level1", "level2", "oracle"].map((level) => ({ key: undefined, level })),
+      ];
+      const names: string[] = [];
+      for (const batch of [jobs.slice(0, 3), jobs.slice(3)]) {
+        const runs = await Promise.all(
+          batch.map(({ key, level }) =>
+            newJob(ws, { runId, inputs: { ...dry, "job-key": key, metadata: level } }).run("main"),
+          ),
+        );
+        for (const main of runs) {
+          expect(main.code, context(main)).toBe(0);
+          names.push(main.outputs["cluster-name"]!);
+        }
+      }
+      expect(names).toEqual([
+        `mcs-demo-level2-${runId}-1-eval-51725241954`,
+        `mcs-demo-level2-${runId}-1-eval-51725241955`,
+        `mcs-demo-level2-${runId}-1-eval-51725241956`,
+        `mcs-demo-level1-${runId}-1-eval`,
+        `mcs-demo-level2-${runId}-1-eval`,
+        `mcs-demo-oracle-${runId}-1-eval`,
+      ]);
+      for (const name of names) {
+        expect(clusterNames.has(name), `${name} was used before`).toBe(false);
+        clusterNames.add(name);
+      }
+    },
+    2 * SHORT_TIMEOUT_MS,
+  );
+
+  it(
     "dry run: prints the plan, sets status=planned and the cluster name, starts nothing",
     async () => {
       const ws = await workspace();
@@ -885,16 +1004,16 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(main.code, ctx).toBe(0);
       expect(main.annotations, ctx).toEqual([]);
       const name = expectNewClusterName(main);
-      expect(main.outputs).toEqual({ "cluster-name": name, status: "planned" });
+      // The plan's own outputs and job summary are test/dry-run.test.ts's.
+      expect(main.outputs).toMatchObject({ "cluster-name": name, status: "planned" });
       expect(main.stdout).toContain(
-        `plan ${job.runId}-1: module demo, metadata level2, target aws`,
+        `plan ${runIdOf(job)}: module demo, metadata level2, target aws`,
       );
       expect(main.stdout).toMatch(/^ {2}scenes: +9 /m);
       expect(main.stdout).toContain(`s3://${ws.bucket} (summary ${summaryKey(job)})`);
       expect(main.stdout).toMatch(new RegExp(`^ {2}cluster: +${escape(name)}$`, "m"));
       expect(main.stdout).toMatch(/^dry-run: the plan is valid; nothing was started$/m);
       expect(main.state).toEqual({});
-      expect(main.summary).toBe("");
       expect(seen.oidc()).toEqual([]);
       expectNothingStarted(main, seen, onNode);
       expect(await ws.listKeys()).toEqual([]);

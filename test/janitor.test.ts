@@ -7,14 +7,19 @@
 import { readFileSync, symlinkSync } from "node:fs";
 import path from "node:path";
 import {
+  CreateSecurityGroupCommand,
   DescribeInstancesCommand,
+  DescribeKeyPairsCommand,
+  DescribeSecurityGroupsCommand,
   EC2Client,
+  ImportKeyPairCommand,
   RunInstancesCommand,
   TerminateInstancesCommand,
   type Tag,
 } from "@aws-sdk/client-ec2";
 import { parse as parseYaml } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateSshKey } from "../src/aws/keypair.js";
 import { InputError } from "../src/errors.js";
 import { findLeftovers, formatAge, RAY_CLUSTER_TAG } from "../src/janitor/find.js";
 import {
@@ -39,6 +44,16 @@ const ROLE = "arn:aws:iam::123456789012:role/mcs-janitor";
 const AMI = "ami-03cf127a"; // one of moto's built-in images
 const OURS = "mcs-demo-123-1";
 const MINUTE = 60_000;
+/** The janitor's outputs about key pairs and security groups when there are none to delete. */
+const NOTHING = { "key-pairs": "[]", "security-groups": "[]" };
+/** What one sweep asks EC2: instances, then the runs' key pairs and Ray's security groups. */
+const SWEEP = [
+  "AssumeRoleWithWebIdentity",
+  "DescribeInstances",
+  "DescribeKeyPairs",
+  "DescribeInstances",
+  "DescribeSecurityGroups",
+];
 
 /**
  * The harness runs `<actionPath>/dist/<entry>/index.js` and reads `<actionPath>/action.yml`; its
@@ -149,7 +164,9 @@ describe("janitor/action.yml", () => {
     expect(Object.keys(a.inputs).sort()).toEqual(
       ["aws-region", "cluster-prefix", "dry-run", "max-age-minutes", "role-to-assume"].sort(),
     );
-    expect(Object.keys(a.outputs).sort()).toEqual(["found", "instances", "terminated"]);
+    expect(Object.keys(a.outputs).sort()).toEqual(
+      ["found", "instances", "key-pairs", "security-groups", "terminated"].sort(),
+    );
     for (const spec of [...Object.values(a.inputs), ...Object.values(a.outputs)]) {
       expect(spec.description?.length).toBeGreaterThan(10);
     }
@@ -251,10 +268,10 @@ describe("the janitor action", () => {
   it("leaves instances younger than the default age alone", async () => {
     const { run, aws } = await janitor({});
     expectSucceeded(run);
-    expect(run.outputs).toEqual({ found: "0", terminated: "0", instances: "[]" });
+    expect(run.outputs).toEqual({ ...NOTHING, found: "0", terminated: "0", instances: "[]" });
     expect(run.summary).toContain("No leftover instances");
     expect(run.summary).toContain("launched at least 420 minutes ago");
-    expect(aws).toEqual(["AssumeRoleWithWebIdentity", "DescribeInstances"]);
+    expect(aws).toEqual(SWEEP);
     expect(await states()).toMatchObject({
       [ids.ours]: "running",
       [ids.other]: "running",
@@ -274,6 +291,7 @@ describe("the janitor action", () => {
     const { run, aws } = await janitor({ "max-age-minutes": "0", "dry-run": "true" });
     expectSucceeded(run);
     expect(run.outputs).toEqual({
+      ...NOTHING,
       found: "1",
       terminated: "0",
       instances: JSON.stringify([ids.ours]),
@@ -286,7 +304,7 @@ describe("the janitor action", () => {
       ),
     );
     for (const id of [ids.other, ids.untagged, ids.nameOnly]) expect(run.summary).not.toContain(id);
-    expect(aws).toEqual(["AssumeRoleWithWebIdentity", "DescribeInstances"]);
+    expect(aws).toEqual(SWEEP);
     expect(await states()).toMatchObject({ [ids.ours]: "running", [ids.other]: "running" });
   });
 
@@ -294,6 +312,7 @@ describe("the janitor action", () => {
     const { run, aws } = await janitor({ "max-age-minutes": "0" });
     expectSucceeded(run);
     expect(run.outputs).toEqual({
+      ...NOTHING,
       found: "1",
       terminated: "1",
       instances: JSON.stringify([ids.ours]),
@@ -303,7 +322,7 @@ describe("the janitor action", () => {
       new RegExp(`<td>${ids.ours}</td><td>${OURS}</td>.*<td>terminated</td>`),
     );
     expect(run.stdout).toContain(`${ids.ours} ${OURS} t3.micro running`);
-    expect(aws).toEqual(["AssumeRoleWithWebIdentity", "DescribeInstances", "TerminateInstances"]);
+    expect(aws).toEqual([...SWEEP, "TerminateInstances"]);
     const after = await states();
     expect(["shutting-down", "terminated"]).toContain(after[ids.ours]);
     expect(after).toMatchObject({
@@ -316,6 +335,82 @@ describe("the janitor action", () => {
     const again = await janitor({ "max-age-minutes": "0" });
     expectSucceeded(again.run);
     expect(again.run.outputs.found).toBe("0");
+  });
+
+  it("deletes runs' key pairs and Ray's security groups of gone clusters, only those", async () => {
+    const client = ec2();
+    const importKey = (name: string) =>
+      client.send(
+        new ImportKeyPairCommand({
+          KeyName: name,
+          PublicKeyMaterial: Buffer.from(generateSshKey(name).publicKey),
+        }),
+      );
+    const group = async (name: string, cluster?: string) => {
+      const out = await client.send(
+        new CreateSecurityGroupCommand({
+          GroupName: name,
+          Description: "test",
+          ...(cluster && {
+            TagSpecifications: [
+              { ResourceType: "security-group", Tags: [{ Key: RAY_CLUSTER_TAG, Value: cluster }] },
+            ],
+          }),
+        }),
+      );
+      return out.GroupId!;
+    };
+    await importKey("mcs-gone-1");
+    await importKey("other-key");
+    const gone = await group("ray-autoscaler-mcs-gone-1", "mcs-gone-1");
+    const busyInstance = await launch([{ Key: RAY_CLUSTER_TAG, Value: "mcs-busy-1" }]);
+    const busy = await group("ray-autoscaler-mcs-busy-1", "mcs-busy-1");
+    const notRays = await group("ray-autoscaler-mcs-untagged-1");
+    const others = await group("ray-autoscaler-other-1", "other-1");
+    const inventory = async () => {
+      const pairs = await client.send(new DescribeKeyPairsCommand({}));
+      const groups = await client.send(new DescribeSecurityGroupsCommand({}));
+      return {
+        keyPairs: (pairs.KeyPairs ?? []).map((k) => k.KeyName).sort(),
+        groups: (groups.SecurityGroups ?? []).map((g) => g.GroupId),
+      };
+    };
+
+    const dry = await janitor({ "max-age-minutes": "0", "dry-run": "true" });
+    expectSucceeded(dry.run);
+    expect(dry.run.outputs).toMatchObject({
+      "key-pairs": JSON.stringify(["mcs-gone-1"]),
+      "security-groups": JSON.stringify([gone]),
+    });
+    expect(dry.run.summary).toMatch(
+      new RegExp(
+        `<td>security group</td><td>ray-autoscaler-mcs-gone-1 \\(${gone}\\)</td><td>mcs-gone-1</td><td>would delete</td>`,
+      ),
+    );
+    expect(dry.aws).toEqual(SWEEP);
+    expect((await inventory()).keyPairs).toEqual(["mcs-gone-1", "other-key"]);
+
+    const { run, aws } = await janitor({ "max-age-minutes": "0" });
+    expectSucceeded(run);
+    expect(run.outputs).toMatchObject({
+      instances: JSON.stringify([busyInstance]),
+      "key-pairs": JSON.stringify(["mcs-gone-1"]),
+      "security-groups": JSON.stringify([gone]),
+    });
+    expect(aws).toEqual([...SWEEP, "TerminateInstances", "DeleteKeyPair", "DeleteSecurityGroup"]);
+    expect(run.stdout).toContain(`security group ray-autoscaler-mcs-gone-1 ${gone}: deleted`);
+    let left = await inventory();
+    expect(left.keyPairs).toEqual(["other-key"]);
+    expect(left.groups).not.toContain(gone);
+    // The cluster whose instance it terminated just now keeps its group until the next sweep.
+    expect(left.groups).toEqual(expect.arrayContaining([busy, notRays, others]));
+
+    const next = await janitor({ "max-age-minutes": "0" });
+    expectSucceeded(next.run);
+    expect(next.run.outputs).toMatchObject({ "security-groups": JSON.stringify([busy]) });
+    left = await inventory();
+    expect(left.groups).not.toContain(busy);
+    expect(left.groups).toEqual(expect.arrayContaining([notRays, others]));
   });
 
   for (const [prefix, shown] of [

@@ -42,9 +42,14 @@ export function readInputs(): ActionInputs {
   const region = input("aws-region") || "us-east-1";
   if (!REGION.test(region))
     throw new InputError("aws-region", `"${region}" is not a region (e.g. us-east-1)`);
-  const duration = Number(input("role-duration-seconds") || "3600");
-  if (!Number.isInteger(duration) || duration < 900 || duration > 43200) {
-    throw new InputError("role-duration-seconds", "must be a whole number from 900 to 43200");
+  // Digits only: Number() would also take "9e2", "0x384" or "900.0".
+  const durationText = input("role-duration-seconds") || "3600";
+  const duration = Number(durationText);
+  if (!/^\d+$/.test(durationText) || duration < 900 || duration > 43200) {
+    throw new InputError(
+      "role-duration-seconds",
+      `"${durationText}" is not a whole number of seconds from 900 to 43200`,
+    );
   }
   const rayVersion = input("ray-version") || undefined;
   if (rayVersion && !/^\d+\.\d+\.\d+$/.test(rayVersion)) {

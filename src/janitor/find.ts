@@ -3,17 +3,29 @@
  * that died, a kept cluster nobody took down). Ray's AWS launcher tags every instance it starts
  * with the cluster name, and ours are all `mcs-<module>-<run id>` (cluster.ts), so the janitor
  * finds them by that tag and that prefix, and only when they are older than any job could be.
+ * Each run also creates an EC2 key pair named after its cluster, and Ray's bootstrap a security
+ * group `ray-autoscaler-<cluster>`; when the run's own teardown missed them, the janitor deletes
+ * them too, once nothing of the cluster can still need them.
  */
 import {
+  DescribeKeyPairsCommand,
   paginateDescribeInstances,
+  paginateDescribeSecurityGroups,
   TerminateInstancesCommand,
   type EC2Client,
   type Instance,
 } from "@aws-sdk/client-ec2";
+import { deleteKeyPair } from "../aws/keypair.js";
+import {
+  RAY_CLUSTER_TAG,
+  RAY_SECURITY_GROUP_PREFIX,
+  securityGroupNameFor,
+} from "../aws/ray-names.js";
+import { deleteSecurityGroup } from "../aws/run-resources.js";
 import { InputError } from "../errors.js";
 
 /** Ray's tag for the cluster name (ray/autoscaler/tags.py, TAG_RAY_CLUSTER_NAME). */
-export const RAY_CLUSTER_TAG = "ray-cluster-name";
+export { RAY_CLUSTER_TAG } from "../aws/ray-names.js";
 
 /** The prefix every cluster name of this pipeline starts with (cluster.ts clusterNameFor). */
 export const PIPELINE_PREFIX = "mcs-";
@@ -145,6 +157,135 @@ export function formatAge(minutes: number): string {
   if (d > 0) return `${d}d ${h}h`;
   if (h > 0) return `${h}h ${m}m`;
   return `${m}m`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key pairs and security groups a run's teardown left
+
+/** States in which an instance may still use its security group. */
+const NOT_TERMINATED = [...LIVE_STATES, "shutting-down"];
+
+export interface LeftoverKeyPair {
+  /** The key pair's name: its cluster's name (aws/ray-names.ts keyPairNameFor). */
+  name: string;
+  created: Date;
+  ageMinutes: number;
+}
+
+export interface LeftoverSecurityGroup {
+  id: string;
+  name: string;
+  cluster: string;
+}
+
+export interface LeftoverResources {
+  keyPairs: LeftoverKeyPair[];
+  securityGroups: LeftoverSecurityGroup[];
+}
+
+/**
+ * The key pairs of this pipeline's runs (`<prefix>...`) created at least the threshold ago: no job
+ * can still use them. The security groups Ray created for its clusters (`ray-autoscaler-<cluster>`,
+ * tagged with the cluster name) when nothing of the cluster remains: no instance in any state but
+ * terminated, and no key pair younger than the threshold (a run imports its key pair before `ray
+ * up` creates the group, so a young key pair means a launch may be under way).
+ */
+export async function findLeftoverResources(
+  ec2: EC2Client,
+  options: FindOptions,
+): Promise<LeftoverResources> {
+  checkPrefix(options.prefix);
+  const now = options.now ?? new Date();
+  const threshold = options.olderThanMinutes * 60_000;
+
+  const keyPairs: LeftoverKeyPair[] = [];
+  const young = new Set<string>();
+  const pairs = await ec2.send(
+    new DescribeKeyPairsCommand({
+      Filters: [{ Name: "key-name", Values: [`${options.prefix}*`] }],
+    }),
+  );
+  for (const pair of pairs.KeyPairs ?? []) {
+    const { KeyName: name, CreateTime: created } = pair;
+    if (!name?.startsWith(options.prefix) || !created) continue;
+    const ageMs = now.getTime() - created.getTime();
+    if (ageMs < threshold) young.add(name);
+    else keyPairs.push({ name, created, ageMinutes: Math.floor(ageMs / 60_000) });
+  }
+
+  const busy = new Set<string>();
+  const instances = paginateDescribeInstances(
+    { client: ec2, pageSize: options.pageSize ?? 1000 },
+    {
+      Filters: [
+        { Name: `tag:${RAY_CLUSTER_TAG}`, Values: [`${options.prefix}*`] },
+        { Name: "instance-state-name", Values: NOT_TERMINATED },
+      ],
+    },
+  );
+  for await (const page of instances) {
+    for (const reservation of page.Reservations ?? []) {
+      for (const instance of reservation.Instances ?? []) {
+        const cluster = instance.Tags?.find((t) => t.Key === RAY_CLUSTER_TAG)?.Value;
+        if (cluster && NOT_TERMINATED.includes(instance.State?.Name ?? "")) busy.add(cluster);
+      }
+    }
+  }
+
+  const securityGroups: LeftoverSecurityGroup[] = [];
+  const groups = paginateDescribeSecurityGroups(
+    { client: ec2, pageSize: options.pageSize ?? 1000 },
+    {
+      Filters: [
+        { Name: "group-name", Values: [`${RAY_SECURITY_GROUP_PREFIX}${options.prefix}*`] },
+        { Name: `tag:${RAY_CLUSTER_TAG}`, Values: [`${options.prefix}*`] },
+      ],
+    },
+  );
+  for await (const page of groups) {
+    for (const group of page.SecurityGroups ?? []) {
+      const cluster = group.Tags?.find((t) => t.Key === RAY_CLUSTER_TAG)?.Value;
+      if (!group.GroupId || !cluster?.startsWith(options.prefix)) continue;
+      if (group.GroupName !== securityGroupNameFor(cluster)) continue;
+      if (busy.has(cluster) || young.has(cluster)) continue;
+      securityGroups.push({ id: group.GroupId, name: group.GroupName, cluster });
+    }
+  }
+  keyPairs.sort((a, b) => a.created.getTime() - b.created.getTime() || cmp(a.name, b.name));
+  securityGroups.sort((a, b) => cmp(a.cluster, b.cluster) || cmp(a.id, b.id));
+  return { keyPairs, securityGroups };
+}
+
+export type Removal = "deleted" | "in use" | `not deleted (${string})`;
+
+/**
+ * Deletes what findLeftoverResources found: every key pair, and every security group EC2 lets go
+ * (one still attached to a terminating instance is `in use`: the next sweep gets it).
+ */
+export async function deleteLeftoverResources(
+  ec2: EC2Client,
+  found: LeftoverResources,
+): Promise<Map<string, Removal>> {
+  const result = new Map<string, Removal>();
+  for (const pair of found.keyPairs) {
+    await deleteKeyPair(ec2, pair.name).then(
+      () => result.set(pair.name, "deleted"),
+      (error: Error) => result.set(pair.name, `not deleted (${error.message})`),
+    );
+  }
+  for (const group of found.securityGroups) {
+    await deleteSecurityGroup(ec2, group.id).then(
+      () => result.set(group.id, "deleted"),
+      (error: Error) =>
+        result.set(
+          group.id,
+          error.message.includes("DependencyViolation")
+            ? "in use"
+            : `not deleted (${error.message})`,
+        ),
+    );
+  }
+  return result;
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);

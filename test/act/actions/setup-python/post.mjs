@@ -1,0 +1,16 @@
+// actions/setup-python@v5 stand-in, post step: the cache save's check that the folders exist.
+import { existsSync } from "node:fs";
+
+const paths = JSON.parse(process.env["STATE_cache-paths"] || "[]");
+for (const dir of paths) {
+  if (!existsSync(dir)) {
+    // setup-python's own words (src/cache-save.ts), as the job shows them.
+    console.log(
+      `::error::Cache folder path is retrieved for pip but doesn't exist on disk: ${dir}. ` +
+        "This likely indicates that there are no dependencies to cache. " +
+        "Consider removing the cache step if it is not needed.",
+    );
+    process.exit(1);
+  }
+  console.log(`pip cache folder ${dir} exists: it would be saved`);
+}

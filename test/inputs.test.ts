@@ -1,0 +1,151 @@
+/**
+ * The action's inputs (src/action/inputs.ts), read the way the runner hands them over
+ * (INPUT_<NAME> variables, which `core.getInput` trims): each bad value of aws-region,
+ * role-duration-seconds and ray-version is refused with an InputError naming that input, before
+ * anything starts; good and empty (default) values pass.
+ */
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { readInputs } from "../src/action/inputs.js";
+import { expectInputError } from "./support/workspace.js";
+
+const ROLE = "arn:aws:iam::123456789012:role/mcs-eval";
+const inputVar = (name: string) => `INPUT_${name.replace(/ /g, "_").toUpperCase()}`;
+
+let saved: NodeJS.ProcessEnv;
+
+function clearInputs() {
+  for (const name of Object.keys(process.env)) {
+    if (name.startsWith("INPUT_")) Reflect.deleteProperty(process.env, name);
+  }
+}
+
+beforeEach(() => {
+  saved = { ...process.env };
+  clearInputs();
+});
+
+afterEach(() => {
+  for (const name of Object.keys(process.env)) {
+    if (!(name in saved)) Reflect.deleteProperty(process.env, name);
+  }
+  Object.assign(process.env, saved);
+});
+
+/** readInputs() with these inputs over module=demo and the role; "" is an input left empty. */
+function read(inputs: Record<string, string> = {}) {
+  clearInputs();
+  const all: Record<string, string> = { module: "demo", "role-to-assume": ROLE, ...inputs };
+  for (const [name, value] of Object.entries(all)) process.env[inputVar(name)] = value;
+  return readInputs();
+}
+
+describe("readInputs: the defaults", () => {
+  it("us-east-1, 3600 s, the pinned Ray, nothing kept", () => {
+    const inputs = read();
+    expect(inputs.aws).toEqual({
+      roleArn: ROLE,
+      region: "us-east-1",
+      durationSeconds: 3600,
+      keepCluster: false,
+    });
+    expect(inputs.rayVersion).toBeUndefined();
+    expect(inputs.allowFailures).toBe(false);
+    expect(inputs.request).toMatchObject({ module: "demo", target: "aws", dryRun: false });
+  });
+
+  it("empty inputs (as the runner passes unset ones) are the defaults", () => {
+    const inputs = read({ "aws-region": "", "role-duration-seconds": "", "ray-version": "" });
+    expect(inputs.aws.region).toBe("us-east-1");
+    expect(inputs.aws.durationSeconds).toBe(3600);
+    expect(inputs.rayVersion).toBeUndefined();
+  });
+});
+
+describe("readInputs: aws-region", () => {
+  it.each(["eu-central-1", "us-gov-west-1", "ap-southeast-2", "il-central-1", " us-west-2 "])(
+    "takes %j",
+    (region) => {
+      expect(read({ "aws-region": region }).aws.region).toBe(region.trim());
+    },
+  );
+
+  it.each([
+    "us-east",
+    "US-EAST-1",
+    "us_east_1",
+    "useast1",
+    "us-east-1a",
+    "us-east-1;rm",
+    "1-east-1",
+    "https://us-east-1",
+  ])("refuses %j, naming aws-region", (region) => {
+    expectInputError(
+      () => read({ "aws-region": region }),
+      "aws-region",
+      new RegExp(
+        `^"${region.replace(/[.;/]/g, "\\$&")}" is not a region \\(e\\.g\\. us-east-1\\)$`,
+      ),
+    );
+  });
+});
+
+describe("readInputs: role-duration-seconds", () => {
+  it.each([
+    ["900", 900],
+    ["3600", 3600],
+    ["43200", 43200],
+  ])("takes %j", (text, seconds) => {
+    expect(read({ "role-duration-seconds": text }).aws.durationSeconds).toBe(seconds);
+  });
+
+  it.each(["899", "43201", "0", "-900", "3600.5", "900.0", "1h", "9e2", "0x384", "3,600"])(
+    "refuses %j, naming role-duration-seconds and the range",
+    (text) => {
+      expectInputError(
+        () => read({ "role-duration-seconds": text }),
+        "role-duration-seconds",
+        /is not a whole number of seconds from 900 to 43200$/,
+      );
+    },
+  );
+});
+
+describe("readInputs: ray-version", () => {
+  it.each(["2.60.0", "2.9.3", "3.0.10"])("takes %j", (version) => {
+    expect(read({ "ray-version": version }).rayVersion).toBe(version);
+  });
+
+  it.each(["2.60", "latest", "v2.60.0", "2.60.0rc1", "2.60.0.1", "==2.60.0", "2.60.x"])(
+    "refuses %j, naming ray-version",
+    (version) => {
+      expectInputError(
+        () => read({ "ray-version": version }),
+        "ray-version",
+        /is not a Ray version \(e\.g\. 2\.60\.0\)$/,
+      );
+    },
+  );
+});
+
+describe("readInputs: the rest", () => {
+  it("role-to-assume is required unless dry-run, and must be a role ARN", () => {
+    expectInputError(() => read({ "role-to-assume": "" }), "role-to-assume", /is required/);
+    expectInputError(
+      () => read({ "role-to-assume": "arn:aws:iam::123:user/x" }),
+      "role-to-assume",
+      /is not an IAM role ARN/,
+    );
+    expect(read({ "role-to-assume": "", "dry-run": "true" }).request.dryRun).toBe(true);
+  });
+
+  it("keep-cluster and allow-failures take true or false only", () => {
+    expect(read({ "keep-cluster": "true" }).aws.keepCluster).toBe(true);
+    expect(read({ "allow-failures": "TRUE" }).allowFailures).toBe(true);
+    expectInputError(() => read({ "keep-cluster": "yes" }), "keep-cluster", /is not true or false/);
+    expectInputError(
+      () => read({ "allow-failures": "1" }),
+      "allow-failures",
+      /is not true or false/,
+    );
+  });
+});

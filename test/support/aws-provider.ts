@@ -1,0 +1,309 @@
+/**
+ * Ray's AWS provider against moto with IAM enforced (DESIGN §6): a moto server on loopback holding
+ * an account whose role carries exactly docs/iam-policy.json, a recording proxy in front of it
+ * (every EC2/IAM/STS action, in order, with its status), runs rendered by the action's own plan
+ * code (preparePlan + the AWS target's stage), and Ray's own launcher code driven on them by
+ * ray_aws_provider.py, which refuses any connection beyond loopback.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import {
+  DescribeKeyPairsCommand,
+  DescribeSecurityGroupsCommand,
+  EC2Client,
+} from "@aws-sdk/client-ec2";
+import type { AwsCredentialIdentity } from "@aws-sdk/types";
+import { parse as parseYaml, stringify } from "yaml";
+import type { CredentialServer } from "../../src/aws/oidc.js";
+import { clusterYamlPath, type RunSshKey } from "../../src/cluster.js";
+import { preparePlan } from "../../src/engine.js";
+import type { Plan } from "../../src/plan.js";
+import { parseRequest } from "../../src/request.js";
+import { awsTarget } from "../../src/targets/aws.js";
+import { runSshKey } from "../../src/targets/aws-resources.js";
+import {
+  startMoto,
+  startStsProxy,
+  TEST_REGION,
+  type MotoServer,
+  type ProxiedRequest,
+  type StsProxy,
+} from "./moto.js";
+import { execCommand, VENV } from "./sshd.js";
+import { makeTemp, REPO } from "./workspace.js";
+
+/** moto's account. */
+export const ACCOUNT = "123456789012";
+export const ROLE = "mcs-eval";
+export const POLICY_FILE = path.join(REPO, "docs", "iam-policy.json");
+const PYTHON = path.join(VENV, "bin", "python");
+const SUPPORT = path.join(REPO, "test", "support");
+
+export type PolicyDocument = {
+  Version: string;
+  Statement: { Sid?: string; Effect: string; Action: string | string[]; Resource?: unknown }[];
+};
+
+/** docs/iam-policy.json as an administrator deploys it: the account and bucket filled in. */
+export function readmePolicy(bucket = "mcs-test-results"): PolicyDocument {
+  const text = readFileSync(POLICY_FILE, "utf8")
+    .replaceAll("ACCOUNT", ACCOUNT)
+    .replaceAll("RESULTS_BUCKET", bucket);
+  return JSON.parse(text) as PolicyDocument;
+}
+
+/** The README's trust policy (GitHub's OIDC provider), for this account. */
+export function readmeTrustPolicy(): unknown {
+  const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("### The IAM role"));
+  const json = /```json\n([\s\S]*?)```/.exec(section)?.[1];
+  if (!json) throw new Error("README: no trust policy under 'The IAM role'");
+  return JSON.parse(json.replaceAll("ACCOUNT", ACCOUNT).replaceAll("OWNER/REPO", "mcs/pipeline"));
+}
+
+/** `policy` without one action (wherever it is listed). */
+export function without(policy: PolicyDocument, action: string): PolicyDocument {
+  const copy = structuredClone(policy);
+  for (const statement of copy.Statement) {
+    const actions = [statement.Action].flat();
+    if (!actions.includes(action)) continue;
+    statement.Action = actions.filter((a) => a !== action);
+  }
+  copy.Statement = copy.Statement.filter((s) => [s.Action].flat().length > 0);
+  return copy;
+}
+
+export interface IamAccount {
+  moto: MotoServer;
+  /** In front of moto: every request Ray and the action make, recorded. */
+  recorder: StsProxy;
+  roleArn: string;
+  credentials: AwsCredentialIdentity & { sessionToken: string };
+  /** What moto holds as the role's policies (read back before enforcement started). */
+  stored: { policies: string[]; attachedPolicies: unknown[]; policy: unknown };
+  /** An EC2 client with the role's credentials: through the recorder, or straight to moto. */
+  ec2(recorded?: boolean): EC2Client;
+  /** The recorded actions from index `from` on. */
+  calls(from?: number): ProxiedRequest[];
+  /** The action's credential source, as the AWS target holds it (only `provider` is used). */
+  credentialServer(): CredentialServer;
+  stop(): Promise<void>;
+}
+
+/**
+ * A fresh moto, the role made with `policy` while moto authenticates nobody, then IAM enforced
+ * for every later request: moto's server-mode switch for INITIAL_NO_AUTH_ACTION_COUNT
+ * (POST /moto-api/reset-auth; `0` = no unauthenticated actions left).
+ */
+export async function startIamAccount(policy: PolicyDocument): Promise<IamAccount> {
+  // RunInstances refuses a KeyName EC2 does not know, as AWS does.
+  const moto = await startMoto({ env: { MOTO_ENABLE_KEYPAIR_VALIDATION: "true" } });
+  try {
+    const dir = makeTemp("mcs-iam-");
+    const accountFile = path.join(dir, "account.json");
+    const outFile = path.join(dir, "credentials.json");
+    writeFileSync(accountFile, JSON.stringify({ role: ROLE, trust: readmeTrustPolicy(), policy }));
+    const setup = await execCommand(
+      PYTHON,
+      [path.join(SUPPORT, "moto_iam.py"), moto.url, accountFile, outFile],
+      {
+        env: { PATH: process.env.PATH, HOME: dir, AWS_EC2_METADATA_DISABLED: "true" },
+      },
+    );
+    if (setup.code !== 0) throw new Error(`IAM setup failed:\n${setup.stderr}`);
+    const out = JSON.parse(readFileSync(outFile, "utf8")) as {
+      roleArn: string;
+      accessKeyId: string;
+      secretAccessKey: string;
+      sessionToken: string;
+      policies: string[];
+      attachedPolicies: unknown[];
+      policy: unknown;
+    };
+    const enforce = await fetch(`${moto.url}/moto-api/reset-auth`, { method: "POST", body: "0" });
+    if (!enforce.ok) throw new Error(`moto reset-auth: ${enforce.status}`);
+    const recorder = await startStsProxy(moto.url);
+    const credentials = {
+      accessKeyId: out.accessKeyId,
+      secretAccessKey: out.secretAccessKey,
+      sessionToken: out.sessionToken,
+    };
+    const clients: EC2Client[] = [];
+    return {
+      moto,
+      recorder,
+      roleArn: out.roleArn,
+      credentials,
+      stored: {
+        policies: out.policies,
+        attachedPolicies: out.attachedPolicies,
+        policy: out.policy,
+      },
+      ec2: (recorded = false) => {
+        const client = new EC2Client({
+          region: TEST_REGION,
+          endpoint: recorded ? recorder.url : moto.url,
+          credentials,
+          maxAttempts: 1,
+        });
+        clients.push(client);
+        return client;
+      },
+      calls: (from = 0) => recorder.requests.slice(from),
+      credentialServer: () =>
+        ({
+          env: {},
+          childEnv: (base = process.env) => base,
+          provider: () => Promise.resolve(credentials),
+          close: () => Promise.resolve(),
+        }) satisfies CredentialServer,
+      stop: async () => {
+        for (const client of clients) client.destroy();
+        await recorder.close();
+        await moto.stop();
+      },
+    };
+  } catch (error) {
+    await moto.stop();
+    throw error;
+  }
+}
+
+export interface RenderedRun {
+  plan: Plan;
+  clusterName: string;
+  yaml: string;
+  sshKey: RunSshKey;
+  /** The action's work directory (RUNNER_TEMP/mcs-pipeline: eval.yml uploads it as an artifact). */
+  workDir: string;
+  /** A fresh runner: its own HOME (no ~/.ssh, no ~/.aws) and TMPDIR (no Ray config cache). */
+  home: string;
+  tmp: string;
+}
+
+/**
+ * A run of the demo module as the action plans it: preparePlan with the AWS target (which renders
+ * autoscaler/ray_demo_aws.yaml with the run's key). `edit` changes the rendered YAML afterwards
+ * (the controls: what the YAML would be without one of the action's settings).
+ */
+export function renderRun(
+  runId: string,
+  edit?: (cluster: Record<string, unknown>) => void,
+): RenderedRun {
+  const home = makeTemp("mcs-runner-home-");
+  const tmp = makeTemp("mcs-runner-tmp-");
+  const workDir = path.join(makeTemp("mcs-runner-temp-"), "mcs-pipeline");
+  const target = awsTarget({
+    roleArn: `arn:aws:iam::${ACCOUNT}:role/${ROLE}`,
+    region: TEST_REGION,
+    durationSeconds: 3600,
+    keepCluster: false,
+    workDir,
+  });
+  const request = parseRequest({ module: "demo", metadata: "level2" }, "aws");
+  const plan = preparePlan(
+    request,
+    { toolRoot: REPO, workspace: REPO, venvDir: VENV, log: () => undefined },
+    target,
+    runId,
+  );
+  const yaml = clusterYamlPath(plan.dir);
+  if (edit) {
+    const cluster = parseYaml(readFileSync(yaml, "utf8")) as Record<string, unknown>;
+    edit(cluster);
+    writeFileSync(yaml, stringify(cluster));
+  }
+  return {
+    plan,
+    clusterName: plan.cluster_name!,
+    yaml,
+    sshKey: runSshKey(workDir, plan),
+    workDir,
+    home,
+    tmp,
+  };
+}
+
+export interface RayAwsOutput {
+  command: string;
+  error?: string;
+  traceback?: string;
+  /** Connections beyond loopback and ssh/rsync processes the guard refused. */
+  network: string[];
+  bootstrapped?: {
+    auth: Record<string, string>;
+    head_node: Record<string, unknown>;
+    node_configs: Record<string, Record<string, unknown>>;
+  };
+  nodes?: Record<
+    string,
+    {
+      kind: string;
+      tags: Record<string, string>;
+      key_name: string | null;
+      security_groups: string[];
+      iam_instance_profile: string | null;
+    }
+  >;
+  stopped_before_ssh?: string[];
+  left?: string[];
+  /** The script's own output (Ray's CLI logger). */
+  log: string;
+  ms: number;
+}
+
+/** ray_aws_provider.py `command` on the run's YAML, as the run's runner (its HOME and TMPDIR). */
+export async function rayAws(
+  account: IamAccount,
+  command: "launch" | "down",
+  run: RenderedRun,
+): Promise<RayAwsOutput> {
+  const out = path.join(run.tmp, `${command}.json`);
+  const result = await execCommand(
+    PYTHON,
+    [path.join(SUPPORT, "ray_aws_provider.py"), command, run.yaml, out],
+    {
+      env: {
+        PATH: process.env.PATH,
+        HOME: run.home,
+        TMPDIR: run.tmp,
+        AWS_ENDPOINT_URL: account.recorder.url,
+        AWS_ACCESS_KEY_ID: account.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: account.credentials.secretAccessKey,
+        AWS_SESSION_TOKEN: account.credentials.sessionToken,
+        AWS_DEFAULT_REGION: TEST_REGION,
+        AWS_EC2_METADATA_DISABLED: "true",
+        RAY_USAGE_STATS_ENABLED: "0",
+        PYTHONUNBUFFERED: "1",
+      },
+      timeoutMs: 120_000,
+    },
+  );
+  let parsed: Omit<RayAwsOutput, "log" | "ms">;
+  try {
+    parsed = JSON.parse(readFileSync(out, "utf8")) as typeof parsed;
+  } catch {
+    throw new Error(
+      `ray_aws_provider.py ${command} wrote nothing (exit ${result.code}):\n${result.stdout}\n${result.stderr}`,
+    );
+  }
+  return { ...parsed, log: `${result.stdout}${result.stderr}`, ms: result.ms };
+}
+
+/** Every key pair's name and every security group's name in the account (role credentials). */
+export async function inventory(
+  account: IamAccount,
+): Promise<{ keyPairs: string[]; securityGroups: string[] }> {
+  const ec2 = account.ec2();
+  const pairs = await ec2.send(new DescribeKeyPairsCommand({}));
+  const groups = await ec2.send(new DescribeSecurityGroupsCommand({}));
+  return {
+    keyPairs: (pairs.KeyPairs ?? []).map((k) => k.KeyName!).sort(),
+    securityGroups: (groups.SecurityGroups ?? []).map((g) => g.GroupName!).sort(),
+  };
+}
+
+/** The recorded actions' names (`Action` of the query protocol), in order. */
+export function actions(calls: readonly ProxiedRequest[]): string[] {
+  return calls.map((c) => c.action ?? `${c.method} ${c.path}`);
+}
