@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import signal
 import sys
 import time
@@ -17,7 +18,8 @@ from . import scene_task
 from .scene_task import RETRYABLE, excerpt, run_scene
 from .schedule import expected_costs, longest_first
 from .store import make_store
-from .summary import RunSummary, find_previous
+from .summary import (FILE_BUDGET_PER_ATTEMPT, SUMMARY_INTERVAL_S, RunSummary, SummaryWriter,
+                      find_previous)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -38,9 +40,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ray-address", default="auto",
                    help="'auto' (a running cluster), 'local' (start Ray here), or an address")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--summary-interval", type=float, default=SUMMARY_INTERVAL_S,
+                   help="at most this many seconds between a finished scene and its summary "
+                        f"write (default {SUMMARY_INTERVAL_S:.0f})")
+    p.add_argument("--summary-budget", type=float, default=FILE_BUDGET_PER_ATTEMPT,
+                   help="bytes of whole-summary rewrites allowed per finished attempt during the "
+                        "run, beyond which changes go to journal chunks (default "
+                        f"{FILE_BUDGET_PER_ATTEMPT})")
     args = p.parse_args(argv)
     if args.retries is not None and args.retries < 0:
         p.error("--retries must be a non-negative integer")
+    if args.summary_interval < 0 or args.summary_budget < 0:
+        p.error("--summary-interval and --summary-budget must not be negative")
     return args
 
 
@@ -158,6 +169,23 @@ class Progress:
                 f" left {t['pending']} | ETA {format_seconds(eta)}")
 
 
+def wait_finished(finished: queue.SimpleQueue, timeout_s: float | None) -> list:
+    """(ref, future) of every task that finished: waits up to `timeout_s` (None: for ever) for
+    the first, then takes all the others already there. [] when none finished in time.
+
+    The wait is interruptible: a signal's handler (Ctrl-C, SIGTERM as Interrupted) raises here.
+    """
+    try:
+        batch = [finished.get(timeout=timeout_s)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            batch.append(finished.get_nowait())
+        except queue.Empty:
+            return batch
+
+
 def format_seconds(seconds: float) -> str:
     s = int(round(max(seconds, 0)))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -174,11 +202,9 @@ def run(args: argparse.Namespace) -> int:
     costs = expected_costs(plan["scenes"], previous.summary)
     scenes = {s["name"]: s for s in plan["scenes"]}
 
-    def save() -> None:
-        store.put_bytes(plan["summary_key"], summary.to_bytes())
-
+    writer = SummaryWriter(store, summary, args.summary_interval, args.summary_budget)
     todo = longest_first(summary.pending(), costs)
-    save()
+    writer.save()
     # Only now, so the pointer never names a summary that is not there.
     store.put_bytes(plan["latest_key"], summary.pointer_bytes(previous))
     skipped = len(scenes) - len(todo)
@@ -190,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
     ray = None
     in_flight: dict = {}
+    finished: queue.SimpleQueue = queue.SimpleQueue()
     try:
         if todo:
             ray = init_ray(args.ray_address, args.num_cpus)
@@ -198,32 +225,34 @@ def run(args: argparse.Namespace) -> int:
             def submit(name: str, attempt: int) -> None:
                 ref = task.remote(scene_spec(plan, scenes[name], attempt, timeout_s))
                 in_flight[ref] = (name, attempt)
+                # Ray calls back (from a thread of its own) once the result is here, so a
+                # finished scene costs the loop the same with 10 or 10,000 scenes in flight; a
+                # ray.wait over all of them costs in proportion (~5 ms a scene at 10,000).
+                ref.future().add_done_callback(lambda future: finished.put((ref, future)))
 
             for name in todo:
                 submit(name, 1)
             progress = Progress(summary, costs)
             while in_flight:
-                ready, rest = ray.wait(list(in_flight), num_returns=1)
-                # Take everything already finished in one pass: fewer summary rewrites.
-                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
-                for ref in ready + more:
+                # Wake up for finished scenes, or when the summary is due on the store.
+                for ref, future in wait_finished(finished, writer.due_in()):
                     name, attempt = in_flight.pop(ref)
                     try:
-                        result = ray.get(ref)
+                        result = future.result()
                     except ray.exceptions.RayError as error:
                         result = failed_task_result(error, attempt)
                     failure = result["failure_class"]
                     retry = failure in RETRYABLE and attempt <= retries
-                    summary.record(name, result, final=not retry)
+                    writer.record(name, result, final=not retry)
                     if retry:
                         submit(name, attempt + 1)
                         print(f"retrying {name} after {failure} (attempt {attempt + 1} of "
                               f"{retries + 1})", flush=True)
                         continue
-                    save()
                     print(progress.line(name, result), flush=True)
+                writer.flush_if_due()
         summary.finish("finished")
-        save()
+        writer.save()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Interrupted
         # A second Ctrl-C, a forwarded SIGTERM or a hang-up must not cut the clean-up short.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -231,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         refs = list(in_flight) if ray else []
         cancel(ray, refs, force=False)  # running scenes clean up while the summary is saved
         summary.finish("interrupted")
-        save()
+        writer.save()
         print(f"mcs-pipeline: interrupted; {len(refs)} scenes cancelled; the summary keeps "
               "what finished (re-run with --resume)", flush=True)
         stuck = wait_cancelled(ray, refs)
@@ -240,6 +269,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"mcs-pipeline: {len(stuck)} scenes did not stop within {CANCEL_WAIT_S:.0f} s; "
                   "their workers were killed", flush=True)
         return 130
+    except Exception:
+        # Whatever failed (e.g. the connection to the cluster), what finished stays on the store.
+        try:
+            writer.save()
+        except Exception as error:
+            print(f"mcs-pipeline: saving the summary failed: {error}", flush=True)
+        raise
     finally:
         if ray:
             ray.shutdown()

@@ -216,7 +216,7 @@ def test_summary_is_atomic_and_readable_mid_run(make_plan):
     plan = make_plan(resources={"num_cpus": 4, "num_gpus": 0}, step_seconds=0.01)
     for i in range(6):
         plan.scene(f"m_{i}", 100)  # ~1 s each, one at a time
-    driver = plan.start()
+    driver = plan.start("--summary-interval", "0.2")
     reads = []
     while driver.proc.poll() is None:
         try:
