@@ -1,6 +1,8 @@
 /**
- * run-summary.json: the record the Ray driver (pipeline/mcs_pipeline/summary.py) writes to the
- * results store and rewrites after every finished scene (DESIGN.md §3). The report reads only this.
+ * run-summary.json: the record the Ray driver (pipeline/mcs_pipeline/summary.py) keeps in the
+ * results store (DESIGN.md §3): written whole at the end and on interruption, and on a timer while
+ * it runs (changes beyond a byte budget go to journal chunks until the next whole write). The
+ * report reads only this.
  */
 
 export const SCHEMA_VERSION = 1;
