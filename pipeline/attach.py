@@ -4,6 +4,8 @@
 The action runs this through `ray exec`. The driver runs in a session of its own under a small
 supervisor that records its exit status, with its output kept in the plan directory, so a dropped
 SSH connection ends only the follow: the action reconnects and follows on from the next line.
+While it follows, it touches `heartbeat` in the plan directory every few seconds: the head's
+watchdog (watchdog.py) takes it as the sign that the runner is still there.
 
   attach.py --plan DIR [--from-line N] [-- DRIVER ARGS]   start the driver once, then follow it
   attach.py --plan DIR --stop [--wait S]                  SIGTERM the driver, wait for its exit
@@ -29,6 +31,7 @@ from pathlib import Path
 
 POLL_S = 0.2
 START_WAIT_S = 30  # for the supervisor to record the driver's PID
+HEARTBEAT_S = 2  # how often a follow touches the heartbeat (the head's watchdog reads it)
 
 
 class Files:
@@ -39,6 +42,26 @@ class Files:
         self.pid = plan / "driver.pid"
         self.log = plan / "driver.log"
         self.exit = plan / "driver.exit"
+        # Touched by every follow while it runs: the runner is there (watchdog.py reads its time).
+        self.heartbeat = plan / "heartbeat"
+
+
+class Heartbeat:
+    """The follow's sign of life for the head's watchdog: the heartbeat file's time, renewed at
+    most every HEARTBEAT_S (call it as often as you like)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.last = float("-inf")
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < HEARTBEAT_S:
+            return
+        self.last = time.monotonic()
+        try:
+            self.path.touch()
+        except OSError:
+            pass
 
 
 def say(text: str) -> None:
@@ -103,8 +126,10 @@ def supervise(files: Files, plan: Path, driver_args: list[str]) -> int:
 
 def follow(files: Files, from_line: int) -> int:
     """Print the driver's output from line `from_line` on, until the driver has ended."""
+    heartbeat = Heartbeat(files.heartbeat)
     deadline = time.monotonic() + START_WAIT_S
     while not files.log.exists() and not files.exit.exists():
+        heartbeat()
         supervisor = read_int(files.started)
         if time.monotonic() > deadline or (supervisor and not alive(supervisor)):
             say("mcs-follow: error the driver did not start (no driver.log)")
@@ -115,6 +140,7 @@ def follow(files: Files, from_line: int) -> int:
     pending = b""
     with open(files.log, "rb") as log:
         while True:
+            heartbeat()
             # The exit file is written after the driver's last line: read it before draining.
             ended = read_int(files.exit)
             chunk = log.read()

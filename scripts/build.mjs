@@ -28,7 +28,15 @@ const entries = {
 };
 const ifStale = process.argv.includes("--if-stale");
 const outRoot = process.argv.slice(2).find((a) => !a.startsWith("--")) ?? "dist";
-const INPUTS = ["src", "package.json", "package-lock.json", "scripts/build.mjs", "tsconfig.json"];
+// The schemas live with the driver (they travel to the head node) and are bundled too.
+const INPUTS = [
+  "src",
+  "pipeline/mcs_pipeline/schemas",
+  "package.json",
+  "package-lock.json",
+  "scripts/build.mjs",
+  "tsconfig.json",
+];
 const STAMP = path.join("node_modules", ".cache", "mcs-pipeline", "dist-stamp.json");
 const recorded = path.resolve(outRoot) === path.resolve("dist");
 
@@ -38,7 +46,10 @@ function digest(roots) {
   const add = (file) => {
     if (!existsSync(file)) return;
     if (statSync(file).isDirectory()) {
-      for (const name of readdirSync(file).sort()) add(path.join(file, name));
+      // Python's byte-code caches are not sources.
+      for (const name of readdirSync(file).sort()) {
+        if (name !== "__pycache__") add(path.join(file, name));
+      }
       return;
     }
     hash.update(`${file}\0`).update(readFileSync(file)).update("\0");

@@ -1,7 +1,8 @@
 /**
  * The cluster YAML as the plan renders it: the module's file with a cluster name unique to the
- * job, terminate-on-down, the deploy files mounted on every node, and a Ray version that must
- * equal the client's (a mismatch fails `ray up` late and obscurely, so we fail early and clearly).
+ * job, terminate-on-down, the deploy files mounted on every node, the head's watchdog, and a Ray
+ * version that must equal the client's (a mismatch fails `ray up` late and obscurely, so we fail
+ * early and clearly).
  */
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -75,6 +76,30 @@ export function clusterYamlPath(planDir: string): string {
   return path.join(planDir, "cluster.yaml");
 }
 
+/**
+ * What the head's watchdog (pipeline/watchdog.py) is told. It tears the cluster down when the
+ * driver has finished and nobody has followed the run for `idleMinutes`, when the runner's
+ * heartbeat has been missing that long while no driver runs, and at `maxMinutes` of life;
+ * keep-cluster leaves only the last.
+ */
+export interface WatchdogSettings {
+  idleMinutes: number;
+  maxMinutes: number;
+  keepCluster: boolean;
+}
+
+/** The defaults: 15 idle minutes; GitHub's default job timeout (360 minutes) plus 30. */
+export const WATCHDOG_DEFAULTS: WatchdogSettings = {
+  idleMinutes: 15,
+  maxMinutes: 390,
+  keepCluster: false,
+};
+
+/** The watchdog's log on the head node, relative to the SSH user's home: beside driver.log. */
+export function watchdogLogPath(clusterName: string): string {
+  return `${remotePlanDir(clusterName)}/watchdog.log`;
+}
+
 /** The run's own SSH key (aws/keypair.ts): the private key file and its EC2 key pair's name. */
 export interface RunSshKey {
   privateKeyFile: string;
@@ -88,6 +113,7 @@ export function renderClusterYaml(
   planDir: string,
   runId: string,
   sshKey?: RunSshKey,
+  watchdog: WatchdogSettings = WATCHDOG_DEFAULTS,
 ): string {
   const source = path.basename(mod.clusterYamlPath);
   const cluster = structuredClone(mod.cluster);
@@ -114,10 +140,22 @@ export function renderClusterYaml(
     ];
   }
   const mounts = (cluster.file_mounts ?? {}) as Record<string, string>;
+  const remote = `~/${remotePlanDir(clusterName)}`;
   cluster.file_mounts = {
     ...mounts,
-    [`~/${remotePlanDir(clusterName)}/deploy`]: path.join(planDir, "deploy"),
+    [`${remote}/deploy`]: path.join(planDir, "deploy"),
+    // The watchdog (with attach.py, whose driver files it reads) is needed while `ray up` runs:
+    // the plan itself is synced after it.
+    [`${remote}/pipeline`]: path.join(planDir, "pipeline"),
   };
+  const start = commands(cluster, "head_start_ray_commands", source);
+  if (start.length === 0) {
+    throw new InputError(
+      "module",
+      `${source}: head_start_ray_commands must list the commands that start Ray on the head (the pipeline starts its watchdog after them)`,
+    );
+  }
+  cluster.head_start_ray_commands = [...start, watchdogCommand(clusterName, watchdog)];
 
   const file = clusterYamlPath(planDir);
   writeFileSync(
@@ -125,6 +163,21 @@ export function renderClusterYaml(
     `# Rendered by mcs-pipeline from ${source} for run ${runId}\n${stringify(cluster)}`,
   );
   return file;
+}
+
+/**
+ * Starts the watchdog on the head with its settings, after Ray, detached from `ray up`'s SSH
+ * session: a session of its own (setsid), hang-ups ignored (nohup), no descriptor of the session
+ * kept open. The cluster name is name-safe, so nothing needs quoting.
+ */
+export function watchdogCommand(clusterName: string, watchdog: WatchdogSettings): string {
+  const remote = `~/${remotePlanDir(clusterName)}`;
+  return [
+    `setsid nohup python3 ${remote}/pipeline/watchdog.py --cluster ${clusterName}`,
+    `--plan ${remote} --idle-minutes ${watchdog.idleMinutes} --max-minutes ${watchdog.maxMinutes}`,
+    ...(watchdog.keepCluster ? ["--keep-cluster"] : []),
+    `>> ~/${watchdogLogPath(clusterName)} 2>&1 < /dev/null &`,
+  ].join(" ");
 }
 
 /**

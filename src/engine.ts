@@ -10,7 +10,7 @@ import { ensureRay, pinnedRayVersion } from "./ray/install.js";
 import { type LinkTarget, type Phase, renderMarkdown } from "./report.js";
 import type { Request } from "./request.js";
 import { loadScenes } from "./scenes.js";
-import { parseSummary, type RunSummary } from "./summary.js";
+import { readSummary, type RunSummary } from "./summary.js";
 
 export interface Environment {
   /** This tool's checkout: pipeline/ and its pinned requirements. */
@@ -45,17 +45,17 @@ export interface Target {
   stage?(plan: Plan, mod: Module): void;
   /** Run the plan's scenes; resolves once the driver has finished (whatever its verdict). */
   run(plan: Plan, python: string, hooks: Hooks): Promise<void>;
-  /** run-summary.json as the driver left it in the store. */
-  readSummary(plan: Plan): Promise<string>;
+  /** The text at `key` in the plan's store; undefined when there is no such key. */
+  readText(plan: Plan, key: string): Promise<string | undefined>;
   link(plan: Plan, key: string): LinkTarget;
-  /** Let go of what run() held for readSummary (the AWS target's credential server). */
+  /** Let go of what run() held for readText (the AWS target's credential server). */
   release?(): Promise<void>;
 }
 
 export interface Outcome {
   plan: Plan;
   summary?: RunSummary;
-  /** run-summary.json exactly as the store holds it. */
+  /** run-summary.json as the store holds it, with its journal applied (summary.ts readSummary). */
   summaryText?: string;
   markdown?: string;
   phases: Phase[];
@@ -126,8 +126,11 @@ export async function evaluate(
   try {
     await target.run(plan, python, hooks);
     try {
-      summaryText = await target.readSummary(plan);
-      summary = parseSummary(summaryText, source);
+      const store = {
+        read: (key: string) => target.readText(plan, key),
+        uri: (key: string) => target.link(plan, key).uri,
+      };
+      ({ summary, text: summaryText } = await readSummary(store, plan.summary_key, env.log));
     } catch (error) {
       throw new EnvironmentError(
         `the driver left no readable run summary at ${source}: ${(error as Error).message}`,

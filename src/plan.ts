@@ -11,10 +11,15 @@ import { stringifyIni } from "./ini.js";
 import { checkMcsConfig, mcsSection, type Module } from "./module.js";
 import type { Request } from "./request.js";
 import type { Scene } from "./scenes.js";
+import { schemaProblem } from "./schemas.js";
 
 export const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
 
-/** plan.json, read by the driver (pipeline/mcs_pipeline/driver.py): one shape for both sides. */
+/**
+ * plan.json, read by the driver (pipeline/mcs_pipeline/driver.py): one shape for both sides,
+ * described once in pipeline/mcs_pipeline/schemas/plan.schema.json (buildPlan checks what it
+ * writes; test/schemas.test.ts holds this interface to that file).
+ */
 export interface PlanFile {
   schema_version: 1;
   run_id: string;
@@ -119,6 +124,9 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
       expected_cost: s.lastStep,
     })),
   };
+  const problem = schemaProblem(plan, "plan.schema.json");
+  if (problem)
+    throw new Error(`mcs-pipeline bug: the plan it built does not match the schema: ${problem}`);
   writeFileSync(path.join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
   if (!path.isAbsolute(runScript)) chmodSync(path.join(ctx.dir, "deploy", runScript), 0o755);
   return { ...plan, dir: ctx.dir };

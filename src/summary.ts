@@ -2,8 +2,12 @@
  * run-summary.json: the record the Ray driver (pipeline/mcs_pipeline/summary.py) keeps in the
  * results store (DESIGN.md §3): written whole at the end and on interruption, and on a timer while
  * it runs (changes beyond a byte budget go to journal chunks until the next whole write). The
- * report reads only this.
+ * report reads only this, with its journal applied (a driver killed before its last write leaves
+ * the file behind the journal). The format is described once, in
+ * pipeline/mcs_pipeline/schemas/run-summary.schema.json, which both sides validate against; the
+ * types below are hand-written, and test/schemas.test.ts holds them to that file.
  */
+import { describe, schemaProblem } from "./schemas.js";
 
 export const SCHEMA_VERSION = 1;
 
@@ -33,8 +37,8 @@ export interface AttemptRecord {
   duration_s: number | null;
   node: string | null;
   started_at: string | null;
-  /** This attempt's log key (older summaries lack it). */
-  log?: string;
+  /** This attempt's log key (null when the task left none; older summaries lack it). */
+  log?: string | null;
 }
 
 /** Keys relative to the store root. */
@@ -85,171 +89,123 @@ export interface RunSummary {
   finished_at: string | null;
   totals: RunTotals;
   scenes: SceneResult[];
+  /** Where the changes made after this file are: chunks `<prefix><n:06d>.json` from `next` on. */
+  journal?: JournalRef;
+}
+
+export interface JournalRef {
+  prefix: string;
+  next: number;
+}
+
+/** One journal chunk: the scenes that changed, as they were at `updated_at`. */
+export interface JournalChunk {
+  schema_version: typeof SCHEMA_VERSION;
+  run_id: string;
+  seq: number;
+  updated_at: string;
+  scenes: SceneResult[];
+}
+
+const SCHEMA = "run-summary.schema.json";
+
+/**
+ * Parse and validate a run summary against run-summary.schema.json; a problem throws an Error
+ * whose one-line message names `source`, the offending field and the schema path, e.g.
+ * `s3://b/k: invalid run summary: scenes[3].status must be one of SUCCESS, FAILED, PENDING, got
+ * "DONE" (run-summary.schema.json#/$defs/sceneStatus/enum)`.
+ */
+export function parseSummary(text: string, source: string): RunSummary {
+  const doc = parseJson(text, source);
+  const version = (doc as { schema_version?: unknown } | null)?.schema_version;
+  const problem =
+    version !== undefined && version !== SCHEMA_VERSION
+      ? `schema_version ${describe(version)} is not supported (expected ${SCHEMA_VERSION})`
+      : schemaProblem(doc, SCHEMA);
+  if (problem) throw new Error(`${source}: invalid run summary: ${problem}`);
+  return doc as RunSummary;
+}
+
+/** Reads the store: the text at a key, or undefined when there is no such key. */
+export interface SummaryStore {
+  read(key: string): Promise<string | undefined>;
+  /** For messages: where a key is (a path, an s3:// URI). */
+  uri(key: string): string;
 }
 
 /**
- * Parse and validate a run summary. Unknown fields are dropped; a problem throws an Error whose
- * one-line message names `source` and the offending field, e.g.
- * `s3://b/k: invalid run summary: scenes[3].status must be one of SUCCESS, FAILED, PENDING, got "DONE"`.
+ * The run summary at `key` as complete as the store has it, as read_summary (summary.py) reads it
+ * for a resume: the file, and the scenes of the journal chunks written after it. `text` is the
+ * file, or (when chunks were applied) the summary with them. A chunk that is not this summary's
+ * journal ends the reading (said through `warn`); a missing or invalid file throws.
  */
-export function parseSummary(text: string, source: string): RunSummary {
+export async function readSummary(
+  store: SummaryStore,
+  key: string,
+  warn: (line: string) => void,
+): Promise<{ summary: RunSummary; text: string }> {
+  const text = await store.read(key);
+  if (text === undefined) throw new Error(`${store.uri(key)}: no such file or object`);
+  const summary = parseSummary(text, store.uri(key));
+  const journal = summary.journal;
+  if (!journal) return { summary, text };
+  const index = new Map(summary.scenes.map((scene, i) => [scene.name, i]));
+  let seq = journal.next;
+  for (let data; (data = await store.read(chunkKey(journal.prefix, seq))) !== undefined; seq++) {
+    const chunk = readChunk(data, summary.run_id, seq);
+    if (typeof chunk === "string") {
+      const where = store.uri(chunkKey(journal.prefix, seq));
+      warn(`ignoring ${where} and later chunks: not this summary's journal (${chunk})`);
+      break;
+    }
+    for (const scene of chunk.scenes) {
+      const i = index.get(scene.name);
+      if (i !== undefined) summary.scenes[i] = scene; // a chunk only updates the file's scenes
+    }
+    summary.updated_at = chunk.updated_at;
+  }
+  if (seq === journal.next) return { summary, text };
+  summary.journal = { ...journal, next: seq };
+  summary.totals = countTotals(summary.scenes);
+  return { summary, text: JSON.stringify(summary) };
+}
+
+export function chunkKey(prefix: string, seq: number): string {
+  return `${prefix}${String(seq).padStart(6, "0")}.json`;
+}
+
+/** The chunk `seq` of run `runId`'s journal, or what is wrong with `text` as that. */
+function readChunk(text: string, runId: string, seq: number): JournalChunk | string {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (error) {
+    return `not valid JSON: ${oneLine(errorMessage(error))}`;
+  }
+  const problem = schemaProblem(doc, SCHEMA, "journalChunk");
+  if (problem) return problem;
+  const chunk = doc as JournalChunk;
+  if (chunk.run_id !== runId) return `it is run ${chunk.run_id}'s`;
+  return chunk.seq === seq ? chunk : `its seq is ${chunk.seq}, not ${seq}`;
+}
+
+export function countTotals(scenes: SceneResult[]): RunTotals {
+  const count = (status: SceneStatus) => scenes.filter((s) => s.status === status).length;
+  return {
+    total: scenes.length,
+    succeeded: count("SUCCESS"),
+    failed: count("FAILED"),
+    pending: count("PENDING"),
+    retried: scenes.filter((s) => s.attempts > 1).length,
+  };
+}
+
+function parseJson(text: string, source: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
     throw new Error(`${source}: not valid JSON (${oneLine(errorMessage(error))})`);
   }
-  try {
-    return readSummary(doc);
-  } catch (error) {
-    throw new Error(`${source}: invalid run summary: ${oneLine(errorMessage(error))}`);
-  }
-}
-
-function readSummary(doc: unknown): RunSummary {
-  const f = fields(doc, "");
-  const version = (doc as Record<string, unknown>).schema_version;
-  if (version !== SCHEMA_VERSION) {
-    throw new Error(
-      version === undefined
-        ? "schema_version is missing"
-        : `schema_version ${describe(version)} is not supported (expected ${SCHEMA_VERSION})`,
-    );
-  }
-  return {
-    schema_version: SCHEMA_VERSION,
-    run_id: f.string("run_id"),
-    module: f.string("module"),
-    metadata: f.string("metadata"),
-    cluster_name: f.nullable("cluster_name", isString, "a string"),
-    store: f.string("store"),
-    summary_key: f.string("summary_key"),
-    state: f.oneOf("state", RUN_STATES),
-    started_at: f.string("started_at"),
-    updated_at: f.string("updated_at"),
-    finished_at: f.nullable("finished_at", isString, "a string"),
-    totals: readTotals(f.value("totals"), f.at("totals")),
-    scenes: f.array("scenes").map((scene, i) => readScene(scene, `scenes[${i}]`)),
-  };
-}
-
-function readTotals(value: unknown, path: string): RunTotals {
-  const f = fields(value, path);
-  return {
-    total: f.count("total"),
-    succeeded: f.count("succeeded"),
-    failed: f.count("failed"),
-    pending: f.count("pending"),
-    retried: f.count("retried"),
-  };
-}
-
-function readScene(value: unknown, path: string): SceneResult {
-  const f = fields(value, path);
-  return {
-    name: f.string("name"),
-    status: f.oneOf("status", SCENE_STATUSES),
-    attempts: f.count("attempts"),
-    exit_code: f.nullable("exit_code", isInteger, "an integer"),
-    failure_class: f.nullable(
-      "failure_class",
-      isOneOf(FAILURE_CLASSES),
-      oneOfText(FAILURE_CLASSES),
-    ),
-    duration_s: f.nullable("duration_s", isNumber, "a number"),
-    node: f.nullable("node", isString, "a string"),
-    expected_cost: f.number("expected_cost"),
-    resumed: f.boolean("resumed"),
-    outputs: readOutputs(f.value("outputs"), f.at("outputs")),
-    log_excerpt: f.nullable("log_excerpt", isString, "a string"),
-    history: f.array("history").map((entry, i) => readAttempt(entry, `${f.at("history")}[${i}]`)),
-  };
-}
-
-function readOutputs(value: unknown, path: string): SceneOutputs {
-  const f = fields(value, path);
-  return {
-    history: f.nullable("history", isString, "a string"),
-    log: f.nullable("log", isString, "a string"),
-    videos: f.array("videos").map((key, i) => {
-      if (!isString(key))
-        throw new Error(`${path}.videos[${i}] must be a string, got ${describe(key)}`);
-      return key;
-    }),
-  };
-}
-
-function readAttempt(value: unknown, path: string): AttemptRecord {
-  const f = fields(value, path);
-  const { log } = value as { log?: unknown };
-  return {
-    ...(typeof log === "string" ? { log } : {}),
-    attempt: f.count("attempt"),
-    exit_code: f.nullable("exit_code", isInteger, "an integer"),
-    failure_class: f.nullable(
-      "failure_class",
-      isOneOf(FAILURE_CLASSES),
-      oneOfText(FAILURE_CLASSES),
-    ),
-    duration_s: f.nullable("duration_s", isNumber, "a number"),
-    node: f.nullable("node", isString, "a string"),
-    started_at: f.nullable("started_at", isString, "a string"),
-  };
-}
-
-// ── validation helpers ────────────────────────────────────────────────────────────────────────
-
-type Check<T> = (value: unknown) => value is T;
-
-/** Typed accessors for the fields of the object at `path`; each throws naming `path.key`. */
-function fields(value: unknown, path: string) {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new Error(`${path || "the document"} must be an object, got ${describe(value)}`);
-  }
-  const obj = value as Record<string, unknown>;
-  const at = (key: string): string => (path ? `${path}.${key}` : key);
-  const get = <T>(key: string, check: Check<T>, want: string): T => {
-    const v = obj[key];
-    if (v === undefined) throw new Error(`${at(key)} is missing (expected ${want})`);
-    if (!check(v)) throw new Error(`${at(key)} must be ${want}, got ${describe(v)}`);
-    return v;
-  };
-  return {
-    at,
-    value: (key: string): unknown => obj[key],
-    string: (key: string) => get(key, isString, "a string"),
-    number: (key: string) => get(key, isNumber, "a number"),
-    count: (key: string) => get(key, isCount, "a non-negative integer"),
-    boolean: (key: string) => get(key, isBoolean, "a boolean"),
-    array: (key: string) => get(key, isArray, "an array"),
-    oneOf: <T extends string>(key: string, values: readonly T[]) =>
-      get(key, isOneOf(values), oneOfText(values)),
-    nullable: <T>(key: string, check: Check<T>, want: string) =>
-      get(key, (v): v is T | null => v === null || check(v), `${want} or null`),
-  };
-}
-
-const isString = (v: unknown): v is string => typeof v === "string";
-const isNumber = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
-const isInteger = (v: unknown): v is number => Number.isInteger(v);
-const isCount = (v: unknown): v is number => isInteger(v) && v >= 0;
-const isBoolean = (v: unknown): v is boolean => typeof v === "boolean";
-const isArray = (v: unknown): v is unknown[] => Array.isArray(v);
-const isOneOf =
-  <T extends string>(values: readonly T[]) =>
-  (v: unknown): v is T =>
-    (values as readonly unknown[]).includes(v);
-const oneOfText = (values: readonly string[]): string => `one of ${values.join(", ")}`;
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object") return "an object";
-  if (typeof value === "string") {
-    const text = JSON.stringify(value);
-    return text.length > 60 ? `${text.slice(0, 57)}..."` : text;
-  }
-  return String(value);
 }
 
 function errorMessage(error: unknown): string {

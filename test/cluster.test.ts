@@ -4,10 +4,11 @@
  *    distinct for the jobs of one run, deterministic, hashed when too long, within Ray's and
  *    EC2's limits, and always under the janitor's `mcs-` prefix;
  *  - through the AWS target's plan (engine preparePlan → awsTarget place/stage →
- *    renderClusterYaml): `cache_stopped_nodes: false` forced whatever the module says, and the
- *    cluster's Ray pinned equal to the client's.
+ *    renderClusterYaml): `cache_stopped_nodes: false` forced whatever the module says, the
+ *    cluster's Ray pinned equal to the client's, and the head's watchdog started after Ray with
+ *    the action's settings.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
@@ -18,12 +19,14 @@ import {
   clusterYamlPath,
   NAME_SAFE,
   remotePlanDir,
+  watchdogCommand,
+  watchdogLogPath,
 } from "../src/cluster.js";
 import { preparePlan, type Environment } from "../src/engine.js";
 import { checkPrefix, PIPELINE_PREFIX } from "../src/janitor/find.js";
 import { pinnedRayVersion } from "../src/ray/install.js";
 import { parseRequest, type Metadata } from "../src/request.js";
-import { awsTarget } from "../src/targets/aws.js";
+import { awsTarget, type AwsSettings } from "../src/targets/aws.js";
 import {
   copyWorkspace,
   expectInputError,
@@ -215,7 +218,10 @@ const YAML = "autoscaler/ray_demo_aws.yaml";
 /** A workspace whose demo cluster YAML is `edit`ed, planned for AWS as the action plans it. */
 function planFor(
   edit: (yaml: string) => string,
-  options: { rayVersion?: string; runId?: string } = {},
+  options: Partial<Pick<AwsSettings, "keepCluster" | "watchdog">> & {
+    rayVersion?: string;
+    runId?: string;
+  } = {},
 ) {
   const ws = copyWorkspace();
   const file = path.join(ws, YAML);
@@ -231,7 +237,8 @@ function planFor(
     roleArn: "arn:aws:iam::123456789012:role/mcs-eval",
     region: "us-east-1",
     durationSeconds: 3600,
-    keepCluster: false,
+    keepCluster: options.keepCluster ?? false,
+    watchdog: options.watchdog,
     workDir: makeTemp("mcs-work-"),
   });
   const request = parseRequest({ module: "demo", metadata: "level1", dryRun: "true" }, "aws");
@@ -266,11 +273,63 @@ describe("the rendered YAML: ray down terminates AWS instances", () => {
     expect(plan.cluster_name).toBe("mcs-demo-level1-18170960955-1-eval-0");
   });
 
-  it("the deploy files are mounted in the job's own head-node folder, named after the cluster", () => {
+  it("the deploy files and the driver are mounted in the job's own head-node folder, named after the cluster", () => {
+    const { cluster, plan } = planFor((y) => y)();
+    expect(cluster.file_mounts).toEqual({
+      "~/mcs-demo-level1-18170960955-1-eval-0/deploy": path.join(plan.dir, "deploy"),
+      // pipeline/ before the plan's own sync: the watchdog starts during `ray up`.
+      "~/mcs-demo-level1-18170960955-1-eval-0/pipeline": path.join(plan.dir, "pipeline"),
+    });
+    expect(existsSync(path.join(plan.dir, "pipeline", "watchdog.py"))).toBe(true);
+    expect(existsSync(path.join(plan.dir, "pipeline", "attach.py"))).toBe(true);
+  });
+});
+
+describe("the rendered YAML: the head's watchdog", () => {
+  const NAME = "mcs-demo-level1-18170960955-1-eval-0";
+  const start = (cluster: Record<string, unknown>) => cluster.head_start_ray_commands as string[];
+
+  it("starts last on the head, after Ray, detached, with the defaults and its log in the plan folder", () => {
     const { cluster } = planFor((y) => y)();
-    expect(Object.keys(cluster.file_mounts as object)).toEqual([
-      "~/mcs-demo-level1-18170960955-1-eval-0/deploy",
+    expect(start(cluster)).toEqual([
+      "ray stop",
+      "ray start --head --port=6379 --autoscaling-config=~/ray_bootstrap_config.yaml",
+      `setsid nohup python3 ~/${NAME}/pipeline/watchdog.py --cluster ${NAME} --plan ~/${NAME}` +
+        ` --idle-minutes 15 --max-minutes 390 >> ~/${NAME}/watchdog.log 2>&1 < /dev/null &`,
     ]);
+    expect(watchdogLogPath(NAME)).toBe(`${NAME}/watchdog.log`);
+    // Only the head: workers run no watchdog.
+    expect(cluster.worker_start_ray_commands).toEqual([
+      "ray stop",
+      "ray start --address=$RAY_HEAD_IP:6379",
+    ]);
+  });
+
+  it("carries the inputs: fractions of a minute, the maximum lifetime, keep-cluster", () => {
+    const { cluster } = planFor((y) => y, {
+      keepCluster: true,
+      watchdog: { idleMinutes: 0.25, maxMinutes: 720 },
+    })();
+    expect(start(cluster).at(-1)).toBe(
+      watchdogCommand(NAME, { idleMinutes: 0.25, maxMinutes: 720, keepCluster: true }),
+    );
+    expect(start(cluster).at(-1)).toContain(
+      " --idle-minutes 0.25 --max-minutes 720 --keep-cluster >> ",
+    );
+  });
+
+  it("a module YAML that starts no Ray on the head is refused, naming head_start_ray_commands", () => {
+    for (const edit of [
+      (y: string) => y.replace(/^head_start_ray_commands:\n( {2}- .*\n)+/m, ""),
+      (y: string) =>
+        y.replace(/^head_start_ray_commands:\n( {2}- .*\n)+/m, "head_start_ray_commands: []\n"),
+    ]) {
+      expectInputError(
+        planFor(edit),
+        "module",
+        /^ray_demo_aws\.yaml: head_start_ray_commands must list the commands that start Ray on the head/,
+      );
+    }
   });
 });
 

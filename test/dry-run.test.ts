@@ -36,6 +36,31 @@ const context = (run: ActionRun) => `exit ${run.code}\n${run.stdout}\n${run.stde
 
 describe("a dry run", () => {
   it(
+    "the demo YAML's spot workers, uncommented, pass Ray's schema and show as spot in the plan",
+    async () => {
+      const ws = copyWorkspace();
+      const file = path.join(ws, "autoscaler", "ray_demo_aws.yaml");
+      const text = readFileSync(file, "utf8");
+      const block = /^ {2}# ray\.worker\.spot:\n(?: {2}# {2}.*\n)+/m.exec(text);
+      expect(block, "the commented spot worker type in the demo YAML").not.toBeNull();
+      const uncommented = block![0].replace(/^ {2}# /gm, "  ");
+      writeFileSync(file, text.replace(block![0], uncommented));
+      const types = (parse(readFileSync(file, "utf8")) as { available_node_types: object })
+        .available_node_types;
+      expect(types).toHaveProperty(
+        ["ray.worker.spot", "node_config", "InstanceMarketOptions", "MarketType"],
+        "spot",
+      );
+
+      const run = await dryRun(ws);
+      expect(run.code, context(run)).toBe(0);
+      expect(run.summary).toContain("| ray.worker.spot | m5.large (spot) | 0–4 | 2 CPU |");
+      expect(run.summary).toContain("| ray.worker.default | m5.large | 0–2 | 2 CPU |");
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
     "validates the cluster YAML with Ray's schema and writes the plan as the job summary",
     async () => {
       const run = await dryRun(copyWorkspace());

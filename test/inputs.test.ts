@@ -1,8 +1,9 @@
 /**
  * The action's inputs (src/action/inputs.ts), read the way the runner hands them over
  * (INPUT_<NAME> variables, which `core.getInput` trims): each bad value of aws-region,
- * role-duration-seconds and ray-version is refused with an InputError naming that input, before
- * anything starts; good and empty (default) values pass.
+ * role-duration-seconds, ray-version, watchdog-idle-minutes and cluster-max-minutes is refused
+ * with an InputError naming that input, before anything starts; good and empty (default) values
+ * pass.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { readInputs } from "../src/action/inputs.js";
@@ -47,6 +48,7 @@ describe("readInputs: the defaults", () => {
       region: "us-east-1",
       durationSeconds: 3600,
       keepCluster: false,
+      watchdog: { idleMinutes: 15, maxMinutes: 390 },
     });
     expect(inputs.rayVersion).toBeUndefined();
     expect(inputs.allowFailures).toBe(false);
@@ -54,11 +56,44 @@ describe("readInputs: the defaults", () => {
   });
 
   it("empty inputs (as the runner passes unset ones) are the defaults", () => {
-    const inputs = read({ "aws-region": "", "role-duration-seconds": "", "ray-version": "" });
+    const inputs = read({
+      "aws-region": "",
+      "role-duration-seconds": "",
+      "ray-version": "",
+      "watchdog-idle-minutes": "",
+      "cluster-max-minutes": "",
+    });
     expect(inputs.aws.region).toBe("us-east-1");
     expect(inputs.aws.durationSeconds).toBe(3600);
+    expect(inputs.aws.watchdog).toEqual({ idleMinutes: 15, maxMinutes: 390 });
     expect(inputs.rayVersion).toBeUndefined();
   });
+});
+
+describe("readInputs: watchdog-idle-minutes and cluster-max-minutes", () => {
+  it.each([
+    ["15", 15],
+    ["0.25", 0.25],
+    [".5", 0.5],
+    ["2.", 2],
+    ["720", 720],
+  ])("take %j (fractions too: tests use seconds-long bounds)", (text, minutes) => {
+    const both = read({ "watchdog-idle-minutes": text, "cluster-max-minutes": text });
+    expect(both.aws.watchdog).toEqual({ idleMinutes: minutes, maxMinutes: minutes });
+  });
+
+  it.each(["0", "0.0", "-5", "1e3", "0x10", "15m", "1,5", "Infinity", "."])(
+    "refuse %j, naming the input",
+    (text) => {
+      for (const name of ["watchdog-idle-minutes", "cluster-max-minutes"]) {
+        expectInputError(
+          () => read({ [name]: text }),
+          name,
+          /^".*" is not a positive number of minutes \(e\.g\. (15|390)\)$/,
+        );
+      }
+    },
+  );
 });
 
 describe("readInputs: aws-region", () => {

@@ -8,6 +8,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
+import { execFileSync } from "node:child_process";
 import { afterAll, describe, expect, it } from "vitest";
 import { InputError } from "../src/errors.js";
 import { parseIni } from "../src/ini.js";
@@ -16,12 +17,14 @@ import { buildPlan, describePlan, newRunId, type PlanContext, type PlanFile } fr
 import { pinnedRayVersion } from "../src/ray/install.js";
 import { parseRequest, type RawRequest } from "../src/request.js";
 import { loadScenes, type Scene } from "../src/scenes.js";
+import { schemaProblem } from "../src/schemas.js";
 import { copyWorkspace, makeTemp, REPO, removeTemps } from "./support/workspace.js";
 
 afterAll(removeTemps);
 
 const RUN_ID = "20261125-151500-ab12";
 const SUBSET = path.join(REPO, "scenes/subset");
+const PYTHON = path.join(process.env.MCS_VENV ?? path.join(REPO, ".venv"), "bin", "python");
 
 /** Every file under `dir`, relative, sorted. */
 function files(dir: string): string[] {
@@ -336,6 +339,34 @@ describe("buildPlan: the staging directory", () => {
     const mod = loadModule(REPO, "demo", "level2");
     mod.sceneTimeoutMinutes = undefined;
     expect(build({}, { mod }).planFile.scene_timeout_s).toBe(3600);
+  });
+});
+
+describe("buildPlan: plan.json matches pipeline/mcs_pipeline/schemas/plan.schema.json", () => {
+  it("writes plans the schema accepts, here and in the staged driver's own copy (jsonschema)", () => {
+    const plans = [
+      build(),
+      build({ metadata: "oracle", retries: "0", resume: "true", sceneTimeoutMinutes: "1.5" }),
+    ];
+    for (const { dir, planFile } of plans) {
+      expect(schemaProblem(planFile, "plan.schema.json")).toBeUndefined();
+      // The driver on the head validates with the copy the plan carries: it is there, and agrees.
+      const check = [
+        "import json, sys",
+        "sys.path.insert(0, sys.argv[1] + '/pipeline')",
+        "from mcs_pipeline import schemas",
+        "print(schemas.problem(json.load(open(sys.argv[1] + '/plan.json')), schemas.PLAN))",
+      ].join("\n");
+      expect(execFileSync(PYTHON, ["-c", check, dir], { encoding: "utf8" }).trim()).toBe("None");
+    }
+  });
+
+  it("refuses to write a plan that does not match, naming the field and the schema path", () => {
+    const [first] = loadScenes(SUBSET, "scenes/subset");
+    const scenes: Scene[] = [{ ...first!, lastStep: 0 }];
+    expect(() => build({}, { scenes })).toThrowError(
+      "mcs-pipeline bug: the plan it built does not match the schema: scenes[0].expected_cost must be > 0, got 0 (plan.schema.json#/properties/scenes/items/properties/expected_cost/exclusiveMinimum)",
+    );
   });
 });
 

@@ -1,8 +1,20 @@
-import { describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { s3TextReader } from "../src/aws/s3.js";
+import type { Plan } from "../src/plan.js";
 import { DEFAULT_BUDGET_BYTES, renderMarkdown, renderTerminal } from "../src/report.js";
 import type { LinkTarget } from "../src/report.js";
-import { parseSummary } from "../src/summary.js";
+import { chunkKey, parseSummary, readSummary } from "../src/summary.js";
 import type { RunSummary, SceneResult } from "../src/summary.js";
+import { localTarget } from "../src/targets/local.js";
+import { createBucket, putObject, startMoto, TEST_KEYS, TEST_REGION } from "./support/moto.js";
+import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
+
+afterAll(removeTemps);
+
+const PYTHON = path.join(process.env.MCS_VENV ?? path.join(REPO, ".venv"), "bin", "python");
 
 const BUCKET = "mcs-results";
 const link = (key: string): LinkTarget => ({
@@ -327,43 +339,61 @@ describe("parseSummary", () => {
   }
 
   it("accepts a valid summary and keeps its content", () => {
-    const parsed = parseSummary(validWith(["extra"], "ignored"), "x");
-    expect(parsed).toEqual(smallSummary());
+    expect(parseSummary(JSON.stringify(smallSummary()), "x")).toEqual(smallSummary());
   });
 
-  it("rejects bad input with a one-line message naming the source and the problem", () => {
-    const cases: [string, RegExp][] = [
-      [validWith(["schema_version"], 2), /schema_version 2 is not supported \(expected 1\)/],
-      [validWith(["schema_version"], undefined), /schema_version is missing/],
-      [validWith(["scenes"], undefined), /scenes is missing \(expected an array\)/],
-      [validWith(["scenes"], {}), /scenes must be an array, got an object/],
+  it("rejects bad input with a one-line message naming the source, the field and the schema path", () => {
+    const schema = "run-summary.schema.json#";
+    const cases: [string, string][] = [
+      [validWith(["schema_version"], 2), "schema_version 2 is not supported (expected 1)"],
+      [validWith(["schema_version"], undefined), `schema_version is missing (${schema}/required)`],
+      [validWith(["scenes"], undefined), `scenes is missing (${schema}/required)`],
+      [
+        validWith(["scenes"], {}),
+        `scenes must be an array, got an object (${schema}/properties/scenes/type)`,
+      ],
       [
         validWith(["state"], "done"),
-        /state must be one of running, finished, interrupted, got "done"/,
+        `state must be one of running, finished, interrupted, got "done" (${schema}/properties/state/enum)`,
       ],
       [
         validWith(["scenes", 3, "status"], "DONE"),
-        /scenes\[3\]\.status must be one of SUCCESS, FAILED, PENDING, got "DONE"/,
+        `scenes[3].status must be one of SUCCESS, FAILED, PENDING, got "DONE" (${schema}/$defs/sceneStatus/enum)`,
       ],
-      [validWith(["scenes", 1, "name"], 7), /scenes\[1\]\.name must be a string, got 7/],
+      [
+        validWith(["scenes", 1, "name"], 7),
+        `scenes[1].name must be a string, got 7 (${schema}/$defs/scene/properties/name/type)`,
+      ],
+      [
+        validWith(["scenes", 1, "attempts"], "1"),
+        `scenes[1].attempts must be an integer, got "1" (${schema}/$defs/count/type)`,
+      ],
       [
         validWith(["scenes", 0, "outputs", "videos"], [3]),
-        /scenes\[0\]\.outputs\.videos\[0\] must be a string, got 3/,
+        `scenes[0].outputs.videos[0] must be a string, got 3 (${schema}/$defs/outputs/properties/videos/items/type)`,
       ],
       [
         validWith(["scenes", 2, "history", 1, "failure_class"], "meltdown"),
-        /scenes\[2\]\.history\[1\]\.failure_class must be one of timeout, .* or null/,
+        `scenes[2].history[1].failure_class must be one of timeout, xserver, oom, script_error, missing_outputs, node_lost, task_error, null, got "meltdown" (${schema}/$defs/failureClass/enum)`,
+      ],
+      [
+        validWith(["scenes", 2, "failure_class"], null),
+        `scenes[2].failure_class must be a string, got null (${schema}/$defs/scene/allOf/0/then/properties/failure_class/type)`,
       ],
       [
         validWith(["totals", "failed"], -1),
-        /totals\.failed must be a non-negative integer, got -1/,
+        `totals.failed must be >= 0, got -1 (${schema}/$defs/count/minimum)`,
       ],
-      ["[1, 2]", /the document must be an object, got an array/],
+      [
+        validWith(["scenes", 0, "outcome"], "ok"),
+        `scenes[0].outcome is not allowed (${schema}/$defs/scene/additionalProperties)`,
+      ],
+      ["[1, 2]", `the document must be an object, got an array (${schema}/type)`],
     ];
     for (const [text, problem] of cases) {
       const parse = () => parseSummary(text, "s3://b/run-summary.json");
-      expect(parse).toThrowError(problem);
-      expect(parse).toThrowError(/^s3:\/\/b\/run-summary\.json: invalid run summary: [^\n]+$/);
+      expect(parse).toThrowError(`s3://b/run-summary.json: invalid run summary: ${problem}`);
+      expect(parse).toThrowError(/^[^\n]+$/);
     }
   });
 
@@ -371,5 +401,140 @@ describe("parseSummary", () => {
     expect(() => parseSummary("{ nope", "/tmp/run-summary.json")).toThrowError(
       /^\/tmp\/run-summary\.json: not valid JSON \([^\n]+\)$/,
     );
+  });
+});
+
+describe("readSummary: the summary with its journal, as the driver left them", () => {
+  /**
+   * A store written by the real SummaryWriter (pipeline/mcs_pipeline/summary.py) of a driver
+   * killed mid-run: the file saved at the start and after the first scene, the later scenes only
+   * in journal chunks (`budget` 0), no final write. Returns the store and the summary key.
+   */
+  function killedDriverStore(): { store: string; key: string } {
+    const store = makeTemp("mcs-journal-");
+    const script = `
+import json, sys
+sys.path.insert(0, ${JSON.stringify(path.join(REPO, "pipeline"))})
+from mcs_pipeline.store import LocalStore
+from mcs_pipeline.summary import RunSummary, SummaryWriter
+names = ["s_ok", "s_retried", "s_failed", "s_pending"]
+plan = {"run_id": "r1", "module": "demo", "metadata": "level2", "cluster_name": None,
+        "store": sys.argv[1], "summary_key": "eval/eval_level2_demo_r1_run-summary.json",
+        "scenes": [{"name": n, "expected_cost": 5} for n in names]}
+def result(attempt, failure=None):
+    return {"attempt": attempt, "exit_code": 1 if failure else 0, "failure_class": failure,
+            "duration_s": 2.5, "node": "10.0.0.9", "started_at": "2026-11-26T03:32:13.123Z",
+            "outputs": {"history": None, "log": f"eval/log_{attempt}.txt", "videos": []},
+            "log_excerpt": "it broke" if failure else None}
+writer = SummaryWriter(LocalStore(sys.argv[1]), RunSummary(plan), interval_s=0, budget=0)
+writer.save()
+writer.record("s_ok", result(1), final=True)
+writer.save()
+writer.record("s_retried", result(1, "timeout"), final=False)
+writer.flush()
+writer.record("s_retried", result(2), final=True)
+writer.record("s_failed", result(1, "script_error"), final=True)
+writer.flush()
+print(json.dumps(plan["summary_key"]))
+`;
+    const out = execFileSync(PYTHON, ["-c", script, store], { encoding: "utf8" });
+    return { store, key: JSON.parse(out) as string };
+  }
+
+  const localStore = (store: string) => {
+    const out = makeTemp("mcs-out-");
+    const target = localTarget(out, undefined);
+    const plan = { store, dir: path.join(out, "runs", "r1", "plan") } as Plan;
+    return {
+      read: (key: string) => target.readText(plan, key),
+      uri: (key: string) => target.link(plan, key).uri,
+    };
+  };
+
+  it("applies the journal chunks newer than the file: the report shows every scene that finished", async () => {
+    const { store, key } = killedDriverStore();
+    const file = parseSummary(readFileSync(path.join(store, key), "utf8"), key);
+    expect(file.scenes.map((s) => s.status)).toEqual(["SUCCESS", "PENDING", "PENDING", "PENDING"]);
+    expect(file.journal!.next).toBe(1);
+
+    const warnings: string[] = [];
+    const { summary, text } = await readSummary(localStore(store), key, (w) => warnings.push(w));
+    expect(warnings).toEqual([]);
+    expect(summary.scenes.map((s) => [s.name, s.status, s.attempts])).toEqual([
+      ["s_ok", "SUCCESS", 1],
+      ["s_retried", "SUCCESS", 2],
+      ["s_failed", "FAILED", 1],
+      ["s_pending", "PENDING", 0],
+    ]);
+    expect(summary.totals).toEqual({ total: 4, succeeded: 2, failed: 1, pending: 1, retried: 1 });
+    expect(summary.journal!.next).toBe(3);
+    expect(JSON.parse(text)).toEqual(summary);
+    const markdown = renderMarkdown(summary, { link });
+    expect(markdown).toContain("s_failed");
+    expect(markdown).toContain("script_error");
+    expect(renderTerminal(summary)).toContain(
+      "total 4 · succeeded 2 · failed 1 · pending 1 · retried 1",
+    );
+  });
+
+  it("stops at a chunk that is not this summary's journal, and says so", async () => {
+    const { store, key } = killedDriverStore();
+    const file = parseSummary(readFileSync(path.join(store, key), "utf8"), key);
+    const second = path.join(store, `${file.journal!.prefix}000002.json`);
+    const chunk = JSON.parse(readFileSync(second, "utf8")) as Record<string, unknown>;
+    writeFileSync(second, JSON.stringify({ ...chunk, run_id: "other" }));
+    const warnings: string[] = [];
+    const { summary } = await readSummary(localStore(store), key, (w) => warnings.push(w));
+    expect(summary.scenes.map((s) => s.status)).toEqual([
+      "SUCCESS",
+      "PENDING",
+      "PENDING",
+      "PENDING",
+    ]);
+    expect(summary.totals.pending).toBe(3);
+    expect(warnings).toEqual([
+      `ignoring ${second} and later chunks: not this summary's journal (it is run other's)`,
+    ]);
+    writeFileSync(second, JSON.stringify({ ...chunk, seq: "2" }));
+    await readSummary(localStore(store), key, (w) => warnings.push(w));
+    expect(warnings[1]).toBe(
+      `ignoring ${second} and later chunks: not this summary's journal (seq must be an integer, got "2" (run-summary.schema.json#/$defs/journalChunk/properties/seq/type))`,
+    );
+  });
+
+  it("reads an s3:// store the same way (the AWS target's reader): a missing key ends the journal", async () => {
+    const { store, key } = killedDriverStore();
+    const moto = await startMoto();
+    const saved = process.env.AWS_ENDPOINT_URL;
+    try {
+      process.env.AWS_ENDPOINT_URL = moto.url;
+      await createBucket(moto.url, "results");
+      const files = readdirSync(store, { recursive: true }) as string[];
+      for (const file of files.filter((f) => statSync(path.join(store, f)).isFile()))
+        await putObject(
+          moto.url,
+          "results",
+          `runs/${file}`,
+          readFileSync(path.join(store, file), "utf8"),
+        );
+      const read = s3TextReader("s3://results/runs", TEST_REGION, async () => TEST_KEYS);
+      const { summary } = await readSummary(
+        { read, uri: (k) => `s3://results/runs/${k}` },
+        key,
+        () => {},
+      );
+      expect(summary.totals).toEqual({ total: 4, succeeded: 2, failed: 1, pending: 1, retried: 1 });
+      expect(await read(chunkKey(summary.journal!.prefix, summary.journal!.next))).toBeUndefined();
+    } finally {
+      if (saved === undefined) delete process.env.AWS_ENDPOINT_URL;
+      else process.env.AWS_ENDPOINT_URL = saved;
+      await moto.stop();
+    }
+  }, 60_000);
+
+  it("says which key is missing", async () => {
+    await expect(
+      readSummary(localStore(makeTemp("mcs-empty-")), "k.json", () => {}),
+    ).rejects.toThrow(/\/k\.json: no such file or object$/);
   });
 });

@@ -21,6 +21,9 @@ top-level scene key "demo" holding an object with any of
   {"oom": true}                 print "MemoryError: out of memory" on stderr, exit 137 after
                                 the first step (what the kernel's OOM kill looks like).
   {"hang": true}                sleep forever after the first step (for timeouts).
+  {"lose_node_attempts": K}     if MCS_ATTEMPT <= K: SIGKILL the process that started the run
+                                script (the Ray worker running the task), which is how a lost
+                                node or spot interruption looks to the driver (node_lost).
   {"skip_history": true}        play normally but write no history (missing outputs).
 Bad arguments (missing or unreadable file, invalid JSON or config) exit 2 with one line on
 stderr.
@@ -33,6 +36,7 @@ import configparser
 import json
 import math
 import os
+import signal
 import sys
 import time
 import zlib
@@ -93,7 +97,8 @@ def read_scene(path: str) -> dict:
         raise BadInput(f"scene file {path} has no goal object")
     demo = scene.get("demo", {})
     if not isinstance(demo, dict) or not all(
-            isinstance(demo.get(k, 0), int) for k in ("exit_code", "xserver_fail_attempts")):
+            isinstance(demo.get(k, 0), int)
+            for k in ("exit_code", "xserver_fail_attempts", "lose_node_attempts")):
         raise BadInput(f"scene file {path}: 'demo' must be an object with integer codes")
     scene.setdefault("name", Path(path).stem)
     # The name becomes the history's file name: keep it inside SCENE_HISTORY.
@@ -219,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"MCS_ATTEMPT must be an integer, got {os.environ['MCS_ATTEMPT']!r}", 2)
 
     demo = scene.get("demo", {})
+    if attempt <= int(demo.get("lose_node_attempts", 0)):
+        log("injected node loss: killing the Ray worker that runs this scene")
+        os.kill(os.getppid(), signal.SIGKILL)
+        return 1
     if attempt <= int(demo.get("xserver_fail_attempts", 0)):
         print("(EE) Server terminated with error (1). X server failed to start",
               file=sys.stderr, flush=True)

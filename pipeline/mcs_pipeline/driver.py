@@ -56,7 +56,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_plan(plan_dir: Path) -> dict:
+    """plan.json, checked against schemas/plan.schema.json (exit 2 when it does not match)."""
+    from . import schemas
+
     plan = json.loads((plan_dir / "plan.json").read_text())
+    problem = schemas.problem(plan, schemas.PLAN)
+    if problem is not None:
+        print(f"mcs-pipeline: {plan_dir / 'plan.json'} is not a plan: {problem}", file=sys.stderr,
+              flush=True)
+        raise SystemExit(2)
     # Paths in plan.json are relative to the plan directory, wherever it was synced to.
     plan["run_script"] = str((plan_dir / plan["run_script"]).resolve())
     plan["mcs_config_text"] = (plan_dir / plan["mcs_config"]).read_text()
@@ -98,15 +106,22 @@ def init_ray(address: str, num_cpus: int | None):
     return ray
 
 
+# A scene whose node is lost (a spot interruption, a dead machine) runs again elsewhere without
+# using up its own retries: the machine failed, not the scene. Up to this many times, so a scene
+# that brings down every node it lands on still ends.
+NODE_LOST_REQUEUES = 3
+
+
 def failed_task_result(error: Exception, attempt: int) -> dict:
-    """A task that raised instead of returning: Ray lost the worker/node, or our code failed."""
+    """A task that raised instead of returning: our code failed (task_error), Ray's memory monitor
+    killed it (oom), or its worker process or node went away (node_lost)."""
     import ray.exceptions as rex
 
     if isinstance(error, rex.OutOfMemoryError):
         failure = "oom"
     elif isinstance(error, rex.RayTaskError):
         failure = "task_error"
-    else:
+    else:  # WorkerCrashedError, NodeDiedError, ObjectLostError ...: the machine, not the scene
         failure = "node_lost"
     return {"attempt": attempt, "exit_code": None, "failure_class": failure, "duration_s": None,
             "node": None, "started_at": scene_task.utc_now(), "outputs": None,
@@ -217,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
     ray = None
     in_flight: dict = {}
     finished: queue.SimpleQueue = queue.SimpleQueue()
+    requeued: dict[str, int] = {}  # scene -> attempts lost with their node
     try:
         if todo:
             ray = init_ray(args.ray_address, args.num_cpus)
@@ -242,12 +258,20 @@ def run(args: argparse.Namespace) -> int:
                     except ray.exceptions.RayError as error:
                         result = failed_task_result(error, attempt)
                     failure = result["failure_class"]
-                    retry = failure in RETRYABLE and attempt <= retries
+                    lost = requeued.get(name, 0)
+                    requeue = failure == "node_lost" and lost < NODE_LOST_REQUEUES
+                    retry = requeue or (failure in RETRYABLE and attempt - lost <= retries)
                     writer.record(name, result, final=not retry)
+                    if requeue:
+                        requeued[name] = lost + 1
+                        submit(name, attempt + 1)
+                        print(f"retrying {name} after node_lost (attempt {attempt + 1}; a lost "
+                              "node uses none of the scene's retries)", flush=True)
+                        continue
                     if retry:
                         submit(name, attempt + 1)
                         print(f"retrying {name} after {failure} (attempt {attempt + 1} of "
-                              f"{retries + 1})", flush=True)
+                              f"{retries + 1 + lost})", flush=True)
                         continue
                     print(progress.line(name, result), flush=True)
                 writer.flush_if_due()

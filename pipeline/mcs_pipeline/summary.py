@@ -11,9 +11,11 @@ whole file again (while rewrites stay within FILE_BUDGET_PER_ATTEMPT bytes per r
 always for small runs) or else a journal chunk holding only the scenes that changed. The file
 names its journal (`journal`: `prefix`, `next`): the chunks `<prefix><n:06d>.json` from `next` on
 are newer than the file. When the driver ends, finished or interrupted, it writes the whole file
-with everything in it, so the report (which reads the file once, at the end) needs no journal;
-read_summary applies the chunks for a summary read mid-run or left by a driver that was killed
-(a resume reads summaries through it).
+with everything in it; read_summary (and the report, src/summary.ts) apply the chunks for a
+summary read mid-run or left by a driver that was killed (a resume reads summaries through it).
+
+The formats are described once, in schemas/run-summary.schema.json (the file, the journal chunks
+and the pointer), which the TypeScript side validates against too.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import secrets
 import time
 from typing import NamedTuple
 
+from . import schemas
 from .scene_task import utc_now
 
 SCHEMA_VERSION = 1
@@ -92,8 +95,8 @@ def load_summary(store, key: str, own_run_id: str) -> dict | None:
     own (the last two said)."""
     try:
         doc = read_summary(store, key)
-    except ValueError:
-        warn(f"ignoring unreadable previous summary {store.uri(key)}")
+    except ValueError as error:
+        warn(f"ignoring unreadable previous summary ({error})")
         return None
     if doc is not None and doc["run_id"] == own_run_id:
         warn(f"ignoring {store.uri(key)}: it is this run's own summary, not a previous run's")
@@ -104,38 +107,38 @@ def load_summary(store, key: str, own_run_id: str) -> dict | None:
 def read_summary(store, key: str) -> dict | None:
     """The run summary at `key` as complete as the store has it: the file, and the scenes of its
     journal chunks written after it (a run still going, or a driver that was killed). None when
-    there is no file; ValueError when it is not a run summary."""
+    there is no file; ValueError when it is not a run summary (run-summary.schema.json). Only
+    what is read back is validated: the driver's periodic writes are not (the tests are)."""
     data = store.get_bytes(key)
     if data is None:
         return None
     try:
         doc = json.loads(data)
-    except ValueError:
-        doc = None
-    if not (isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION
-            and isinstance(doc.get("scenes"), list) and isinstance(doc.get("run_id"), str)):
-        raise ValueError(f"{store.uri(key)} is not a run summary")
+    except ValueError as error:
+        raise ValueError(f"{store.uri(key)} is not a run summary: not JSON ({error})") from None
+    text = schemas.problem(doc, schemas.RUN_SUMMARY)
+    if text is not None:
+        raise ValueError(f"{store.uri(key)} is not a run summary: {text}")
     journal = doc.get("journal")
-    if not (isinstance(journal, dict) and isinstance(journal.get("prefix"), str)
-            and isinstance(journal.get("next"), int)):
+    if journal is None:
         return doc
-    index = {scene.get("name"): i for i, scene in enumerate(doc["scenes"])}
+    index = {scene["name"]: i for i, scene in enumerate(doc["scenes"])}
     seq = journal["next"]
     while (data := store.get_bytes(chunk_key(journal["prefix"], seq))) is not None:
         try:
             chunk = json.loads(data)
         except ValueError:
             chunk = None
-        if not (isinstance(chunk, dict) and chunk.get("run_id") == doc["run_id"]
-                and chunk.get("seq") == seq and isinstance(chunk.get("scenes"), list)):
+        if (schemas.problem(chunk, schemas.RUN_SUMMARY, "journalChunk") is not None
+                or chunk["run_id"] != doc["run_id"] or chunk["seq"] != seq):
             warn(f"ignoring {store.uri(chunk_key(journal['prefix'], seq))} and later chunks: "
                  "not this summary's journal")
             break
         for scene in chunk["scenes"]:
-            i = index.get(scene.get("name") if isinstance(scene, dict) else None)
+            i = index.get(scene["name"])
             if i is not None:  # a chunk only updates the file's scenes
                 doc["scenes"][i] = scene
-        doc["updated_at"] = chunk.get("updated_at", doc.get("updated_at"))
+        doc["updated_at"] = chunk["updated_at"]
         seq += 1
     if seq != journal["next"]:
         doc["journal"] = dict(journal, next=seq)

@@ -1,6 +1,10 @@
 """Fixtures for the driver tests: one real local Ray per session, plan directories built the way
 src/plan.ts builds them, drivers run as real subprocesses (real signals, real exit codes).
 
+Every plan.json, summary and pointer built here, and every one a test reads back from the store,
+is checked against pipeline/mcs_pipeline/schemas/: a hand-built document that drifts from the
+formats fails where it is made.
+
 Run: .venv/bin/python -m pytest pipeline/tests
 """
 
@@ -25,6 +29,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # The unit tests import the driver's package from the repo (the plan copy is what drivers run).
 sys.path.insert(0, str(REPO / "pipeline"))
+from mcs_pipeline import schemas  # noqa: E402  (after the path)
+
 DRIVER = "pipeline/run_eval.py"  # relative to REPO, the cwd of every driver subprocess
 STEP_SECONDS = 0.002  # demo_step_seconds for the copied MCS config (the demo default)
 DRIVER_TIMEOUT_S = 120
@@ -150,6 +156,7 @@ class PlanDir:
         return f"{self.names['folder']}/{self.names['prefix']}_{run_id}_run-summary.json"
 
     def write(self) -> None:
+        schemas.check(self.plan, schemas.PLAN)
         (self.dir / "plan.json").write_text(json.dumps(self.plan, indent=1))
         (self.dir / "scenes.txt").write_text("".join(f"{s['name']}.json\n"
                                                      for s in self.plan["scenes"]))
@@ -191,7 +198,9 @@ class PlanDir:
 
     def summary(self, run_id: str | None = None) -> dict:
         path = self.store_dir / self.summary_key_of(run_id) if run_id else self.summary_path
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
+        schemas.check(doc, schemas.RUN_SUMMARY)
+        return doc
 
     @property
     def latest_path(self) -> Path:
@@ -199,7 +208,9 @@ class PlanDir:
 
     def latest(self) -> dict:
         """The latest-run pointer."""
-        return json.loads(self.latest_path.read_text())
+        doc = json.loads(self.latest_path.read_text())
+        schemas.check(doc, schemas.RUN_SUMMARY, "pointer")
+        return doc
 
     def scene_summary(self, name: str, summary: dict | None = None) -> dict:
         scenes = {s["name"]: s for s in (summary or self.summary())["scenes"]}
@@ -216,17 +227,31 @@ class PlanDir:
     def put_previous(self, run_id: str, scenes: list[dict], legacy: bool = False) -> str:
         """Leave an earlier run's summary in the store, as a driver would have: at its own key with
         the pointer naming it, or (`legacy`) at the shared key of the version before pointers.
-        Returns its key."""
+        `scenes` may give only some fields: the rest are a success's. Returns its key."""
         key = self.plan["legacy_summary_key"] if legacy else self.summary_key_of(run_id)
-        doc = {"schema_version": 1, "run_id": run_id, "module": "demo", "state": "finished",
-               "summary_key": key, "scenes": scenes}
-        self.put_json(key, doc)
+        at = "2026-01-01T00:00:00.000Z"
+        scenes = [dict(succeeded_scene(scene["name"]), **scene) for scene in scenes]
+        statuses = [scene["status"] for scene in scenes]
+        self.put_json(key, {
+            "schema_version": 1, "run_id": run_id, "module": "demo",
+            "metadata": self.plan["metadata"], "cluster_name": None, "store": self.plan["store"],
+            "summary_key": key, "state": "finished", "started_at": at, "updated_at": at,
+            "finished_at": at, "scenes": scenes,
+            "totals": {"total": len(scenes), "succeeded": statuses.count("SUCCESS"),
+                       "failed": statuses.count("FAILED"), "pending": statuses.count("PENDING"),
+                       "retried": sum(1 for scene in scenes if scene["attempts"] > 1)},
+        }, schemas.RUN_SUMMARY)
         if not legacy:
-            self.put_json(self.plan["latest_key"], {"schema_version": 1, "run_id": run_id,
-                                                    "summary_key": key, "previous": None})
+            self.put_json(self.plan["latest_key"], {
+                "schema_version": 1, "run_id": run_id, "module": "demo",
+                "metadata": self.plan["metadata"], "summary_key": key, "started_at": at,
+                "previous": None}, schemas.RUN_SUMMARY, "pointer")
         return key
 
-    def put_json(self, key: str, doc: dict) -> None:
+    def put_json(self, key: str, doc: dict, *schema: str) -> None:
+        """`schema`: the schema file (and definition) `doc` must match."""
+        if schema:
+            schemas.check(doc, *schema)
         path = self.store_dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1))
@@ -235,6 +260,18 @@ class PlanDir:
         """Every object in the local store, as keys (hidden temporary files would show too)."""
         return {str(p.relative_to(self.store_dir)) for p in self.store_dir.rglob("*")
                 if p.is_file()}
+
+
+def succeeded_scene(name: str) -> dict:
+    """A scene as a summary has it after one successful attempt."""
+    log = f"f/{name}_log.txt"
+    return {"name": name, "status": "SUCCESS", "attempts": 1, "exit_code": 0,
+            "failure_class": None, "duration_s": 1.0, "node": "127.0.0.1", "expected_cost": 5,
+            "resumed": False, "outputs": {"history": f"f/{name}.json", "log": log, "videos": []},
+            "log_excerpt": None,
+            "history": [{"attempt": 1, "exit_code": 0, "failure_class": None, "duration_s": 1.0,
+                         "node": "127.0.0.1", "started_at": "2026-01-01T00:00:00.000Z",
+                         "log": log}]}
 
 
 class RunningDriver:

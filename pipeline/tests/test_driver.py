@@ -467,3 +467,36 @@ def test_pointer_is_there_when_the_driver_starts(make_plan):
     assert json.loads((plan.store_dir / pointer["summary_key"]).read_text())["run_id"] == \
         plan.plan["run_id"]
     assert driver.finish() == 0
+
+
+def test_lost_node_requeued_without_using_retries(make_plan):
+    plan = make_plan()
+    # The scene's Ray worker dies under it twice (how a lost node looks to the driver); with no
+    # retries at all it still runs a third time, and succeeds.
+    plan.scene("lost_twice", 5, {"lose_node_attempts": 2})
+    # A timeout after a lost node still has its own retry.
+    plan.scene("lost_then_hang", 5, {"lose_node_attempts": 1, "hang": True})
+    proc = plan.run("--retries", "1", "--scene-timeout", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+
+    scene = plan.scene_summary("lost_twice")
+    assert scene["status"] == "SUCCESS" and scene["attempts"] == 3
+    assert [(h["attempt"], h["failure_class"]) for h in scene["history"]] == \
+        [(1, "node_lost"), (2, "node_lost"), (3, None)]
+    assert "retrying lost_twice after node_lost (attempt 2; a lost node uses none of the " \
+        "scene's retries)" in proc.stdout
+    hung = plan.scene_summary("lost_then_hang")
+    assert hung["status"] == "FAILED" and hung["failure_class"] == "timeout"
+    assert [h["failure_class"] for h in hung["history"]] == ["node_lost", "timeout", "timeout"]
+    assert "retrying lost_then_hang after timeout (attempt 3 of 3)" in proc.stdout
+
+
+def test_node_lost_every_time_ends(make_plan):
+    plan = make_plan()
+    plan.scene("always_lost", 5, {"lose_node_attempts": 99})
+    proc = plan.run("--retries", "1")
+    assert proc.returncode == 1
+    scene = plan.scene_summary("always_lost")
+    # NODE_LOST_REQUEUES free re-runs, then the scene's own retry, then it counts as failed.
+    assert scene["status"] == "FAILED" and scene["failure_class"] == "node_lost"
+    assert [h["failure_class"] for h in scene["history"]] == ["node_lost"] * 5

@@ -1,5 +1,6 @@
 /** The action's inputs, read once and validated before anything starts. */
 import * as core from "@actions/core";
+import { WATCHDOG_DEFAULTS } from "../cluster.js";
 import { InputError } from "../errors.js";
 import { parseRequest, type Request } from "../request.js";
 import type { AwsSettings } from "../targets/aws.js";
@@ -51,6 +52,10 @@ export function readInputs(): ActionInputs {
       `"${durationText}" is not a whole number of seconds from 900 to 43200`,
     );
   }
+  const watchdog = {
+    idleMinutes: minutes("watchdog-idle-minutes", WATCHDOG_DEFAULTS.idleMinutes),
+    maxMinutes: minutes("cluster-max-minutes", WATCHDOG_DEFAULTS.maxMinutes),
+  };
   const rayVersion = input("ray-version") || undefined;
   if (rayVersion && !/^\d+\.\d+\.\d+$/.test(rayVersion)) {
     throw new InputError("ray-version", `"${rayVersion}" is not a Ray version (e.g. 2.60.0)`);
@@ -62,10 +67,20 @@ export function readInputs(): ActionInputs {
       region,
       durationSeconds: duration,
       keepCluster: flag("keep-cluster"),
+      watchdog,
     },
     allowFailures: flag("allow-failures"),
     rayVersion,
   };
+}
+
+/** A positive number of minutes, fractions allowed (decimal digits only, like the seconds). */
+function minutes(name: string, fallback: number): number {
+  const text = core.getInput(name) || String(fallback);
+  if (!/^(\d+\.?\d*|\.\d+)$/.test(text) || Number(text) <= 0) {
+    throw new InputError(name, `"${text}" is not a positive number of minutes (e.g. ${fallback})`);
+  }
+  return Number(text);
 }
 
 function flag(name: string): boolean {

@@ -13,7 +13,10 @@ import type { Plan } from "../plan.js";
 export const MAX_SCENE_ROWS = 1000;
 
 interface NodeType {
-  node_config?: { InstanceType?: unknown };
+  node_config?: {
+    InstanceType?: unknown;
+    InstanceMarketOptions?: { MarketType?: unknown };
+  };
   min_workers?: unknown;
   max_workers?: unknown;
   resources?: Record<string, unknown>;
@@ -110,11 +113,12 @@ function nodeTypes(cluster: ClusterYaml): string[] {
   ];
   for (const [name, type] of types) {
     const head = name === cluster.head_node_type;
+    const spot = type.node_config?.InstanceMarketOptions?.MarketType === "spot";
     const resources = Object.entries(type.resources ?? {})
       .map(([k, v]) => `${cell(v)} ${cell(k)}`)
       .join(", ");
     lines.push(
-      `| ${cell(name)}${head ? " (head)" : ""} | ${cell(type.node_config?.InstanceType)} | ` +
+      `| ${cell(name)}${head ? " (head)" : ""} | ${cell(type.node_config?.InstanceType)}${spot ? " (spot)" : ""} | ` +
         `${head ? "–" : `${cell(type.min_workers ?? 0)}–${cell(type.max_workers)}`} | ${resources || "–"} |`,
     );
   }

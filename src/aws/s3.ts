@@ -1,5 +1,5 @@
 /** The S3 side of the results store: read what the driver wrote, and link to it. */
-import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, NoSuchKey, S3Client } from "@aws-sdk/client-s3";
 import type { AwsCredentialIdentityProvider } from "@aws-sdk/types";
 import type { LinkTarget } from "../report.js";
 
@@ -9,13 +9,16 @@ export function parseS3Uri(uri: string): { bucket: string; prefix: string } {
   return { bucket: m[1]!, prefix: m[2]!.replace(/\/$/, "") };
 }
 
-/** `credentials`: the run's refreshing provider (the default chain when absent). */
-export async function readS3Text(
+/**
+ * Reads keys of an `s3://` store: the text at a key, or undefined when there is none (which S3
+ * says only with s3:ListBucket: without it a missing key is AccessDenied). One client for all the
+ * reads. `credentials`: the run's refreshing provider (the default chain when absent).
+ */
+export function s3TextReader(
   store: string,
-  key: string,
   region: string,
   credentials?: AwsCredentialIdentityProvider,
-): Promise<string> {
+): (key: string) => Promise<string | undefined> {
   const { bucket, prefix } = parseS3Uri(store);
   // Path-style works with S3-compatible endpoints (AWS_ENDPOINT_URL) as well as AWS itself.
   const s3 = new S3Client({
@@ -23,11 +26,17 @@ export async function readS3Text(
     credentials,
     forcePathStyle: Boolean(process.env.AWS_ENDPOINT_URL),
   });
-  const out = await s3.send(
-    new GetObjectCommand({ Bucket: bucket, Key: prefix ? `${prefix}/${key}` : key }),
-  );
-  if (!out.Body) throw new Error(`s3://${bucket}/${key} is empty`);
-  return out.Body.transformToString();
+  return async (key) => {
+    const Key = prefix ? `${prefix}/${key}` : key;
+    try {
+      const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key }));
+      if (!out.Body) throw new Error(`s3://${bucket}/${Key} is empty`);
+      return await out.Body.transformToString();
+    } catch (error) {
+      if (error instanceof NoSuchKey) return undefined;
+      throw error;
+    }
+  };
 }
 
 /** A console link to click and the s3:// URI to copy, for one key of the store. */

@@ -2,7 +2,9 @@
  * The driver on the head node, detached from SSH (pipeline/attach.py): one `ray exec` starts it
  * (once per run) and follows its output; when the connection drops, the follow reconnects with
  * bounded backoff and goes on from the next line, so no line is shown twice and no scene runs
- * twice. A cancel stops the driver explicitly: it saves the summary as interrupted.
+ * twice. A cancel stops the driver explicitly: it saves the summary as interrupted. While a
+ * follow runs, attach.py touches the plan's `heartbeat`: the head's watchdog (pipeline/watchdog.py)
+ * tears the cluster down once nobody has followed for a while (see cluster.ts WatchdogSettings).
  */
 import { runRay } from "./cli.js";
 

@@ -7,14 +7,16 @@
 import path from "node:path";
 import * as core from "@actions/core";
 import { roleCredentials, type CredentialServer } from "../aws/oidc.js";
-import { readS3Text, s3Link } from "../aws/s3.js";
+import { s3Link, s3TextReader } from "../aws/s3.js";
 import {
   clusterNameFor,
   clusterYamlPath,
   remotePlanDir,
   renderClusterYaml,
   validateWithRaySchema,
+  WATCHDOG_DEFAULTS,
   type RunSshKey,
+  type WatchdogSettings,
 } from "../cluster.js";
 import type { Hooks, Target } from "../engine.js";
 import { EnvironmentError, InputError } from "../errors.js";
@@ -29,6 +31,8 @@ export interface AwsSettings {
   region: string;
   durationSeconds: number;
   keepCluster: boolean;
+  /** The head's watchdog (default WATCHDOG_DEFAULTS); keep-cluster comes from keepCluster. */
+  watchdog?: Omit<WatchdogSettings, "keepCluster">;
   /** Where plans are staged on the runner (under RUNNER_TEMP). */
   workDir: string;
 }
@@ -69,6 +73,8 @@ interface Session {
   sshKey?: RunSshKey;
   /** Aborted by a cancel: the follow must not reconnect. */
   cancel: AbortController;
+  /** Reads the store (the summary and its journal) with the run's credentials. */
+  read?: (key: string) => Promise<string | undefined>;
 }
 
 export function awsTarget(settings: AwsSettings): AwsTarget {
@@ -99,11 +105,18 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         plan.dir,
         plan.run_id,
         session.sshKey,
+        {
+          ...WATCHDOG_DEFAULTS,
+          ...settings.watchdog,
+          keepCluster: settings.keepCluster,
+        },
       );
     },
     run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
-    readSummary: (plan) =>
-      readS3Text(plan.store, plan.summary_key, settings.region, session.credentials?.provider),
+    readText: (plan, key) => {
+      session.read ??= s3TextReader(plan.store, settings.region, session.credentials?.provider);
+      return session.read(key);
+    },
     link: (plan, key) => s3Link(plan.store, settings.region, key),
     release: async () => {
       await session.credentials?.close();

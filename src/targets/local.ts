@@ -21,7 +21,7 @@ export function localTarget(outDir: string, numCpus: number | undefined): Target
     }),
     run: (plan, python, hooks) =>
       hooks.phase("run scenes", () => runDriver(plan, python, numCpus, hooks.progress)),
-    readSummary: async (plan) => readFileSync(path.join(plan.store, plan.summary_key), "utf8"),
+    readText: async (plan, key) => readIfThere(path.join(plan.store, key)),
     link: (plan, key) => {
       const file = path.join(plan.store, key);
       return { href: path.relative(runDir(plan), file), uri: file };
@@ -43,6 +43,15 @@ function claimRunDir(out: string, runId: string): string {
     throw new EnvironmentError(`${dir} already exists: another run has the id ${runId}; run again`);
   }
   return dir;
+}
+
+function readIfThere(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
 }
 
 /** runs/<run id>/: the plan's parent, where driver.log and report.md go. */

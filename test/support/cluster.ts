@@ -27,11 +27,13 @@ export interface LocalClusterOptions {
   rayVersion?: string;
   /** Default: `pip install -q "ray[default]==<pin>"`, already satisfied in the venv (no network). */
   setupCommands?: string[];
+  /** Worker nodes (multinode.ts), listed in `worker_ips`; the head's autoscaler starts them. */
+  workers?: SshdFixture[];
 }
 
 export interface LocalClusterConfig {
   cluster_name: string;
-  max_workers: 0;
+  max_workers: number;
   provider: { type: "local"; head_ip: string; worker_ips: string[] };
   auth: { ssh_user: string; ssh_private_key: string; ssh_proxy_command: string };
   file_mounts: Record<string, string>;
@@ -51,10 +53,12 @@ export async function localClusterConfig(
 ): Promise<LocalClusterConfig> {
   const version = options.rayVersion ?? pinnedRayVersion(REPO);
   const [gcs, dashboard, client, agent] = await freePorts(4);
+  const workers = options.workers ?? [];
+  const cpus = `--num-cpus=${options.numCpus ?? 2}`;
   return {
     cluster_name: options.clusterName ?? `mcs-test-${randomBytes(4).toString("hex")}`,
-    max_workers: 0,
-    provider: { type: "local", head_ip: node.host, worker_ips: [] },
+    max_workers: workers.length,
+    provider: { type: "local", head_ip: node.host, worker_ips: workers.map((w) => w.host) },
     auth: {
       ssh_user: node.user,
       ssh_private_key: node.privateKey,
@@ -68,18 +72,43 @@ export async function localClusterConfig(
     worker_setup_commands: [],
     head_start_ray_commands: [
       [
+        // Ray 2.60's autoscaler v2 counts an on-premise head as one of `worker_ips`' node type
+        // and so starts one worker too few; v1 starts them all.
+        ...(workers.length ? ["RAY_enable_autoscaler_v2=0"] : []),
         `${node.venv}/bin/ray start --head`,
         `--port=${gcs}`,
         `--dashboard-port=${dashboard}`,
         `--ray-client-server-port=${client}`,
         `--dashboard-agent-listen-port=${agent}`,
-        `--num-cpus=${options.numCpus ?? 2}`,
+        // With workers, the head's autoscaler starts them (`ray up` brings up the head only).
+        ...(workers.length
+          ? [`--node-ip-address=${node.host}`, "--autoscaling-config=~/ray_bootstrap_config.yaml"]
+          : []),
+        cpus,
         "--disable-usage-stats",
         "--include-dashboard=false",
       ].join(" "),
     ],
-    worker_start_ray_commands: [],
+    // Each worker's address and agent port come from its sshd (multinode.ts).
+    worker_start_ray_commands: workers.length ? [workerStart(node, gcs!, cpus)] : [],
   };
+}
+
+/**
+ * A worker's `ray start`, and its end as a machine: `ray down` on Ray's local provider stops Ray
+ * on the head only, where EC2 terminates the workers. So the worker's raylet ends itself once the
+ * head's GCS has been gone 5 s (Ray's default: 60 s), `ray start --block` (detached from the SSH
+ * session) returns, and the node "powers off": SIGKILL to every process of its PID namespace but
+ * its init, the node's sshd. A worker whose Ray is killed (a lost node) skips that: nothing of
+ * its Ray is left to end, and the head's autoscaler starts it again.
+ */
+function workerStart(head: SshdFixture, gcs: number, cpus: string): string {
+  const start = [
+    `RAY_gcs_rpc_server_reconnect_timeout_s=5 ${head.venv}/bin/ray start --block`,
+    `--address=$RAY_HEAD_IP:${gcs} --node-ip-address=$MCS_NODE_IP`,
+    `--dashboard-agent-listen-port=$MCS_AGENT_PORT ${cpus} --disable-usage-stats`,
+  ].join(" ");
+  return `setsid nohup sh -c '${start}; kill -9 -1' > /tmp/ray/ray-start.log 2>&1 < /dev/null &`;
 }
 
 /** Writes `config` as YAML to `file` (directories created); returns `file`. */

@@ -145,9 +145,38 @@ export async function freePort(): Promise<number> {
   return (await freePorts(1))[0]!;
 }
 
+/** A `machine` node's home, as the node sees it (a mount point, empty in our namespace). */
+export const MACHINE_HOME = "/run/mcs-test-machine/home";
+
+/** This host's /etc/passwd with `user`'s home directory replaced. */
+function passwdWithHome(user: string, home: string): string {
+  return readFileSync("/etc/passwd", "utf8").replace(/^[^\n]*$/gm, (line) => {
+    const fields = line.split(":");
+    if (fields[0] !== user || fields.length < 7) return line;
+    fields[5] = home;
+    return fields.join(":");
+  });
+}
+
 export interface SshdOptions {
   /** Extra node environment (sshd SetEnv), e.g. AWS_ENDPOINT_URL and the static AWS keys. */
   env?: Record<string, string>;
+  /**
+   * The node's own loopback address (default 127.0.0.1). Linux routes all of 127.0.0.0/8 to `lo`,
+   * so 127.0.0.2 and 127.0.0.3 work as the addresses of other "machines" with no set-up.
+   */
+  address?: string;
+  /** Listen on this port (default: a free one); the nodes of a cluster share one (multinode.ts). */
+  port?: number;
+  /** Authorize this client key instead of generating one (one key for every node of a cluster). */
+  clientKey?: string;
+  /**
+   * A machine of its own in the mount namespace too: the node's home is at MACHINE_HOME, also in
+   * the node's own /etc/passwd (as /home/ubuntu is on every EC2 node: absolute paths on the head
+   * hold on the workers, and ssh finds `~/ray_bootstrap_key.pem`, for it reads `~` from passwd),
+   * and its Ray temp dir is /tmp/ray, Ray's default, with no RAY_TMPDIR.
+   */
+  machine?: boolean;
   /** The venv whose bin/ comes first on the node's PATH; default the repo's .venv. */
   venv?: string;
   /** Leave the fixture directory behind after stop() (for debugging). */
@@ -157,13 +186,20 @@ export interface SshdOptions {
 export interface SshdFixture {
   /** The fixture directory: keys, sshd_config, log, home, Ray's temp dir. */
   root: string;
-  /** HOME of SSH sessions on the node (has .bash_profile/.bashrc; Ray puts its bootstrap files here). */
+  /**
+   * HOME of SSH sessions on the node, as this machine sees it (has .bash_profile/.bashrc; Ray puts
+   * its bootstrap files here); on a `machine` node the node itself sees it at the user's home directory.
+   */
   home: string;
-  /** RAY_TMPDIR on the node: Ray's sessions and sockets live under `<rayTmpDir>/ray`. */
+  /**
+   * RAY_TMPDIR on the node: Ray's sessions and sockets live under `<rayTmpDir>/ray`; on a
+   * `machine` node this is its /tmp/ray.
+   */
   rayTmpDir: string;
   /** A scratch dir for client-side TMPDIR (Ray's local-provider state, config cache). */
   clientTmp: string;
-  host: "127.0.0.1";
+  /** The node's address (127.0.0.1 unless `address` said otherwise): its sshd and Ray's node IP. */
+  host: string;
   port: number;
   /** The SSH user: whoever runs the tests. */
   user: string;
@@ -260,9 +296,9 @@ function within(promise: Promise<void>, ms: number): Promise<boolean> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function canConnect(port: number): Promise<boolean> {
+function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
+    const socket = net.connect({ host, port });
     socket.once("connect", () => {
       socket.destroy();
       resolve(true);
@@ -313,8 +349,8 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
   mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
 
   const hostKey = path.join(root, "ssh_host_ed25519_key");
-  const privateKey = path.join(root, "client_key");
-  await Promise.all([keygen(hostKey), keygen(privateKey)]);
+  const privateKey = options.clientKey ?? path.join(root, "client_key");
+  await Promise.all([keygen(hostKey), options.clientKey ? undefined : keygen(privateKey)]);
   const authorizedKeys = path.join(root, "authorized_keys");
   writeFileSync(authorizedKeys, readFileSync(`${privateKey}.pub`), { mode: 0o600 });
 
@@ -326,9 +362,11 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
     `# mcs-pipeline test node: the pinned Ray venv first\nexport PATH="${venv}/bin:$PATH"\n`,
   );
 
+  const address = options.address ?? "127.0.0.1";
+  const machine = options.machine ? MACHINE_HOME : undefined;
   const env: Record<string, string> = {
-    HOME: home,
-    RAY_TMPDIR: rayTmpDir,
+    HOME: machine ?? home,
+    ...(!machine && { RAY_TMPDIR: rayTmpDir }),
     PATH: `${venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
     ...options.env,
   };
@@ -336,14 +374,19 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
   const log = path.join(root, "sshd.log");
 
   installExitHook();
+  if (machine) {
+    // Mount points: they must exist in our namespace, and stay empty here.
+    for (const dir of [machine, "/tmp/ray"]) mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(root, "passwd"), passwdWithHome(user, machine));
+  }
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = options.port ?? (await freePort());
     const config = path.join(root, "sshd_config");
     writeFileSync(
       config,
       [
         `Port ${port}`,
-        "ListenAddress 127.0.0.1",
+        `ListenAddress ${address}`,
         `HostKey ${hostKey}`,
         `PidFile ${path.join(root, "sshd.pid")}`,
         `AuthorizedKeysFile ${authorizedKeys}`,
@@ -366,16 +409,25 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
       ].join("\n"),
     );
     const out = openSync(path.join(root, "unshare.out"), "a");
+    const sshd = ["/usr/sbin/sshd", "-D", "-f", config, "-E", log];
+    // A machine: in its own mount namespace (private, as unshare makes it), its home and Ray's
+    // temp dir are bind mounts that no other node sees; then sshd becomes the namespace's init.
+    const init = machine
+      ? [
+          "sh",
+          "-ec",
+          'mount --bind "$1" "$2"; mount --bind "$3" /tmp/ray; mount --bind "$4" /etc/passwd; shift 4; exec "$@"',
+          "sh",
+          home,
+          machine,
+          rayTmpDir,
+          path.join(root, "passwd"),
+          ...sshd,
+        ]
+      : sshd;
     const child = spawn(
       "unshare",
-      ["--pid", "--fork", "--mount-proc", "--kill-child=TERM"].concat([
-        "/usr/sbin/sshd",
-        "-D",
-        "-f",
-        config,
-        "-E",
-        log,
-      ]),
+      ["--pid", "--fork", "--mount-proc", "--kill-child=TERM", ...init],
       { stdio: ["ignore", out, out] },
     );
     closeSync(out);
@@ -387,7 +439,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
     let ready = false;
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-      if (await canConnect(port)) {
+      if (await canConnect(address, port)) {
         ready = true;
         break;
       }
@@ -403,7 +455,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
         "-o",
         `ProxyCommand=nc %h ${port}`,
         ...SSH_OPTIONS,
-        `${user}@127.0.0.1`,
+        `${user}@${address}`,
         command,
       ];
       const stop = async () => {
@@ -433,7 +485,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
         home,
         rayTmpDir,
         clientTmp,
-        host: "127.0.0.1",
+        host: address,
         port,
         user,
         privateKey,

@@ -1,0 +1,218 @@
+/**
+ * The action on a multi-node cluster, run the way the runner runs it (`node dist/main`, then
+ * `node dist/post`): a head and two workers, each its own "machine" (test/support/multinode.ts),
+ * brought up by `ray up` with Ray's local provider; the head's autoscaler starts the workers over
+ * SSH. STS, S3 and OIDC on loopback as in action.test.ts.
+ *
+ * What only many nodes show: deploy files reaching workers through `file_mounts`, scenes landing
+ * on workers, and a worker lost mid-run (its Ray processes SIGKILLed by PID inside that node, as a
+ * spot interruption ends them): its scenes run again elsewhere as `node_lost`, without using the
+ * scenes' own retries.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { makeActionWorkspace, type ActionWorkspace } from "./support/cluster.js";
+import { startNodes, type TestNodes } from "./support/multinode.js";
+import { demoJob, nodeAwsEnv, startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
+import { ActionJob, cleanupActions, type ActionRun } from "./support/runner.js";
+import { rayProcessesOf, waitForNoRayProcesses } from "./support/sshd.js";
+import { REPO, removeTemps } from "./support/workspace.js";
+
+const FOLDER = "demo-eval";
+/** ray up, workers joining (~20 s), the scenes, ray down. */
+const RUN_TIMEOUT_MS = 300_000;
+/**
+ * 0.04 s a step: the subset's scenes take 3.6 to 18 s. With one CPU a node the head alone has
+ * run two or three of them by the time the workers have joined, so every node gets scenes.
+ */
+const PACE = "demo_step_seconds=0.04";
+
+const SUBSET_NAMES = readdirSync(path.join(REPO, "scenes/subset"))
+  .filter((f) => f.endsWith(".json"))
+  .map((f) => path.basename(f, ".json"))
+  .sort();
+
+let aws: LoopbackAws | undefined;
+let nodes: TestNodes | undefined;
+const jobs: ActionJob[] = [];
+
+interface Attempt {
+  attempt: number;
+  failure_class: string | null;
+  node: string | null;
+}
+interface SummaryFile {
+  state: string;
+  totals: { total: number; succeeded: number; failed: number };
+  scenes: {
+    name: string;
+    status: string;
+    attempts: number;
+    node: string | null;
+    history: Attempt[];
+  }[];
+}
+
+function newJob(ws: ActionWorkspace, retries = "1"): ActionJob {
+  // One or no retries (the lost-node case): either way a lost node must not use them.
+  const job = demoJob(aws!, ws.dir, { retries, "mcs-config-overrides": PACE });
+  jobs.push(job);
+  return job;
+}
+
+function workspace(): Promise<ActionWorkspace> {
+  return makeActionWorkspace({
+    node: nodes!.head,
+    s3Endpoint: aws!.moto.url,
+    cluster: { workers: nodes!.workers, numCpus: 1 },
+  });
+}
+
+const context = (run: ActionRun) =>
+  `${run.entry} exit ${run.code ?? run.signal}\n--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
+
+async function storedSummary(ws: ActionWorkspace, run: ActionRun): Promise<SummaryFile> {
+  const key = (await ws.listKeys(`${FOLDER}/`)).find((k) => k.endsWith("_run-summary.json"));
+  expect(key, context(run)).toBeDefined();
+  return JSON.parse(await ws.readObject(key!)) as SummaryFile;
+}
+
+/** The `[k/9] STATUS scene ...` progress lines. */
+const progressLines = (stdout: string) =>
+  stdout.split("\n").filter((l) => /^\[\d+\/\d+\] /.test(l));
+
+/** Every scene succeeded once: one SUCCESS progress line and one successful attempt each. */
+function expectEachSucceededOnce(run: ActionRun, summary: SummaryFile) {
+  const succeeded = progressLines(run.stdout).map((l) => /^\[\d+\/9\] SUCCESS (\S+) /.exec(l)?.[1]);
+  expect(succeeded.sort(), context(run)).toEqual(SUBSET_NAMES);
+  expect(summary.scenes.map((s) => s.name).sort()).toEqual(SUBSET_NAMES);
+  for (const scene of summary.scenes) {
+    expect(scene.status).toBe("SUCCESS");
+    expect(scene.history.filter((h) => h.failure_class === null)).toHaveLength(1);
+  }
+}
+
+/** After post: no Ray (nor anything else started over SSH) left on any node. */
+async function expectNothingLeft(job: ActionJob) {
+  const post = await job.run("post");
+  expect(post.code, context(post)).toBe(0);
+  for (const node of nodes!.all) expect(await waitForNoRayProcesses(node, 20_000)).toEqual([]);
+  expect(job.leftovers()).toEqual([]);
+}
+
+describe("the action on a head and two workers", () => {
+  beforeAll(async () => {
+    aws = await startLoopbackAws();
+    nodes = await startNodes({ env: nodeAwsEnv(aws.moto.url) });
+  }, 120_000);
+
+  afterEach(async () => {
+    for (const job of jobs.splice(0)) {
+      // A test that failed before its post step: run it now, as the runner always does.
+      const postRan = job.runs.some((r) => r.entry === "post");
+      if (!postRan && job.state["cluster-up"] === "true") await job.run("post").catch(() => {});
+      await job.cleanup();
+    }
+    // Anything still on a node (only after a failure): stop it by PID, inside its namespace.
+    for (const node of nodes?.all ?? []) {
+      for (const p of rayProcessesOf(node)) {
+        try {
+          process.kill(p.pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+      }
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    await cleanupActions().catch(() => undefined);
+    await Promise.allSettled([nodes?.stop(), aws?.stop()]);
+    removeTemps();
+  }, 60_000);
+
+  it(
+    "scenes run on all three nodes, the workers get the deploy files, nothing is left",
+    async () => {
+      const ws = await workspace();
+      const job = newJob(ws);
+      const main = await job.run("main", { timeoutMs: RUN_TIMEOUT_MS });
+      expect(main.code, context(main)).toBe(0);
+      expect(main.outputs).toMatchObject({ total: "9", succeeded: "9", failed: "0" });
+
+      const summary = await storedSummary(ws, main);
+      expectEachSucceededOnce(main, summary);
+      expect(summary.scenes.every((s) => s.attempts === 1)).toBe(true);
+      const used = new Set(summary.scenes.map((s) => s.node));
+      expect([...used].sort()).toEqual(nodes!.all.map((n) => n.host).sort());
+
+      // file_mounts: the head's autoscaler synced the deploy files to each worker's home.
+      const cluster = main.outputs["cluster-name"]!;
+      for (const worker of nodes!.workers) {
+        expect(existsSync(path.join(worker.home, cluster, "deploy", "ray_script.sh"))).toBe(true);
+      }
+      await expectNothingLeft(job);
+    },
+    RUN_TIMEOUT_MS + 60_000,
+  );
+
+  it(
+    "a worker lost mid-run: its scenes run again elsewhere as node_lost, each succeeds once",
+    async () => {
+      const ws = await workspace();
+      // No retries at all: a scene lost with its node still runs again, for that is the
+      // machine's failure, not the scene's.
+      const job = newJob(ws, "0");
+      const main = job.start("main", { timeoutMs: RUN_TIMEOUT_MS });
+      // The moment a worker plays a scene, its machine "dies": every process Ray started there.
+      const [victim, killed] = await new Promise<[TestNodes["workers"][number], number[]]>(
+        (resolve, reject) => {
+          const timer = setInterval(() => {
+            for (const worker of nodes!.workers) {
+              const procs = rayProcessesOf(worker);
+              if (!procs.some((p) => p.command.includes("play_scene.py"))) continue;
+              clearInterval(timer);
+              const pids = procs.map((p) => p.pid);
+              for (const pid of pids) {
+                try {
+                  process.kill(pid, "SIGKILL");
+                } catch {
+                  // exited meanwhile
+                }
+              }
+              resolve([worker, pids]);
+              return;
+            }
+          }, 100);
+          void main.done.then(() => {
+            clearInterval(timer);
+            reject(new Error(`main ended before a worker ran a scene:\n${main.stdout()}`));
+          });
+        },
+      );
+      expect(killed.length).toBeGreaterThan(2);
+      const run = await main.done;
+      expect(run.code, context(run)).toBe(0);
+      expect(run.outputs).toMatchObject({ total: "9", succeeded: "9", failed: "0" });
+
+      const summary = await storedSummary(ws, run);
+      expect(summary.state).toBe("finished");
+      expectEachSucceededOnce(run, summary);
+      const lost = summary.scenes.filter((s) =>
+        s.history.some((h) => h.failure_class === "node_lost"),
+      );
+      expect(lost.length, context(run)).toBeGreaterThan(0);
+      for (const scene of lost) {
+        // Lost, then run again on a node still up; the scene's own retry was never needed.
+        expect(scene.history.map((h) => h.failure_class)).toEqual(["node_lost", null]);
+        expect(scene.node).not.toBe(victim.host);
+        expect(run.stdout).toContain(
+          `retrying ${scene.name} after node_lost (attempt 2; a lost node uses none of the scene's retries)`,
+        );
+      }
+      await expectNothingLeft(job);
+    },
+    RUN_TIMEOUT_MS + 60_000,
+  );
+});
