@@ -1,9 +1,11 @@
 /**
  * Report rendering on a large run. By hand: `npx tsx bench/report.bench.ts`
- * Targets: a 10,000-scene report renders in < 1 s and stays < 1 MiB (GitHub's job-summary limit).
+ * Targets: a 10,000-scene report (categories, flaky and node_lost retries, a previous run to
+ * compare with) renders in < 1 s and stays < 1 MiB (GitHub's job-summary limit). The full report
+ * (every row, for the artifact) is timed too.
  */
 import { performance } from "node:perf_hooks";
-import { renderMarkdown } from "../src/report.js";
+import { renderFullMarkdown, renderMarkdown } from "../src/report.js";
 import type { LinkTarget } from "../src/report.js";
 import type { RunSummary, SceneResult } from "../src/summary.js";
 
@@ -17,6 +19,8 @@ const TARGET_BYTES = 1024 * 1024;
 
 const BUCKET = "evaluation-results";
 const FAILURES = ["timeout", "xserver", "oom", "script_error", "missing_outputs"] as const;
+const CATEGORIES = ["intuitive physics", "retrieval", "agents", "container", null] as const;
+const TASKS = ["collision", "gravity", "agents", "holes", "retrieval", "container"] as const;
 
 /** Deterministic pseudo-random numbers (mulberry32), so every run benchmarks the same input. */
 function random(seed: number): () => number {
@@ -49,12 +53,14 @@ function logExcerpt(name: string, rand: () => number): string {
 }
 
 function buildScene(i: number, rand: () => number): SceneResult {
-  const name = `eval_6_${["collision", "gravity", "agents", "holes"][i % 4]}_${String(i).padStart(5, "0")}_01`;
+  const name = `eval_6_${TASKS[i % TASKS.length]}_${String(i).padStart(5, "0")}_01`;
   const base = `eval-6/eval-6_level2_team_${name}`;
   const failed = rand() < FAILED_SHARE;
   const duration = Math.round((120 + rand() ** 2 * 3000) * 1000) / 1000;
-  const retried = failed ? rand() < 0.5 : rand() < 0.02;
+  const retried = failed ? rand() < 0.5 : rand() < 0.04;
   const failure = failed ? FAILURES[Math.floor(rand() * FAILURES.length)] : undefined;
+  // A retried success: half after a failure of its own (flaky), half after a lost node.
+  const firstFailure = failure ?? (rand() < 0.5 ? "xserver" : "node_lost");
   return {
     name,
     status: failed ? "FAILED" : "SUCCESS",
@@ -76,21 +82,22 @@ function buildScene(i: number, rand: () => number): SceneResult {
     history: Array.from({ length: retried ? 2 : 1 }, (_, a) => ({
       attempt: a + 1,
       exit_code: failed ? 1 : 0,
-      failure_class: failure ?? (a === 0 && retried ? "xserver" : null),
+      failure_class: a === 0 && retried ? firstFailure : (failure ?? null),
       duration_s: duration,
       node: "10.0.0.5",
       started_at: "2026-11-25T15:20:00Z",
     })),
+    category: CATEGORIES[i % CATEGORIES.length] ?? null,
   };
 }
 
-function buildSummary(): RunSummary {
-  const rand = random(42);
+function buildSummary(seed: number, runId: string): RunSummary {
+  const rand = random(seed);
   const scenes = Array.from({ length: SCENES }, (_, i) => buildScene(i, rand));
   const count = (status: string) => scenes.filter((s) => s.status === status).length;
   return {
     schema_version: 1,
-    run_id: "20261125-151500-ab12",
+    run_id: runId,
     module: "baseline",
     metadata: "level2",
     cluster_name: "mcs-baseline-20261125-151500-ab12-1",
@@ -108,18 +115,11 @@ function buildSummary(): RunSummary {
       retried: scenes.filter((s) => s.attempts > 1).length,
     },
     scenes,
+    previous: { run_id: "20261124-151500-cd34", summary_key: "eval-6/previous_run-summary.json" },
   };
 }
 
-function main(): void {
-  const summary = buildSummary();
-  const phases = [
-    { name: "install ray", seconds: 41 },
-    { name: "ray up", seconds: 412 },
-    { name: "scenes", seconds: 42_000 },
-    { name: "ray down", seconds: 95 },
-  ];
-  const render = () => renderMarkdown(summary, { link, phases });
+function timed(render: () => string): { median: number; min: number; output: string } {
   for (let i = 0; i < WARMUPS; i++) render();
   const times: number[] = [];
   let output = "";
@@ -129,8 +129,21 @@ function main(): void {
     times.push(performance.now() - start);
   }
   times.sort((a, b) => a - b);
-  const median = times[Math.floor(times.length / 2)] ?? NaN;
-  const min = times[0] ?? NaN;
+  return { median: times[Math.floor(times.length / 2)] ?? NaN, min: times[0] ?? NaN, output };
+}
+
+function main(): void {
+  const summary = buildSummary(42, "20261125-151500-ab12");
+  const previous = buildSummary(7, "20261124-151500-cd34");
+  const phases = [
+    { name: "install ray", seconds: 41 },
+    { name: "ray up", seconds: 412 },
+    { name: "scenes", seconds: 42_000 },
+    { name: "ray down", seconds: 95 },
+  ];
+  const options = { link, phases, previous, fullReport: "`report-full.md` in the run's artifact" };
+  const { median, min, output } = timed(() => renderMarkdown(summary, options));
+  const full = timed(() => renderFullMarkdown(summary, options));
   const size = Buffer.byteLength(output);
   const shownRows = output.match(/^\| `eval_6_/gm)?.length ?? 0;
   const shownDetails = output.match(/^#### ❌/gm)?.length ?? 0;
@@ -142,6 +155,10 @@ function main(): void {
   );
   console.log(`  render  median ${median.toFixed(1)} ms, min ${min.toFixed(1)} ms`);
   console.log(`  output  ${size.toLocaleString("en-US")} bytes (${(size / 1024).toFixed(1)} KiB)`);
+  console.log(
+    `  full    median ${full.median.toFixed(1)} ms, ` +
+      `${Buffer.byteLength(full.output).toLocaleString("en-US")} bytes (report-full.md)`,
+  );
   console.log(`  shown   ${shownRows} table rows, ${shownDetails} failure details`);
   console.log(`  target  render < ${TARGET_MS} ms: ${ok(median < TARGET_MS)}`);
   console.log(`  target  size < 1 MiB: ${ok(size < TARGET_BYTES)}`);

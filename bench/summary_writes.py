@@ -61,7 +61,8 @@ def make_plan(root: Path, count: int) -> Path:
         (plan_dir / "scenes" / f"{name}.json").write_text(json.dumps(
             {"name": name, "version": "2",
              "goal": {"category": "retrieval", "last_step": steps, "action_list": []}}))
-        scenes.append({"name": name, "file": f"scenes/{name}.json", "expected_cost": steps})
+        scenes.append({"name": name, "file": f"scenes/{name}.json", "expected_cost": steps,
+                       "category": "retrieval"})
     plan = {
         "schema_version": 1, "run_id": RUN_ID, "module": "demo", "metadata": "level2",
         "target": "local", "cluster_name": None, "ray_version": "2.60.0",

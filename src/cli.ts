@@ -3,10 +3,11 @@
  * or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some failed, 2 bad input,
  * 3 the machine could not run it, 130 interrupted.
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { prCommentCommand } from "./action/pr-comment.js";
 import { affectedModules } from "./affected.js";
 import { findSummaries, renderCombined } from "./combine.js";
 import { knownModules } from "./module.js";
@@ -15,7 +16,7 @@ import { capture } from "./proc.js";
 import { evaluate, preparePlan, type Environment } from "./engine.js";
 import { EnvironmentError, InputError } from "./errors.js";
 import { ensureRay } from "./ray/install.js";
-import { renderTerminal } from "./report.js";
+import { FULL_REPORT_FILE, renderTerminal } from "./report.js";
 import { parseRequest, type RawRequest } from "./request.js";
 import { localTarget, runDir } from "./targets/local.js";
 
@@ -27,6 +28,7 @@ commands:
   setup   create the Python venv with the pinned Ray (run and plan do this when needed)
   affected  print (JSON) the modules a git change affects: --base REF [--head REF]
   combine   one Markdown report of several runs: --summaries DIR [--previous DIR] [--title T]
+  pr-comment  create or update the pull request's result comment: --body FILE (GITHUB_TOKEN)
 
 options (run, plan):
   --module M                 module name (configs/M_aws.ini, ...); required
@@ -58,6 +60,7 @@ const OPTIONS = {
   summaries: { type: "string" },
   previous: { type: "string" },
   title: { type: "string" },
+  body: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -117,6 +120,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(renderCombined(findSummaries(values.summaries), previous, values.title));
     return 0;
   }
+  if (command === "pr-comment") {
+    if (!values.body) throw new InputError("body", "is required: the comment's Markdown file");
+    await prCommentCommand(readFileSync(values.body, "utf8"));
+    return 0;
+  }
   if (command !== "run" && command !== "plan") {
     throw new InputError(
       "command",
@@ -141,9 +149,13 @@ async function main(argv: string[]): Promise<number> {
     console.log(describePlan(preparePlan(request, env, target)));
     return 0;
   }
-  const outcome = await evaluate(request, env, target, { progress: (line) => console.log(line) });
+  const outcome = await evaluate(request, env, target, {
+    progress: (line) => console.log(line),
+    fullReport: `[${FULL_REPORT_FILE}](${FULL_REPORT_FILE})`,
+  });
   const reportPath = path.join(runDir(outcome.plan), "report.md");
   writeFileSync(reportPath, outcome.markdown!);
+  writeFileSync(path.join(runDir(outcome.plan), FULL_REPORT_FILE), outcome.fullMarkdown!);
   console.log(`\n${renderTerminal(outcome.summary!)}\nreport: ${reportPath}`);
   return outcome.exitCode;
 }

@@ -7,10 +7,10 @@
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
+import { getExecOutput } from "@actions/exec";
 import { stringify } from "yaml";
 import { InputError } from "./errors.js";
 import type { Module } from "./module.js";
-import { stream } from "./proc.js";
 
 const COMMAND_LISTS = [
   "initialization_commands",
@@ -225,12 +225,16 @@ export async function validateWithRaySchema(python: string, yamlFile: string, sh
     "    text = ' '.join(str(getattr(e, 'message', None) or e).split())",
     "    sys.exit((where + ': ' if where else '') + text)",
   ].join("\n");
-  const stderr: string[] = [];
-  const result = await stream(python, ["-c", check, yamlFile], {
-    onStderr: (line) => stderr.push(line),
+  const result = await getExecOutput(python, ["-c", check, yamlFile], {
+    silent: true,
+    ignoreReturnCode: true,
   });
-  if (result.code !== 0) {
-    const reason = stderr.filter((l) => l.trim()).pop() ?? `exit ${result.code ?? result.signal}`;
+  if (result.exitCode !== 0) {
+    const reason =
+      result.stderr
+        .split("\n")
+        .filter((l) => l.trim())
+        .pop() ?? `exit ${result.exitCode}`;
     throw new InputError("module", `${shown} does not match Ray's cluster schema: ${reason}`);
   }
 }

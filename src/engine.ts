@@ -7,10 +7,16 @@ import { EnvironmentError } from "./errors.js";
 import { loadModule, type Module } from "./module.js";
 import { buildPlan, newRunId, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
-import { type LinkTarget, type Phase, renderMarkdown } from "./report.js";
+import {
+  FULL_REPORT_FILE,
+  type LinkTarget,
+  type Phase,
+  renderFullMarkdown,
+  renderMarkdown,
+} from "./report.js";
 import type { Request } from "./request.js";
 import { loadScenes } from "./scenes.js";
-import { readSummary, type RunSummary } from "./summary.js";
+import { readSummary, type RunSummary, type SummaryStore } from "./summary.js";
 
 export interface Environment {
   /** This tool's checkout: pipeline/ and its pinned requirements. */
@@ -58,6 +64,8 @@ export interface Outcome {
   /** run-summary.json as the store holds it, with its journal applied (summary.ts readSummary). */
   summaryText?: string;
   markdown?: string;
+  /** Every row, no budget: for FULL_REPORT_FILE beside the run summary (or report.md). */
+  fullMarkdown?: string;
   phases: Phase[];
   /** 0 all scenes succeeded, 1 some failed, 130 interrupted. */
   exitCode: number;
@@ -87,13 +95,20 @@ export interface EvaluateOptions {
   runId?: string;
   /** Called once the plan is built, before anything starts. */
   onPlan?: (plan: Plan) => void;
+  /** Where the report says the full per-scene table is (Markdown). */
+  fullReport?: string;
 }
 
 export async function evaluate(
   req: Request,
   env: Environment,
   target: Target,
-  { progress, runId, onPlan }: EvaluateOptions,
+  {
+    progress,
+    runId,
+    onPlan,
+    fullReport = `\`${FULL_REPORT_FILE}\` in the run's artifact`,
+  }: EvaluateOptions,
 ): Promise<Outcome> {
   const phases: Phase[] = [];
   const hooks: Hooks = {
@@ -123,19 +138,21 @@ export async function evaluate(
   const source = target.link(plan, plan.summary_key).uri;
   let summary: RunSummary;
   let summaryText: string;
+  let previous: RunSummary | undefined;
+  const store: SummaryStore = {
+    read: (key: string) => target.readText(plan, key),
+    uri: (key: string) => target.link(plan, key).uri,
+  };
   try {
     await target.run(plan, python, hooks);
     try {
-      const store = {
-        read: (key: string) => target.readText(plan, key),
-        uri: (key: string) => target.link(plan, key).uri,
-      };
       ({ summary, text: summaryText } = await readSummary(store, plan.summary_key, env.log));
     } catch (error) {
       throw new EnvironmentError(
         `the driver left no readable run summary at ${source}: ${(error as Error).message}`,
       );
     }
+    previous = await readPrevious(store, summary, env.log);
   } finally {
     await target.release?.();
   }
@@ -145,8 +162,35 @@ export async function evaluate(
       `the run summary at ${source} belongs to run ${summary.run_id}, not to this run (${plan.run_id}); no report is made from another run's results`,
     );
   }
-  const markdown = renderMarkdown(summary, { link: (key) => target.link(plan, key), phases });
-  return { plan, summary, summaryText, markdown, phases, exitCode: outcomeCode(summary) };
+  const options = { link: (key: string) => target.link(plan, key), phases, previous, fullReport };
+  return {
+    plan,
+    summary,
+    summaryText,
+    markdown: renderMarkdown(summary, options),
+    fullMarkdown: renderFullMarkdown(summary, options),
+    phases,
+    exitCode: outcomeCode(summary),
+  };
+}
+
+/**
+ * The summary of the run the summary names as its previous (same module and level), for the
+ * report's "since the previous run"; undefined (said through `warn`) when it cannot be read:
+ * the report then says so, and the run goes on.
+ */
+async function readPrevious(
+  store: SummaryStore,
+  summary: RunSummary,
+  warn: (line: string) => void,
+): Promise<RunSummary | undefined> {
+  if (!summary.previous) return undefined;
+  try {
+    return (await readSummary(store, summary.previous.summary_key, warn)).summary;
+  } catch (error) {
+    warn(`no comparison with the previous run: ${(error as Error).message}`);
+    return undefined;
+  }
 }
 
 export function outcomeCode(summary: RunSummary): number {

@@ -49,7 +49,8 @@ export interface PlanFile {
   eval_dir: string | null;
   history_required: boolean;
   mcs_config: string;
-  scenes: { name: string; file: string; expected_cost: number }[];
+  /** `category`: the scene file's goal.category (null when none); the driver copies it to the summary. */
+  scenes: { name: string; file: string; expected_cost: number; category: string | null }[];
 }
 
 export interface Plan extends PlanFile {
@@ -122,6 +123,7 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
       name: s.name,
       file: `scenes/${s.name}.json`,
       expected_cost: s.lastStep,
+      category: s.category,
     })),
   };
   const problem = schemaProblem(plan, "plan.schema.json");

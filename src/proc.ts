@@ -1,6 +1,12 @@
-/** Child processes with their output streamed line by line (long runs must show progress). */
+/**
+ * `stream` is ours, not `@actions/exec`: callers need the child itself (a process group to signal
+ * by PID, a SIGTERM to forward), which exec never hands out; plain runs use exec (`capture`).
+ *
+ * Child processes with their output streamed line by line (long runs must show progress).
+ */
 import { spawn, type SpawnOptions } from "node:child_process";
 import { createInterface } from "node:readline";
+import { getExecOutput } from "@actions/exec";
 
 export interface Streamed {
   code: number | null;
@@ -35,18 +41,13 @@ export function stream(command: string, args: string[], options: StreamOptions =
 }
 
 /** Run to completion; its stdout, or an error carrying its stderr. */
-export async function capture(command: string, args: string[], options: StreamOptions = {}) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const result = await stream(command, args, {
-    ...options,
-    onStdout: (l) => out.push(l),
-    onStderr: (l) => err.push(l),
-  });
-  if (result.code !== 0) {
+export async function capture(command: string, args: string[]): Promise<string> {
+  const result = await getExecOutput(command, args, { silent: true, ignoreReturnCode: true });
+  if (result.exitCode !== 0) {
+    const err = result.stderr.split("\n").filter(Boolean);
     throw new Error(
-      `${command} ${args.join(" ")} failed (${result.code ?? result.signal}): ${err.slice(-5).join(" / ")}`,
+      `${command} ${args.join(" ")} failed (${result.exitCode}): ${err.slice(-5).join(" / ")}`,
     );
   }
-  return out.join("\n");
+  return result.stdout.replace(/\n$/, "");
 }

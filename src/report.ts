@@ -3,8 +3,21 @@
  * summary, and a plain-text table for a terminal. Both read only the run summary.
  *
  * GitHub drops a job summary over 1 MiB whole, so renderMarkdown measures every piece it adds
- * and stops deliberately (with a note linking the full run-summary.json) when its budget is spent.
+ * and stops deliberately (with a note linking the full run-summary.json) when its budget is spent:
+ * the aggregates first (results and durations by category, failure classes, what changed since
+ * the previous run, with Mermaid charts), then the lists (newly failing, failure details, flaky,
+ * newly passing) and at most DEFAULT_SCENE_ROWS rows of the per-scene table. renderFullMarkdown
+ * renders everything, every row: report-full.md, beside the run summary in the artifact.
  */
+import {
+  aggregate,
+  type Aggregates,
+  type CategoryStats,
+  categoryOf,
+  compare,
+  type Changes,
+  durations,
+} from "./report-aggregates.js";
 import type { AttemptRecord, RunSummary, SceneResult, SceneStatus } from "./summary.js";
 
 /** Where an output key lives: `href` to click (console URL, relative path), `uri` to copy. */
@@ -26,17 +39,26 @@ export interface ReportOptions {
   budgetBytes?: number;
   /** Replaces the default "MCS run: module · metadata · run id" heading. */
   title?: string;
+  /** At most this many rows of the per-scene table (failed first). Default DEFAULT_SCENE_ROWS. */
+  maxSceneRows?: number;
+  /** Where the whole per-scene table is (Markdown), named when rows are left out. */
+  fullReport?: string;
+  /** The summary the run's `previous` names: what changed is shown against it. */
+  previous?: RunSummary;
 }
 
 /** Well under GitHub's 1 MiB job-summary limit, leaving room for other steps' summaries. */
 export const DEFAULT_BUDGET_BYTES = 900 * 1024;
 /** Each failed scene's log excerpt is cut to its last ~2 KiB. */
 export const EXCERPT_MAX_BYTES = 2 * 1024;
-/** Failure details may use at most this share of what is left after the header. */
-const FAILURE_DETAILS_SHARE = 0.5;
-
-/** What a truncation note is about: failure details or per-scene table rows. */
-type Omitted = "details" | "rows";
+/** The per-scene table of a run this large is in the full report only (failed rows first). */
+export const DEFAULT_SCENE_ROWS = 1000;
+/** The file the full report is written to, beside the run summary (or report.md). */
+export const FULL_REPORT_FILE = "report-full.md";
+/** Share of what is left that each list may use; the per-scene table gets the rest. */
+const LIST_SHARE = { newlyFailing: 0.2, details: 0.5, flaky: 0.2, newlyPassing: 0.2 } as const;
+/** A bar chart shows at most this many categories (the largest). */
+const CHART_CATEGORIES = 25;
 
 const STATUS_ICON: Record<SceneStatus, string> = { SUCCESS: "✅", FAILED: "❌", PENDING: "⏳" };
 
@@ -44,29 +66,77 @@ const STATUS_ICON: Record<SceneStatus, string> = { SUCCESS: "✅", FAILED: "❌"
 
 export function renderMarkdown(summary: RunSummary, options: ReportOptions): string {
   const budgetBytes = Math.max(0, Math.floor(options.budgetBytes ?? DEFAULT_BUDGET_BYTES));
+  const maxRows = Math.max(0, Math.floor(options.maxSceneRows ?? DEFAULT_SCENE_ROWS));
   const full = options.link(summary.summary_key);
-  const note = (count: number, what: Omitted) => truncationNote(count, what, budgetBytes, full);
+  const facts = aggregate(summary, options.previous);
   const scenes = orderScenes(summary.scenes);
   const failed = scenes.filter((scene) => scene.status === "FAILED");
+  const changes = facts.changes;
+  /** `kind` scenes `left out`: "… 3 more flaky scenes not listed (…)". */
+  const note = (kind: string, leftOut: string) => (n: number) =>
+    truncationNote(`${count(n)} more ${kind}${noun(n, "scene")} ${leftOut}`, budgetBytes, full);
+  const rowsNote = (n: number) =>
+    truncationNote(
+      `${count(n)} more ${noun(n, "scene")} not shown`,
+      budgetBytes,
+      full,
+      scenes.length > maxRows ? maxRows : undefined,
+      options.fullReport,
+    );
+  const lists: BudgetedList[] = [
+    ...(changes
+      ? [
+          {
+            chunks: sceneList("Newly failing", changes.newlyFailing, (s) => s.failure_class ?? ""),
+            total: changes.newlyFailing.length,
+            share: LIST_SHARE.newlyFailing,
+            note: note("newly failing ", "not listed"),
+          },
+        ]
+      : []),
+    {
+      chunks: failureDetails(failed, options.link),
+      total: failed.length,
+      share: LIST_SHARE.details,
+      note: note("failed ", "not detailed here"),
+    },
+    {
+      chunks: sceneList("Flaky: passed only on a retry", facts.flaky, (s) =>
+        s.history.map(attemptOutcome).join(" → "),
+      ),
+      total: facts.flaky.length,
+      share: LIST_SHARE.flaky,
+      note: note("flaky ", "not listed"),
+    },
+    ...(changes
+      ? [
+          {
+            chunks: sceneList("Newly passing", changes.newlyPassing, () => ""),
+            total: changes.newlyPassing.length,
+            share: LIST_SHARE.newlyPassing,
+            note: note("newly passing ", "not listed"),
+          },
+        ]
+      : []),
+    {
+      chunks: sceneTable(scenes.slice(0, maxRows), options.link),
+      total: scenes.length,
+      share: 1,
+      note: rowsNote,
+    },
+  ];
+  return addLists(renderHeader(summary, facts, options, full), lists, budgetBytes, () =>
+    rowsNote(scenes.length),
+  );
+}
 
-  // Room for both possible notes is set aside before anything else is added.
-  const failedNoteBytes = failed.length > 0 ? byteLength(note(failed.length, "details")) : 0;
-  const tableNoteBytes = byteLength(note(scenes.length, "rows"));
-  const out = createBudget(budgetBytes - failedNoteBytes - tableNoteBytes);
-
-  if (add(out, renderHeader(summary, options, full))) {
-    const detailsLimit = Math.floor(out.left * FAILURE_DETAILS_SHARE);
-    const shownFailures = addWhileFits(out, failureDetails(failed, options.link), detailsLimit);
-    out.left += failedNoteBytes;
-    if (shownFailures < failed.length) add(out, note(failed.length - shownFailures, "details"));
-    const shownRows = addWhileFits(out, sceneTable(scenes, options.link), out.left);
-    out.left += tableNoteBytes;
-    if (shownRows < scenes.length) add(out, note(scenes.length - shownRows, "rows"));
-  } else {
-    out.left += failedNoteBytes + tableNoteBytes;
-    add(out, note(scenes.length, "rows"));
-  }
-  return clampBytes(out.parts.join("").trimEnd() + "\n", budgetBytes);
+/** Everything, every row, no budget: the report-full.md of the artifact. */
+export function renderFullMarkdown(summary: RunSummary, options: ReportOptions): string {
+  return renderMarkdown(summary, {
+    ...options,
+    budgetBytes: Number.POSITIVE_INFINITY,
+    maxSceneRows: Number.POSITIVE_INFINITY,
+  });
 }
 
 /** One sentence on how the run went, e.g. "2 of 8 scenes failed." (no Markdown). */
@@ -95,10 +165,15 @@ function outcomeIcon(summary: RunSummary): string {
   return pending > 0 ? "⚠️" : "✅";
 }
 
-function renderHeader(summary: RunSummary, options: ReportOptions, full: LinkTarget): string {
+function renderHeader(
+  summary: RunSummary,
+  facts: Aggregates,
+  options: ReportOptions,
+  full: LinkTarget,
+): string {
   const title =
     options.title ?? `MCS run: ${summary.module} · ${summary.metadata} · ${summary.run_id}`;
-  const facts = [
+  const about = [
     `Module ${code(summary.module)}`,
     `metadata ${code(summary.metadata)}`,
     `run ${code(summary.run_id)}`,
@@ -108,37 +183,43 @@ function renderHeader(summary: RunSummary, options: ReportOptions, full: LinkTar
   const sections = [
     `## ${oneLine(title)}`,
     `**${outcomeIcon(summary)} ${outcomeText(summary)}**`,
-    `${facts.join(" · ")}  \nFull results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}`,
-    totalsTable(summary),
+    `${about.join(" · ")}  \nFull results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}`,
+    totalsTable(summary, facts),
+    ...(facts.passedAfterLostNode > 0
+      ? [
+          `_${count(facts.passedAfterLostNode)} more passed on a retry after only lost nodes ` +
+            "(node_lost): not counted as flaky._",
+        ]
+      : []),
     durationTable(summary),
     ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
-    ...(summary.totals.failed > 0 ? [failureClassTable(summary.scenes)] : []),
+    ...changesSection(summary, facts.changes),
+    categorySection(facts.categories),
+    ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
   ];
   return sections.join("\n\n") + "\n\n";
 }
 
-function totalsTable(summary: RunSummary): string {
+function totalsTable(summary: RunSummary, facts: Aggregates): string {
   const t = summary.totals;
   const resumed = summary.scenes.filter((scene) => scene.resumed).length;
-  const values = [t.total, t.succeeded, t.failed, t.pending, t.retried, resumed].map(count);
-  const headers = ["total", "succeeded", "failed", "pending", "retried", "resumed"];
-  return table(headers, [values], "rrrrrr");
+  const flaky = facts.flaky.length;
+  const values = [t.total, t.succeeded, t.failed, t.pending, t.retried, flaky, resumed].map(count);
+  const headers = ["total", "succeeded", "failed", "pending", "retried", "flaky", "resumed"];
+  return table(headers, [values], "rrrrrrr");
 }
 
 function durationTable(summary: RunSummary): string {
   // Resumed scenes were not run again: their durations belong to an earlier run.
-  const durations = summary.scenes
-    .filter((scene) => !scene.resumed && scene.duration_s !== null)
-    .map((scene) => scene.duration_s as number)
-    .sort((a, b) => a - b);
+  const d = durations(summary.scenes);
   const end = summary.finished_at ?? summary.updated_at;
   const wall = (Date.parse(end) - Date.parse(summary.started_at)) / 1000;
   const row = [
     formatSeconds(Number.isFinite(wall) && wall >= 0 ? wall : null),
-    count(durations.length),
-    formatSeconds(percentile(durations, 0.5)),
-    formatSeconds(percentile(durations, 0.9)),
-    formatSeconds(durations.at(-1) ?? null),
+    count(d.timed),
+    formatSeconds(d.p50),
+    formatSeconds(d.p90),
+    formatSeconds(d.max),
   ];
   return table(
     ["wall time", "scenes timed", "median scene", "p90 scene", "max scene"],
@@ -156,17 +237,104 @@ function phaseTable(phases: Phase[]): string {
   return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
 }
 
-function failureClassTable(scenes: SceneResult[]): string {
-  const counts = new Map<string, number>();
-  for (const scene of scenes) {
-    if (scene.status !== "FAILED") continue;
-    const key = scene.failure_class ?? "unknown";
-    counts.set(key, (counts.get(key) ?? 0) + 1);
+/** What changed since the previous run: counts here, the scenes in the lists below. */
+function changesSection(summary: RunSummary, changes: Changes | undefined): string[] {
+  if (summary.previous === undefined) return []; // a summary from before it named its previous
+  const heading = "### Since the previous run";
+  if (summary.previous === null) {
+    return [`${heading}\n\nNo earlier run of this module and level to compare with.`];
   }
-  const rows = [...counts]
-    .sort((a, b) => b[1] - a[1] || compare(a[0], b[0]))
-    .map(([failure, n]) => [failure, count(n)]);
-  return table(["failure class", "scenes"], rows, "lr");
+  const run = code(summary.previous.run_id);
+  if (!changes) return [`${heading}\n\nThe previous run ${run}: its summary could not be read.`];
+  const was = changes.previous.totals;
+  const row = [
+    `${count(was.succeeded)} → ${count(summary.totals.succeeded)}`,
+    `${count(was.failed)} → ${count(summary.totals.failed)}`,
+    ...[changes.newlyFailing.length, changes.newlyPassing.length, changes.stillFailing].map(count),
+  ];
+  return [
+    `${heading}\n\nCompared with run ${run} (started ${changes.previous.started_at}).\n\n` +
+      table(
+        ["succeeded", "failed", "newly failing", "newly passing", "still failing"],
+        [row],
+        "rrrrr",
+      ),
+  ];
+}
+
+/** Results and durations by category, and a bar chart of the share passed. */
+function categorySection(categories: CategoryStats[]): string {
+  const headers = [
+    "category",
+    "scenes",
+    "succeeded",
+    "failed",
+    "pending",
+    "flaky",
+    "passed",
+    "median",
+    "p90",
+    "max",
+    "failures",
+  ];
+  const rows = categories.map((c) => [
+    escapeCell(oneLine(c.category)),
+    ...[c.total, c.succeeded, c.failed, c.pending, c.flaky].map(count),
+    formatPercent(passRate(c)),
+    formatSeconds(c.durations.p50),
+    formatSeconds(c.durations.p90),
+    formatSeconds(c.durations.max),
+    escapeCell(c.failures.map(([failure, n]) => `${failure} ${count(n)}`).join(", ")),
+  ]);
+  const charted = categories
+    .filter((c) => passRate(c) !== null)
+    .sort((a, b) => b.total - a.total || compare(a.category, b.category))
+    .slice(0, CHART_CATEGORIES);
+  const more = categories.length > charted.length ? ` (the ${charted.length} largest)` : "";
+  const chart =
+    charted.length === 0
+      ? []
+      : [
+          mermaid([
+            "xychart-beta",
+            `  title "Scenes passed by category, %${more}"`,
+            `  x-axis [${charted.map((c) => mermaidText(c.category)).join(", ")}]`,
+            '  y-axis "passed %" 0 --> 100',
+            `  bar [${charted.map((c) => (100 * (passRate(c) ?? 0)).toFixed(1)).join(", ")}]`,
+          ]),
+        ];
+  return ["### Results by category", table(headers, rows, "lrrrrrrrrrl"), ...chart].join("\n\n");
+}
+
+/** Of the scenes that finished, the share that succeeded; null when none finished. */
+function passRate(c: CategoryStats): number | null {
+  const finished = c.succeeded + c.failed;
+  return finished === 0 ? null : c.succeeded / finished;
+}
+
+function failureClassSection(failureClasses: [string, number][]): string {
+  const rows = failureClasses.map(([failure, n]) => [failure, count(n)]);
+  const slices = failureClasses.map(([failure, n]) => `  ${mermaidText(failure)} : ${n}`);
+  return [
+    table(["failure class", "scenes"], rows, "lr"),
+    mermaid(["pie title Failed scenes by failure class", ...slices]),
+  ].join("\n\n");
+}
+
+/** A list of scenes under a heading (on the first chunk), one line each: category and `what`. */
+function* sceneList(
+  title: string,
+  scenes: SceneResult[],
+  what: (scene: SceneResult) => string,
+): Generator<string> {
+  let first = true;
+  for (const scene of scenes) {
+    const heading = first ? `### ${title} (${count(scenes.length)})\n\n` : "";
+    first = false;
+    const detail = [categoryOf(scene), what(scene)].filter((part) => part !== "");
+    yield `${heading}- ${code(scene.name)} — ${oneLine(detail.join(" · "))}\n`;
+  }
+  if (!first) yield "\n";
 }
 
 /** Failed scenes: a heading line each, the attempts when retried, and the log excerpt. */
@@ -181,6 +349,7 @@ function* failureDetails(failed: SceneResult[], link: ReportOptions["link"]): Ge
 
 function failureDetail(scene: SceneResult, link: ReportOptions["link"]): string {
   const facts = [
+    categoryOf(scene),
     scene.failure_class ?? "unknown failure",
     plural(scene.attempts, "attempt"),
     scene.exit_code === null ? "no exit code" : `exit code ${scene.exit_code}`,
@@ -199,6 +368,10 @@ function failureDetail(scene: SceneResult, link: ReportOptions["link"]): string 
   return parts.join("\n\n") + "\n\n";
 }
 
+function attemptOutcome(attempt: AttemptRecord): string {
+  return attempt.failure_class ?? "ok";
+}
+
 function attemptText(attempt: AttemptRecord): string {
   const what = attempt.failure_class ?? "ok";
   const exit = attempt.exit_code === null ? "" : `, exit ${attempt.exit_code}`;
@@ -210,6 +383,7 @@ function attemptText(attempt: AttemptRecord): string {
 function* sceneTable(scenes: SceneResult[], link: ReportOptions["link"]): Generator<string> {
   const headers = [
     "scene",
+    "category",
     "status",
     "attempts",
     "duration",
@@ -220,7 +394,7 @@ function* sceneTable(scenes: SceneResult[], link: ReportOptions["link"]): Genera
   ];
   let first = true;
   for (const scene of scenes) {
-    const head = first ? `### Scenes\n\n${tableHead(headers, "llrrllll")}\n` : "";
+    const head = first ? `### Scenes\n\n${tableHead(headers, "lllrrllll")}\n` : "";
     first = false;
     yield head + sceneRow(scene, link) + "\n";
   }
@@ -232,6 +406,7 @@ function sceneRow(scene: SceneResult, link: ReportOptions["link"]): string {
   return tableRow(
     [
       code(scene.name),
+      oneLine(categoryOf(scene)),
       `${STATUS_ICON[scene.status]} ${scene.status}${scene.resumed ? " (resumed)" : ""}`,
       String(scene.attempts),
       formatSeconds(scene.duration_s),
@@ -249,13 +424,21 @@ function outputLink(label: string, key: string | null, link: ReportOptions["link
   return `${mdLink(label, target.href)} ${code(target.uri)}`;
 }
 
-function truncationNote(n: number, what: Omitted, budgetBytes: number, full: LinkTarget): string {
-  const missing =
-    what === "details"
-      ? `failed ${noun(n, "scene")} not detailed here`
-      : `${noun(n, "scene")} not shown`;
+/** `_… <what> (the cap). Full table: …. Full results: run-summary.json_`. */
+function truncationNote(
+  what: string,
+  budgetBytes: number,
+  full: LinkTarget,
+  maxRows?: number,
+  fullReport?: string,
+): string {
+  const caps = [
+    `the report is capped at ${formatBytes(budgetBytes)}`,
+    ...(maxRows !== undefined ? [`${count(maxRows)} rows`] : []),
+  ];
+  const table = fullReport ? ` The full table: ${fullReport}.` : "";
   return (
-    `\n_… ${count(n)} more ${missing} (the report is capped at ${formatBytes(budgetBytes)}). ` +
+    `\n_… ${what} (${caps.join(" and ")}).${table} ` +
     `Full results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}_\n\n`
   );
 }
@@ -270,6 +453,43 @@ interface Budget {
 
 function createBudget(bytes: number): Budget {
   return { parts: [], left: bytes };
+}
+
+/** A list the report shows as much of as its share of the budget allows, then a note. */
+interface BudgetedList {
+  chunks: Iterable<string>;
+  total: number;
+  /** Of the bytes left when the list starts. */
+  share: number;
+  /** Says how many of `total` were left out. */
+  note: (omitted: number) => string;
+}
+
+/**
+ * The header, then each list while it fits its share, each cut short with its note. Room for
+ * every note is set aside before anything else is added, so a note always fits; when even the
+ * header does not, only `headerless()` (a note) is.
+ */
+function addLists(
+  header: string,
+  lists: BudgetedList[],
+  budgetBytes: number,
+  headerless: () => string,
+): string {
+  const reserved = lists.map((list) => (list.total > 0 ? byteLength(list.note(list.total)) : 0));
+  const all = reserved.reduce((sum, n) => sum + n, 0);
+  const out = createBudget(budgetBytes - all);
+  if (add(out, header)) {
+    lists.forEach((list, i) => {
+      const shown = addWhileFits(out, list.chunks, Math.floor(out.left * list.share));
+      out.left += reserved[i] ?? 0;
+      if (shown < list.total) add(out, list.note(list.total - shown));
+    });
+  } else {
+    out.left += all;
+    add(out, headerless());
+  }
+  return clampBytes(out.parts.join("").trimEnd() + "\n", budgetBytes);
 }
 
 function add(out: Budget, chunk: string): boolean {
@@ -337,6 +557,16 @@ function fenced(text: string): string {
   const runs = text.match(/`{3,}/g) ?? [];
   const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length + 1), 3));
   return `${fence}text\n${text}\n${fence}`;
+}
+
+function mermaid(lines: string[]): string {
+  return ["```mermaid", ...lines, "```"].join("\n");
+}
+
+/** A quoted Mermaid label: no quotes, backticks or line breaks inside; at most 40 characters. */
+function mermaidText(text: string): string {
+  const clean = oneLine(text).replace(/["`\\]/g, "'");
+  return JSON.stringify([...clean].length > 40 ? `${[...clean].slice(0, 39).join("")}…` : clean);
 }
 
 function mdLink(label: string, href: string): string {
@@ -420,14 +650,8 @@ function orderScenes(scenes: SceneResult[]): SceneResult[] {
   return [...scenes].sort((a, b) => failedFirst(a) - failedFirst(b) || compare(a.name, b.name));
 }
 
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Nearest-rank percentile of an ascending list. */
-function percentile(sorted: number[], q: number): number | null {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? null;
+function formatPercent(share: number | null): string {
+  return share === null ? "—" : `${(100 * share).toFixed(1)}%`;
 }
 
 function formatSeconds(seconds: number | null, none = "—"): string {

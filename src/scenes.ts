@@ -8,6 +8,8 @@ export interface Scene {
   file: string;
   /** `goal.last_step`: what a scene costs when no earlier run says better. */
   lastStep: number;
+  /** `goal.category` (e.g. "intuitive physics", "retrieval"); null when the file has none. */
+  category: string | null;
 }
 
 const SCENE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -54,9 +56,12 @@ function readScene(file: string, shown: string): Scene {
   if (typeof name !== "string" || !SCENE_NAME.test(name)) {
     throw new InputError("scenes", `${shown}: "name" must be letters, digits, ".", "-" or "_"`);
   }
-  const lastStep = (goal as { last_step?: unknown } | undefined)?.last_step ?? 1;
+  const { last_step: lastStep = 1, category = null } =
+    (goal as { last_step?: unknown; category?: unknown } | undefined) ?? {};
   if (typeof lastStep !== "number" || !(lastStep > 0)) {
     throw new InputError("scenes", `${shown}: goal.last_step must be a positive number`);
   }
-  return { name, file, lastStep };
+  // Only the report uses it: a category that is not a name is no category, not an error.
+  const named = typeof category === "string" && category.trim() !== "";
+  return { name, file, lastStep, category: named ? category.trim() : null };
 }

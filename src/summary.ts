@@ -64,6 +64,8 @@ export interface SceneResult {
   /** The last lines of the scene log (failed scenes only). */
   log_excerpt: string | null;
   history: AttemptRecord[];
+  /** The scene file's goal.category; null when it has none, absent in older summaries. */
+  category?: string | null;
 }
 
 export interface RunTotals {
@@ -91,6 +93,14 @@ export interface RunSummary {
   scenes: SceneResult[];
   /** Where the changes made after this file are: chunks `<prefix><n:06d>.json` from `next` on. */
   journal?: JournalRef;
+  /** The previous run of this module and level, to compare with; absent in older summaries. */
+  previous?: PreviousRun | null;
+}
+
+/** A run named by another: its id and its summary's key in the same store. */
+export interface PreviousRun {
+  run_id: string;
+  summary_key: string;
 }
 
 export interface JournalRef {

@@ -98,9 +98,14 @@ describe("buildPlan: the staging directory", () => {
         name: s.name,
         file: `scenes/${s.name}.json`,
         expected_cost: s.lastStep,
+        category: s.category,
       })),
     });
     expect(planFile.scenes).toHaveLength(9);
+    // The subset's goal.category values, carried into the plan for the driver's summary.
+    expect(planFile.scenes.find((s) => s.name === "demo_gravity_support_0001_01")?.category).toBe(
+      "intuitive physics",
+    );
     expect(plan).toEqual({ ...planFile, dir });
     // Every relative path in plan.json resolves inside the staging directory.
     for (const rel of [
@@ -324,7 +329,7 @@ describe("buildPlan: the staging directory", () => {
     expect(readdirSync(path.join(dir, "scenes"))).toEqual(["inner_name.json"]);
     expect(readFileSync(path.join(dir, "scenes.txt"), "utf8")).toBe("inner_name.json\n");
     expect(planFile.scenes).toEqual([
-      { name: "inner_name", file: "scenes/inner_name.json", expected_cost: 7 },
+      { name: "inner_name", file: "scenes/inner_name.json", expected_cost: 7, category: null },
     ]);
   });
 

@@ -147,9 +147,9 @@ describe("renderMarkdown", () => {
     expect(markdown).toContain("**❌ 2 of 8 scenes failed.**");
     expect(markdown).toContain("cluster `mcs-demo-ab12-1`");
     expect(markdown).toContain(
-      "| total | succeeded | failed | pending | retried | resumed |\n" +
-        "| ---: | ---: | ---: | ---: | ---: | ---: |\n" +
-        "| 8 | 6 | 2 | 0 | 1 | 1 |",
+      "| total | succeeded | failed | pending | retried | flaky | resumed |\n" +
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" +
+        "| 8 | 6 | 2 | 0 | 1 | 0 | 1 |",
     );
   });
 
@@ -168,11 +168,13 @@ describe("renderMarkdown", () => {
     expect(failures).toBeGreaterThan(0);
     expect(table).toBeGreaterThan(failures);
     expect(markdown).toContain(
-      "#### ❌ `demo_zz_timeout` — timeout · 2 attempts · no exit code · node `10.0.0.5` · " +
+      "#### ❌ `demo_zz_timeout` — uncategorized · timeout · 2 attempts · no exit code · node `10.0.0.5` · " +
         `[log](${link("eval/demo_zz_timeout_log.txt").href})`,
     );
     expect(markdown).toContain("Attempts: 1. xserver, exit 1, 0.4 s → 2. timeout, 1h 00m");
-    expect(markdown).toContain("#### ❌ `demo_aa|pipe` — script_error · 1 attempt · exit code 2");
+    expect(markdown).toContain(
+      "#### ❌ `demo_aa|pipe` — uncategorized · script_error · 1 attempt · exit code 2",
+    );
     expect(markdown.match(/<details><summary>log<\/summary>/g)).toHaveLength(2);
   });
 
@@ -201,8 +203,8 @@ describe("renderMarkdown", () => {
     expect(ok).toContain(`✅ SUCCESS | 1 | 1.0 s |  | [history](${target.href}) \`${target.uri}\``);
     expect(ok).toContain(`[video](${link("movies/demo_collision_0001_01_visual.mp4").href})`);
     expect(rows.find((row) => row.includes("demo_resumed"))).toContain("✅ SUCCESS (resumed)");
-    // Every row has exactly 8 cells: no raw | leaks from names or keys.
-    for (const row of rows) expect(row.split(/(?<!\\)\|/).length).toBe(10);
+    // Every row has exactly 9 cells: no raw | leaks from names or keys.
+    for (const row of rows) expect(row.split(/(?<!\\)\|/).length).toBe(11);
     expect(rows[0]).toContain("`s3://mcs-results/eval/demo_aa\\|pipe.json`");
     expect(rows[0]).toContain(
       "(https://s3.console.aws.amazon.com/s3/object/mcs-results?prefix=eval%2Fdemo_aa%7Cpipe.json)",
@@ -211,7 +213,7 @@ describe("renderMarkdown", () => {
 
   it("keeps newlines out of table cells", () => {
     const md = renderMarkdown(summaryOf([scene("two\nlines")]), { link });
-    expect(md).toContain("| `two lines` | ✅ SUCCESS |");
+    expect(md).toContain("| `two lines` | uncategorized | ✅ SUCCESS |");
   });
 
   it("says how an unfinished run stands and uses a custom title", () => {
@@ -223,7 +225,7 @@ describe("renderMarkdown", () => {
     const md = renderMarkdown(running, { link, title: "PR test run" });
     expect(md).toMatch(/^## PR test run\n/);
     expect(md).toContain("⏳ Still running: 1 of 2 scenes finished (1 succeeded, 0 failed)");
-    expect(md).toContain("| `b` | ⏳ PENDING | 1 | — |  | — | — |  |");
+    expect(md).toContain("| `b` | uncategorized | ⏳ PENDING | 1 | — |  | — | — |  |");
     expect(md).not.toContain("cluster `");
     const stopped = renderMarkdown({ ...running, state: "interrupted" }, { link });
     expect(stopped).toContain("⚠️ Interrupted: 1 of 2 scenes finished");
@@ -257,7 +259,7 @@ describe("renderMarkdown", () => {
       /^_… [\d,]+ more failed scenes not detailed here \(the report is capped at 900 KiB\)/,
     );
     expect(notes[1]).toMatch(
-      /^_… \d{1,2},\d{3} more scenes not shown \(the report is capped at 900 KiB\)/,
+      /^_… \d{1,2},\d{3} more scenes not shown \(the report is capped at 900 KiB and 1,000 rows\)/,
     );
     expect(notes[1]).toContain(`Full results: [run-summary.json](${full.href}) \`${full.uri}\`_`);
     expect(md.endsWith(`\`${full.uri}\`_\n`)).toBe(true);

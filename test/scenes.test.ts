@@ -53,7 +53,23 @@ describe("loadScenes", () => {
         name: readJson(file).name,
         file,
         lastStep: (readJson(file).goal as { last_step: number }).last_step,
+        category: (readJson(file).goal as { category: string }).category,
       },
+    ]);
+  });
+
+  it("reads goal.category; none, or one that is not a name, is null", () => {
+    const dir = scenesDir({
+      "a.json": { name: "a", goal: { category: "intuitive physics" } },
+      "b.json": { name: "b", goal: { last_step: 3 } },
+      "c.json": { name: "c", goal: { category: 7 } },
+      "d.json": { name: "d", goal: { category: "  " } },
+    });
+    expect(loadScenes(dir, "s").map((s) => [s.name, s.category])).toEqual([
+      ["a", "intuitive physics"],
+      ["b", null],
+      ["c", null],
+      ["d", null],
     ]);
   });
 

@@ -19,6 +19,7 @@ import {
   type AttemptRecord,
   type JournalChunk,
   type JournalRef,
+  type PreviousRun,
   type RunSummary,
   type RunTotals,
   type SceneOutputs,
@@ -52,6 +53,7 @@ interface SchemaNode {
   properties?: Record<string, SchemaNode>;
   required?: string[];
   items?: SchemaNode;
+  oneOf?: SchemaNode[];
   additionalProperties?: boolean;
   $defs?: Record<string, SchemaNode>;
 }
@@ -70,9 +72,14 @@ function schemaShape(root: SchemaNode, node: SchemaNode): Shape {
   const object = resolve(root, node);
   expect(object.additionalProperties).toBe(false);
   const properties = Object.entries(object.properties!);
-  const admitsNull = (property: SchemaNode) => {
+  const admitsNull = (property: SchemaNode): boolean => {
     const p = resolve(root, property);
-    return [p.type].flat().includes("null") || (p.enum ?? []).includes(null) || p.const === null;
+    return (
+      [p.type].flat().includes("null") ||
+      (p.enum ?? []).includes(null) ||
+      p.const === null ||
+      (p.oneOf ?? []).some(admitsNull)
+    );
   };
   return {
     keys: properties.map(([key]) => key).sort(),
@@ -111,9 +118,10 @@ describe("the run summary's types are run-summary.schema.json's", () => {
           totals: t,
           scenes: t,
           journal: t,
+          previous: t,
         },
-        { journal: t },
-        { cluster_name: t, finished_at: t },
+        { journal: t, previous: t },
+        { cluster_name: t, finished_at: t, previous: t },
       ),
     ],
     [
@@ -138,9 +146,10 @@ describe("the run summary's types are run-summary.schema.json's", () => {
           outputs: t,
           log_excerpt: t,
           history: t,
+          category: t,
         },
-        {},
-        { exit_code: t, failure_class: t, duration_s: t, node: t, log_excerpt: t },
+        { category: t },
+        { exit_code: t, failure_class: t, duration_s: t, node: t, log_excerpt: t, category: t },
       ),
     ],
     [
@@ -165,6 +174,7 @@ describe("the run summary's types are run-summary.schema.json's", () => {
       defs.outputs!,
       shape<SceneOutputs>({ history: t, log: t, videos: t }, {}, { history: t, log: t }),
     ],
+    ["PreviousRun", defs.previousRun!, shape<PreviousRun>({ run_id: t, summary_key: t }, {}, {})],
     ["JournalRef", defs.journal!, shape<JournalRef>({ prefix: t, next: t }, {}, {})],
     [
       "JournalChunk",
@@ -228,7 +238,11 @@ describe("PlanFile is plan.schema.json's", () => {
     expect(names).toEqual(schemaShape(PLAN, props.names!));
     const resources = shape<PlanFile["resources"]>({ num_cpus: t, num_gpus: t }, {}, {});
     expect(resources).toEqual(schemaShape(PLAN, props.resources!));
-    const scene = shape<PlanScene>({ name: t, file: t, expected_cost: t }, {}, {});
+    const scene = shape<PlanScene>(
+      { name: t, file: t, expected_cost: t, category: t },
+      {},
+      { category: t },
+    );
     expect(scene).toEqual(schemaShape(PLAN, props.scenes!.items!));
   });
 

@@ -18,6 +18,8 @@ type Io = Record<string, { description?: string; required?: boolean; default?: u
 interface Step {
   uses?: string;
   with?: Record<string, unknown>;
+  run?: string;
+  env?: Record<string, string>;
 }
 interface Job {
   uses?: string;
@@ -87,6 +89,15 @@ describe("workflows", () => {
     for (const part of ["inputs.module", "inputs.metadata", "github.ref"]) {
       expect(job.concurrency?.group).toContain(part);
     }
+  });
+
+  it("pr-eval.yml comments through our CLI (pr-comment), with the token it may write with", () => {
+    const job: Job = load(".github/workflows/pr-eval.yml").jobs.comment;
+    expect(job.permissions).toEqual({ contents: "read", "pull-requests": "write" });
+    expect(job.steps!.filter((s) => s.uses?.startsWith("actions/github-script"))).toEqual([]);
+    const step = job.steps!.find((s) => s.run?.includes("dist/cli/index.js pr-comment"));
+    expect(step?.run).toContain("--body comment.md");
+    expect(step?.env).toEqual({ GITHUB_TOKEN: "${{ github.token }}" });
   });
 
   it("the hand-started form offers exactly the repository's modules", () => {

@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     resume = plan["resume"] if args.resume is None else args.resume
     store = make_store(plan["store"])
     previous = find_previous(store, plan)  # through the latest-run pointer; never this run
-    summary = RunSummary(plan, previous.summary if resume else None)
+    summary = RunSummary(plan, previous.summary if resume else None, previous_run=previous)
     costs = expected_costs(plan["scenes"], previous.summary)
     scenes = {s["name"]: s for s in plan["scenes"]}
 

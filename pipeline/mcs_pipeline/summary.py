@@ -165,7 +165,7 @@ def warn(text: str) -> None:
     print(f"warning: {text}", flush=True)
 
 
-def pending_scene(name: str, expected_cost: float) -> dict:
+def pending_scene(name: str, expected_cost: float, category: str | None = None) -> dict:
     return {
         "name": name,
         "status": "PENDING",
@@ -179,20 +179,27 @@ def pending_scene(name: str, expected_cost: float) -> dict:
         "outputs": {"history": None, "log": None, "videos": []},
         "log_excerpt": None,
         "history": [],
+        "category": category,
     }
 
 
 class RunSummary:
-    def __init__(self, plan: dict, previous: dict | None = None):
-        """`previous` (a resume): its SUCCESS scenes are carried over and not run again."""
+    def __init__(self, plan: dict, previous: dict | None = None,
+                 previous_run: Previous | None = None):
+        """`previous` (a resume): its SUCCESS scenes are carried over and not run again.
+        `previous_run`: the run before this one (find_previous), which the summary names for the
+        report's comparison. Each scene gets its plan's `category` (goal.category, or None)."""
         done = {s["name"]: s for s in (previous or {}).get("scenes", []) if s["status"] == "SUCCESS"}
         self.scenes: dict[str, dict] = {}
         for scene in plan["scenes"]:
             carried = done.get(scene["name"])
+            category = scene.get("category")
             if carried:
-                self.scenes[scene["name"]] = dict(copy.deepcopy(carried), resumed=True)
+                self.scenes[scene["name"]] = dict(copy.deepcopy(carried), resumed=True,
+                                                  category=category)
             else:
-                self.scenes[scene["name"]] = pending_scene(scene["name"], scene["expected_cost"])
+                self.scenes[scene["name"]] = pending_scene(scene["name"], scene["expected_cost"],
+                                                           category)
         # Kept as scenes are recorded: the progress line reads them after every scene.
         self.counts = count_totals(list(self.scenes.values()))
         # Scenes recorded since the store last got them (SummaryWriter), in recording order.
@@ -210,6 +217,7 @@ class RunSummary:
             "started_at": now,
             "updated_at": now,
             "finished_at": None,
+            "previous": previous_run_ref(previous_run),
         }
 
     def pending(self) -> list[str]:
@@ -256,8 +264,7 @@ class RunSummary:
             "metadata": self.doc["metadata"],
             "summary_key": self.doc["summary_key"],
             "started_at": self.doc["started_at"],
-            "previous": ({"run_id": previous.run_id, "summary_key": previous.key}
-                         if previous.summary else None),
+            "previous": previous_run_ref(previous),
         }, indent=1).encode()
 
     def to_bytes(self, journal: dict | None = None) -> bytes:
@@ -275,6 +282,13 @@ class RunSummary:
         return compact({"schema_version": SCHEMA_VERSION, "run_id": self.doc["run_id"],
                         "seq": seq, "updated_at": self.doc["updated_at"],
                         "scenes": [self.scenes[name] for name in names]})
+
+
+def previous_run_ref(previous: Previous | None) -> dict | None:
+    """How a summary or the pointer names the run before: `{run_id, summary_key}`, or None."""
+    if previous is None or previous.summary is None:
+        return None
+    return {"run_id": previous.run_id, "summary_key": previous.key}
 
 
 STATUS_COUNT = {"SUCCESS": "succeeded", "FAILED": "failed", "PENDING": "pending"}

@@ -124,16 +124,21 @@ class PlanDir:
         self.write()
 
     # -- building ------------------------------------------------------------------------------
-    def scene(self, name: str, last_step: int = 5, demo: dict | None = None) -> "PlanDir":
-        """Write scenes/<name>.json (replacing an earlier one of that name) and list it."""
-        doc = {"name": name, "version": "2",
-               "goal": {"category": "retrieval", "last_step": last_step, "action_list": []}}
+    def scene(self, name: str, last_step: int = 5, demo: dict | None = None,
+              category: str | None = "retrieval") -> "PlanDir":
+        """Write scenes/<name>.json (replacing an earlier one of that name) and list it, with its
+        goal.category in the plan as src/scenes.ts reads it (None: the file has none)."""
+        goal = {"last_step": last_step, "action_list": []}
+        if category is not None:
+            goal["category"] = category
+        doc = {"name": name, "version": "2", "goal": goal}
         if demo is not None:
             doc["demo"] = demo
         (self.dir / "scenes" / f"{name}.json").write_text(json.dumps(doc, indent=1))
         self.plan["scenes"] = [s for s in self.plan["scenes"] if s["name"] != name]
         self.plan["scenes"].append(
-            {"name": name, "file": f"scenes/{name}.json", "expected_cost": last_step})
+            {"name": name, "file": f"scenes/{name}.json", "expected_cost": last_step,
+             "category": category})
         self.write()
         return self
 

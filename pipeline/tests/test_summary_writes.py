@@ -281,7 +281,8 @@ def test_driver_writes_under_10_kb_per_scene(make_plan, args):
     script.chmod(0o755)
     plan.set(run_script="deploy/quick.sh")
     names = [f"q_{i:03d}" for i in range(300)]
-    plan.set(scenes=[{"name": n, "file": f"scenes/{n}.json", "expected_cost": 1} for n in names])
+    plan.set(scenes=[{"name": n, "file": f"scenes/{n}.json", "expected_cost": 1,
+                       "category": None} for n in names])
     for name in names:
         (plan.dir / "scenes" / f"{name}.json").write_text(json.dumps(
             {"name": name, "version": "2", "goal": {"last_step": 1, "action_list": []}}))

@@ -4,7 +4,7 @@ import path from "node:path";
 import * as core from "@actions/core";
 import { s3FolderUrl } from "../aws/s3.js";
 import type { Outcome } from "../engine.js";
-import { outcomeText } from "../report.js";
+import { FULL_REPORT_FILE, outcomeText } from "../report.js";
 
 /** GitHub shows at most 10 error annotations per step; the rest are counted in one more. */
 const MAX_ANNOTATIONS = 9;
@@ -15,6 +15,10 @@ export async function publish(outcome: Outcome, region: string): Promise<void> {
   const summaryPath = path.join(path.dirname(plan.dir), "run-summary.json");
   mkdirSync(path.dirname(summaryPath), { recursive: true });
   writeFileSync(summaryPath, summaryText);
+  // The whole per-scene table, uploaded with the summary (eval.yml uploads this directory).
+  if (outcome.fullMarkdown) {
+    writeFileSync(path.join(path.dirname(summaryPath), FULL_REPORT_FILE), outcome.fullMarkdown);
+  }
 
   const failed = summary.scenes.filter((s) => s.status === "FAILED");
   for (const scene of failed.slice(0, MAX_ANNOTATIONS)) {

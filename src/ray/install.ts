@@ -6,8 +6,9 @@
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { exec } from "@actions/exec";
 import { EnvironmentError } from "../errors.js";
-import { capture, stream } from "../proc.js";
+import { capture } from "../proc.js";
 
 export const MIN_PYTHON: [number, number] = [3, 10];
 
@@ -62,7 +63,7 @@ export async function ensureRay(options: InstallOptions): Promise<string> {
   log(
     `Installing ray[default]==${version} and boto3${dev ? " and the test tools" : ""} (this takes a few minutes once)`,
   );
-  const pip = await stream(
+  const pip = await exec(
     python,
     [
       "-m",
@@ -75,14 +76,18 @@ export async function ensureRay(options: InstallOptions): Promise<string> {
       version === pinned ? requirementsFile(toolRoot, dev) : repinned(toolRoot, dev, version),
     ],
     {
-      onStdout: (l) => /^(Collecting|Successfully)/.test(l) && log(`  ${l}`),
-      onStderr: (l) => log(`  ${l}`),
+      silent: true,
+      ignoreReturnCode: true,
+      listeners: {
+        stdline: (l) => void (/^(Collecting|Successfully)/.test(l) && log(`  ${l}`)),
+        errline: (l) => log(`  ${l}`),
+      },
     },
   );
   const installed = await installedRay(python, modules);
-  if (pip.code !== 0 || installed !== version) {
+  if (pip !== 0 || installed !== version) {
     throw new EnvironmentError(
-      `installing Ray ${version} into ${venvDir} failed (pip exit ${pip.code}); see the pip output above`,
+      `installing Ray ${version} into ${venvDir} failed (pip exit ${pip}); see the pip output above`,
     );
   }
   log(`Ray ${version} installed in ${venvDir}`);

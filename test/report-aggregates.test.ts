@@ -1,0 +1,222 @@
+/**
+ * "How did we do" on a 10,000-scene run: categories, failure classes, flaky scenes, what changed
+ * since the previous run and durations by category, checked against numbers worked out by hand
+ * from the generator below (not by the code under test), and the job summary's 1 MiB limit.
+ */
+import { describe, expect, it } from "vitest";
+import { aggregate, UNCATEGORIZED } from "../src/report-aggregates.js";
+import {
+  DEFAULT_BUDGET_BYTES,
+  renderFullMarkdown,
+  renderMarkdown,
+  type LinkTarget,
+} from "../src/report.js";
+import {
+  countTotals,
+  parseSummary,
+  type AttemptRecord,
+  type FailureClass,
+  type RunSummary,
+  type SceneResult,
+} from "../src/summary.js";
+
+const SCENES = 10_000;
+/** Scene i has category CATEGORIES[i % 5] and j = floor(i / 5): 2,000 scenes a category. */
+const CATEGORIES = ["agents", "container", "intuitive physics", "retrieval", null] as const;
+const link = (key: string): LinkTarget => ({
+  href: `https://console/${key}`,
+  uri: `s3://b/${key}`,
+});
+const bytes = (text: string) => Buffer.byteLength(text);
+
+function attempts(classes: (FailureClass | null)[]): AttemptRecord[] {
+  return classes.map((failure_class, i) => ({
+    attempt: i + 1,
+    exit_code: failure_class ? 1 : 0,
+    failure_class,
+    duration_s: 5,
+    node: "10.0.0.5",
+    started_at: "2026-11-25T15:20:00Z",
+  }));
+}
+
+/**
+ * By j % 10 (each a tenth of every category): 0 FAILED (timeout when j % 20 == 0, else
+ * script_error, after an xserver retry); 1 flaky (xserver, then ok); 2 passed after a lost node
+ * only (node_lost, ok: not flaky); 3 flaky after a lost node and an xserver failure. j % 50 == 49
+ * is PENDING, j % 50 == 39 resumed. The previous run: FAILED where j % 20 is 1 or 10, PENDING where
+ * j % 100 == 0 (it never ran them: not "newly" anything now), else SUCCESS.
+ */
+function scene(i: number, previous = false): SceneResult {
+  const c = i % 5;
+  const j = Math.floor(i / 5);
+  const name = `eval_${String(CATEGORIES[c] ?? "x").replace(" ", "_")}_${String(i).padStart(5, "0")}_01`;
+  let status: SceneResult["status"] = "SUCCESS";
+  let history: AttemptRecord[] = attempts([null]);
+  let failure: FailureClass | null = null;
+  if (previous) {
+    if (j % 20 === 1 || j % 20 === 10) [status, failure] = ["FAILED", "oom"];
+    else if (j % 100 === 0) [status, history] = ["PENDING", []];
+  } else if (j % 50 === 49) {
+    [status, history] = ["PENDING", []];
+  } else if (j % 10 === 0) {
+    [status, failure] = ["FAILED", j % 20 === 0 ? "timeout" : "script_error"];
+    history = attempts(["xserver", failure]);
+  } else if (j % 10 === 1) history = attempts(["xserver", null]);
+  else if (j % 10 === 2) history = attempts(["node_lost", null]);
+  else if (j % 10 === 3) history = attempts(["node_lost", "xserver", null]);
+  const resumed = !previous && j % 50 === 39;
+  const result: SceneResult = {
+    name,
+    status,
+    attempts: history.length,
+    exit_code: status === "PENDING" ? null : failure ? 1 : 0,
+    failure_class: failure,
+    duration_s: status === "PENDING" ? null : resumed ? 999_999 : (c + 1) * (j + 1),
+    node: "10.0.0.5",
+    expected_cost: 100,
+    resumed,
+    outputs: { history: `e/${name}.json`, log: `e/${name}_log.txt`, videos: [] },
+    log_excerpt: failure
+      ? Array.from({ length: 40 }, (_, k) => `line ${k} ${"x".repeat(90)}`).join("\n")
+      : null,
+    history,
+  };
+  // Category null and absent (a summary from before categories) are both uncategorized.
+  if (CATEGORIES[c] !== null || i % 2 === 0) result.category = CATEGORIES[c];
+  return result;
+}
+
+function summaryOf(runId: string, scenes: SceneResult[], previous: RunSummary | null): RunSummary {
+  const doc: RunSummary = {
+    schema_version: 1,
+    run_id: runId,
+    module: "baseline",
+    metadata: "level2",
+    cluster_name: null,
+    store: "s3://b",
+    summary_key: `eval/eval_level2_team_${runId}_run-summary.json`,
+    state: "finished",
+    started_at: "2026-11-25T15:15:00Z",
+    updated_at: "2026-11-26T03:02:11Z",
+    finished_at: "2026-11-26T03:02:11Z",
+    totals: countTotals(scenes),
+    scenes,
+    previous: previous && { run_id: previous.run_id, summary_key: previous.summary_key },
+  };
+  return parseSummary(JSON.stringify(doc), runId); // the generator makes valid summaries
+}
+
+const before = summaryOf(
+  "r1",
+  Array.from({ length: SCENES }, (_, i) => scene(i, true)),
+  null,
+);
+const now = summaryOf(
+  "r2",
+  Array.from({ length: SCENES }, (_, i) => scene(i)),
+  before,
+);
+
+describe("aggregates of a 10,000-scene run", () => {
+  const facts = aggregate(now, before);
+
+  it("counts results and failure classes by category (null and absent: uncategorized)", () => {
+    // Per category: 2,000 scenes; 200 failed (j % 10 == 0); 40 pending (j % 50 == 49).
+    expect(facts.categories.map((c) => c.category)).toEqual([
+      "agents",
+      "container",
+      "intuitive physics",
+      "retrieval",
+      UNCATEGORIZED,
+    ]);
+    for (const c of facts.categories) {
+      expect([c.total, c.succeeded, c.failed, c.pending]).toEqual([2000, 1760, 200, 40]);
+      expect(c.failures).toEqual([
+        ["script_error", 100],
+        ["timeout", 100],
+      ]);
+    }
+    expect(facts.failureClasses).toEqual([
+      ["script_error", 500],
+      ["timeout", 500],
+    ]);
+  });
+
+  it("counts a scene flaky only when an earlier attempt failed for a reason other than node_lost", () => {
+    // j % 10 in {1, 3} and not resumed/pending (j % 50 is never 39 or 49 there): 400 a category.
+    for (const c of facts.categories) expect(c.flaky).toBe(400);
+    expect(facts.flaky).toHaveLength(2000);
+    expect(facts.flaky.every((s) => s.status === "SUCCESS" && s.attempts > 1)).toBe(true);
+    // j % 10 == 2: node_lost then ok, 200 a category.
+    expect(facts.passedAfterLostNode).toBe(1000);
+  });
+
+  it("finds the newly failing and newly passing scenes against the previous run", () => {
+    // Failed now (j % 10 == 0): passed before when j % 20 == 0 but j % 100 != 0 (pending then):
+    // 80 a category; failed before when j % 20 == 10: 100 a category.
+    const changes = facts.changes!;
+    expect(changes.previous.run_id).toBe("r1");
+    expect(changes.newlyFailing).toHaveLength(400);
+    expect(
+      changes.newlyFailing.every((s) => {
+        const j = Math.floor(Number(s.name.slice(-8, -3)) / 5);
+        return j % 20 === 0 && j % 100 !== 0;
+      }),
+    ).toBe(true);
+    expect(changes.stillFailing).toBe(500);
+    // Failed before when j % 20 == 1, flaky successes now: 100 a category.
+    expect(changes.newlyPassing).toHaveLength(500);
+    const names = changes.newlyPassing.map((s) => s.name);
+    expect(names).toEqual([...names].sort());
+  });
+
+  it("takes duration percentiles by category over the scenes run now (nearest rank)", () => {
+    // Category c: (c+1)(j+1) for the 1,920 j with j % 50 not 39 (resumed) or 49 (pending), 48 of
+    // every 50. p50 is the 960th: the last kept j of block 19, 998; p90 the 1,728th: the last of
+    // block 35, 1798; max the last, 1998.
+    facts.categories.forEach((c, k) => {
+      expect(c.durations).toEqual({
+        timed: 1920,
+        p50: (k + 1) * 999,
+        p90: (k + 1) * 1799,
+        max: (k + 1) * 1999,
+      });
+    });
+  });
+});
+
+describe("the job summary of a 10,000-scene run", () => {
+  const md = renderMarkdown(now, { link, previous: before, fullReport: "`report-full.md`" });
+
+  it("stays under the 1 MiB job-summary limit, with the aggregates and the failures", () => {
+    expect(bytes(md)).toBeLessThanOrEqual(DEFAULT_BUDGET_BYTES);
+    expect(bytes(md)).toBeLessThan(1024 * 1024);
+    expect(md).toContain(
+      "| agents | 2,000 | 1,760 | 200 | 40 | 400 | 89.8% | 16m 39s | 29m 59s | 33m 19s | script_error 100, timeout 100 |",
+    );
+    expect(md).toContain("| uncategorized | 2,000 | 1,760 | 200 | 40 | 400 | 89.8% |");
+    expect(md).toContain("| 8,900 → 8,800 | 1,000 → 1,000 | 400 | 500 | 500 |");
+    expect(md).toContain(
+      '  x-axis ["agents", "container", "intuitive physics", "retrieval", "uncategorized"]',
+    );
+    expect(md).toContain('  "script_error" : 500');
+    expect(md).toContain("### Newly failing (400)");
+    expect(md).toContain("### Failed scenes (1,000)");
+    expect(md).toContain("### Flaky: passed only on a retry (2,000)");
+    expect(md).toContain("_1,000 more passed on a retry after only lost nodes (node_lost)");
+    // At most DEFAULT_SCENE_ROWS rows, failed first; the note names the full table.
+    const rows = md.match(/^\| `eval_/gm) ?? [];
+    expect(rows.length).toBeLessThanOrEqual(1000);
+    expect(md).toMatch(
+      /more scenes not shown \(the report is capped at 900 KiB and 1,000 rows\)\. The full table: `report-full\.md`\./,
+    );
+  });
+
+  it("the full report has every scene's row", () => {
+    const full = renderFullMarkdown(now, { link, previous: before });
+    expect(full.match(/^\| `eval_/gm)).toHaveLength(SCENES);
+    expect(full).toContain("### Newly passing (500)");
+    expect(full).not.toContain("not shown");
+  });
+});
