@@ -13,7 +13,7 @@ import { findSummaries, renderCombined } from "./combine.js";
 import { knownModules } from "./module.js";
 import { describePlan } from "./plan.js";
 import { capture } from "./proc.js";
-import { evaluate, preparePlan, type Environment } from "./engine.js";
+import { evaluate, planRun, type Environment } from "./engine.js";
 import { EnvironmentError, InputError } from "./errors.js";
 import { ensureRay } from "./ray/install.js";
 import { FULL_REPORT_FILE, renderTerminal } from "./report.js";
@@ -32,7 +32,8 @@ commands:
 
 options (run, plan):
   --module M                 module name (configs/M_aws.ini, ...); required
-  --scenes PATH              scene directory or file (default scenes/subset)
+  --scenes PATH|S3           scene directory or file (default scenes/subset), or s3://bucket/prefix/
+                             (listed here, fetched by the driver; AWS_ENDPOINT_URL is honoured)
   --metadata LEVEL           level1 | level2 | oracle (default level2)
   --retries N                retries for retryable failures (default 2)
   --scene-timeout-minutes N  per-scene timeout (default: the module's, else 60)
@@ -146,7 +147,7 @@ async function main(argv: string[]): Promise<number> {
   const request = parseRequest(raw, "local");
   const target = localTarget(request.outDir, request.numCpus);
   if (command === "plan") {
-    console.log(describePlan(preparePlan(request, env, target)));
+    console.log(describePlan(await planRun(request, env, target)));
     return 0;
   }
   const outcome = await evaluate(request, env, target, {

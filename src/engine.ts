@@ -3,6 +3,7 @@
  * Front ends (cli.ts, main.ts) build the request and a target, and present what comes back.
  */
 import path from "node:path";
+import { defaultS3Access, isS3Uri, listS3Scenes, type S3SceneSet } from "./aws/scene-set.js";
 import { EnvironmentError } from "./errors.js";
 import { loadModule, type Module } from "./module.js";
 import { buildPlan, newRunId, type Plan } from "./plan.js";
@@ -47,6 +48,11 @@ export interface Hooks {
 /** What differs between running here and running on a cluster. */
 export interface Target {
   place(mod: Module, runId: string): Placement;
+  /**
+   * Lists an s3:// scene set with the target's credentials (the AWS target authenticates for
+   * it); absent: the default credential chain, as the local driver reads the scenes.
+   */
+  listScenes?(uri: string, runId: string): Promise<S3SceneSet>;
   /** Add target-specific files to the built plan (e.g. the rendered cluster YAML). */
   stage?(plan: Plan, mod: Module): void;
   /** Run the plan's scenes; resolves once the driver has finished (whatever its verdict). */
@@ -71,15 +77,31 @@ export interface Outcome {
   exitCode: number;
 }
 
-/** request → module → plan. Validates everything and starts nothing. */
+/** request → module → plan. Validates everything and starts nothing; an s3:// set is listed. */
+export async function planRun(
+  req: Request,
+  env: Environment,
+  target: Target,
+  runId = newRunId(),
+): Promise<Plan> {
+  if (!isS3Uri(req.scenes)) return preparePlan(req, env, target, runId);
+  loadModule(env.workspace, req.module, req.metadata); // a wrong module fails before any AWS call
+  const set = target.listScenes
+    ? await target.listScenes(req.scenes, runId)
+    : await listS3Scenes(req.scenes, defaultS3Access());
+  return preparePlan(req, env, target, runId, set);
+}
+
+/** request → module → plan, with the scenes of a repository path, or an s3:// set listed. */
 export function preparePlan(
   req: Request,
   env: Environment,
   target: Target,
   runId = newRunId(),
+  s3Set?: S3SceneSet,
 ): Plan {
   const mod = loadModule(env.workspace, req.module, req.metadata);
-  const scenes = loadScenes(path.resolve(env.workspace, req.scenes), req.scenes);
+  const scenes = s3Set ?? loadScenes(path.resolve(env.workspace, req.scenes), req.scenes);
   const plan = buildPlan(req, mod, scenes, {
     toolRoot: env.toolRoot,
     runId,
@@ -122,9 +144,18 @@ export async function evaluate(
       }
     },
   };
-  const plan = await hooks.phase("plan", () => preparePlan(req, env, target, runId));
+  let plan: Plan;
+  try {
+    plan = await hooks.phase("plan", () => planRun(req, env, target, runId));
+  } catch (error) {
+    await target.release?.(); // listing an s3:// set may have authenticated
+    throw error;
+  }
   onPlan?.(plan);
-  if (req.dryRun) return { plan, phases, exitCode: 0 };
+  if (req.dryRun) {
+    await target.release?.();
+    return { plan, phases, exitCode: 0 };
+  }
 
   const python = await hooks.phase("install Ray", () =>
     ensureRay({
@@ -179,7 +210,7 @@ export async function evaluate(
  * report's "since the previous run"; undefined (said through `warn`) when it cannot be read:
  * the report then says so, and the run goes on.
  */
-async function readPrevious(
+export async function readPrevious(
   store: SummaryStore,
   summary: RunSummary,
   warn: (line: string) => void,

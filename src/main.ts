@@ -6,7 +6,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as core from "@actions/core";
 import { jobRunId } from "./action/identity.js";
-import { readInputs } from "./action/inputs.js";
+import { collectRun } from "./action/collect.js";
+import { readInputs, type ActionInputs } from "./action/inputs.js";
 import { renderPlanSummary } from "./action/plan-summary.js";
 import { publish } from "./action/publish.js";
 import { s3FolderUrl } from "./aws/s3.js";
@@ -20,11 +21,24 @@ import { awsTarget, type AwsTarget } from "./targets/aws.js";
 
 let target: AwsTarget | undefined;
 let cancelled = false;
+/** A collect starts nothing: its cancel has nothing to stop, the run goes on. */
+let collecting = false;
 
 async function main(): Promise<void> {
   const inputs = readInputs();
   const toolRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
   const runnerTemp = process.env.RUNNER_TEMP ?? path.join(toolRoot, ".mcs-local");
+  if (inputs.collectRunId) {
+    collecting = true;
+    const workspace = process.env.GITHUB_WORKSPACE ?? process.cwd();
+    const collected = await collectRun(
+      { ...inputs, collectRunId: inputs.collectRunId },
+      workspace,
+      path.join(runnerTemp, "mcs-pipeline"),
+    );
+    await publish(collected, inputs.aws.region);
+    return settle(inputs, collected.summary!.totals, collected.exitCode, collected.summary!.state);
+  }
   const env = {
     toolRoot,
     workspace: process.env.GITHUB_WORKSPACE ?? process.cwd(),
@@ -39,6 +53,7 @@ async function main(): Promise<void> {
     runId: jobRunId(),
     onPlan: (plan) => {
       core.setOutput("cluster-name", plan.cluster_name ?? "");
+      core.setOutput("run-id", plan.run_id);
       core.info(describePlan(plan));
     },
   });
@@ -65,9 +80,46 @@ async function main(): Promise<void> {
     core.info("dry-run: the plan is valid; nothing was started");
     return;
   }
-  await publish(outcome, inputs.aws.region);
-  const { failed, pending, total } = outcome.summary!.totals;
-  if (outcome.exitCode !== 0 && !inputs.allowFailures) {
+  const summary = outcome.summary!;
+  await publish(
+    outcome,
+    inputs.aws.region,
+    target.handedOver() ? handOverNote(inputs, summary.run_id) : "",
+  );
+  settle(inputs, summary.totals, outcome.exitCode, summary.state);
+}
+
+/** How to collect a run the step handed over to its cluster (follow-minutes). */
+function handOverNote(inputs: ActionInputs, runId: string): string {
+  const { module, metadata, overrides } = inputs.request;
+  const lines = [
+    `collect-run-id: ${runId}`,
+    `module: ${module}`,
+    `metadata: ${metadata}`,
+    ...(Object.keys(overrides).length ? ["mcs-config-overrides: (the same as this run's)"] : []),
+  ];
+  return (
+    `**The step followed the run for \`follow-minutes\` (${inputs.aws.followMinutes} min) and ` +
+    "handed it over: the driver goes on on its cluster, which the head's watchdog tears down " +
+    "once it has finished.** A later job publishes its report with the action's `collect` mode:\n\n" +
+    "```yaml\n" +
+    lines.join("\n") +
+    "\n```"
+  );
+}
+
+/** The step fails when scenes failed (unless allow-failures); a run still going does not. */
+function settle(
+  inputs: ActionInputs,
+  { failed, pending, total }: { failed: number; pending: number; total: number },
+  exitCode: number,
+  state: string,
+): void {
+  if (state === "running") {
+    core.info("The run is still going: status running (collect it later with collect-run-id).");
+    return;
+  }
+  if (exitCode !== 0 && !inputs.allowFailures) {
     core.setFailed(
       `${failed} of ${total} scenes failed${pending ? `, ${pending} did not run` : ""}`,
     );
@@ -80,6 +132,11 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {
     if (cancelled) return;
     cancelled = true;
+    if (collecting) {
+      // A collect never stops the run: nothing of it runs here.
+      core.setFailed(`collect cancelled (${signal}); the run goes on`);
+      process.exit(1);
+    }
     core.setOutput("status", "interrupted");
     core.setFailed(`cancelled (${signal}); the post step tears the cluster down`);
     const stopped = target ? target.interrupt() : Promise.resolve(stopRunningRay("SIGTERM"));

@@ -10,6 +10,7 @@ import { InputError } from "./errors.js";
 import { stringifyIni } from "./ini.js";
 import { checkMcsConfig, mcsSection, type Module } from "./module.js";
 import type { Request } from "./request.js";
+import type { S3SceneSet } from "./aws/scene-set.js";
 import type { Scene } from "./scenes.js";
 import { schemaProblem } from "./schemas.js";
 
@@ -49,13 +50,25 @@ export interface PlanFile {
   eval_dir: string | null;
   history_required: boolean;
   mcs_config: string;
-  /** `category`: the scene file's goal.category (null when none); the driver copies it to the summary. */
-  scenes: { name: string; file: string; expected_cost: number; category: string | null }[];
+  /**
+   * `file` in the plan directory, or `uri` for a scene of an s3:// scene set, which the driver
+   * fetches itself (then `expected_cost` and `category` are null here: the driver reads them).
+   * `category`: the scene file's goal.category (null when none); the driver copies it to the summary.
+   */
+  scenes: {
+    name: string;
+    file?: string;
+    uri?: string;
+    expected_cost: number | null;
+    category: string | null;
+  }[];
 }
 
 export interface Plan extends PlanFile {
   /** The staging directory on this machine. */
   dir: string;
+  /** An s3:// scene set: its folder and total size (the scenes are not in the plan directory). */
+  sceneSet?: { uri: string; bytes: number };
 }
 
 export interface PlanContext {
@@ -69,30 +82,24 @@ export interface PlanContext {
   clusterName: string | null;
 }
 
-export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanContext): Plan {
-  const mcsConfig = structuredClone(mod.mcsConfig);
-  const mcs = mcsSection(mcsConfig, "MCS config");
-  for (const [key, value] of Object.entries(req.overrides)) {
-    const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
-    if (appended) mcs.set(appended, (mcs.get(appended) ?? "") + value);
-    else mcs.set(key, value);
-  }
-  if (Object.keys(req.overrides).length) {
-    try {
-      checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");
-    } catch (error) {
-      throw new InputError("mcs-config-overrides", (error as Error).message);
-    }
-  }
-  const folder = mcs.get("s3_folder")!;
-  const prefix = `${mcs.get("evaluation_name")}_${req.metadata}_${mcs.get("team")}`;
+export function buildPlan(
+  req: Request,
+  mod: Module,
+  sceneSource: Scene[] | S3SceneSet,
+  ctx: PlanContext,
+): Plan {
+  const s3Set = Array.isArray(sceneSource) ? undefined : sceneSource;
+  const scenes = s3Set?.scenes ?? (sceneSource as Scene[]);
+  const { mcsConfig, mcs, folder, prefix } = runNames(req, mod);
 
   mkdirSync(path.join(ctx.dir, "configs"), { recursive: true });
   mkdirSync(path.join(ctx.dir, "scenes"), { recursive: true });
   copyDriver(ctx.toolRoot, path.join(ctx.dir, "pipeline"));
   cpSync(mod.deployDir, path.join(ctx.dir, "deploy"), { recursive: true });
-  for (const scene of scenes)
-    cpSync(scene.file, path.join(ctx.dir, "scenes", `${scene.name}.json`));
+  if (!s3Set) {
+    for (const scene of scenes as Scene[])
+      cpSync(scene.file, path.join(ctx.dir, "scenes", `${scene.name}.json`));
+  }
   writeFileSync(path.join(ctx.dir, "scenes.txt"), scenes.map((s) => `${s.name}.json\n`).join(""));
   writeFileSync(path.join(ctx.dir, "configs", "mcs_config.ini"), stringifyIni(mcsConfig));
   const exec = new Map(mod.exec).set("scene_location", "scenes/").set("scene_list", "scenes.txt");
@@ -119,19 +126,50 @@ export function buildPlan(req: Request, mod: Module, scenes: Scene[], ctx: PlanC
     eval_dir: mod.exec.get("eval_dir") || null,
     history_required: (mcs.get("history_enabled") ?? "true").toLowerCase() !== "false",
     mcs_config: "configs/mcs_config.ini",
-    scenes: scenes.map((s) => ({
-      name: s.name,
-      file: `scenes/${s.name}.json`,
-      expected_cost: s.lastStep,
-      category: s.category,
-    })),
+    scenes: s3Set
+      ? s3Set.scenes.map((s) => ({ name: s.name, uri: s.uri, expected_cost: null, category: null }))
+      : (scenes as Scene[]).map((s) => ({
+          name: s.name,
+          file: `scenes/${s.name}.json`,
+          expected_cost: s.lastStep,
+          category: s.category,
+        })),
   };
   const problem = schemaProblem(plan, "plan.schema.json");
   if (problem)
     throw new Error(`mcs-pipeline bug: the plan it built does not match the schema: ${problem}`);
   writeFileSync(path.join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
   if (!path.isAbsolute(runScript)) chmodSync(path.join(ctx.dir, "deploy", runScript), 0o755);
-  return { ...plan, dir: ctx.dir };
+  return {
+    ...plan,
+    dir: ctx.dir,
+    ...(s3Set && { sceneSet: { uri: s3Set.uri, bytes: s3Set.bytes } }),
+  };
+}
+
+/**
+ * The run's copy of the MCS config (the request's overrides applied) and the names its results
+ * go under: `folder` (s3_folder) and `prefix` (`<evaluation_name>_<metadata>_<team>`). A run and
+ * a later collect of it (src/action/collect.ts) find its keys through this and resultKeys.
+ */
+export function runNames(req: Pick<Request, "overrides" | "metadata">, mod: Module) {
+  const mcsConfig = structuredClone(mod.mcsConfig);
+  const mcs = mcsSection(mcsConfig, "MCS config");
+  for (const [key, value] of Object.entries(req.overrides)) {
+    const appended = key.endsWith("+") ? key.slice(0, -1) : undefined;
+    if (appended) mcs.set(appended, (mcs.get(appended) ?? "") + value);
+    else mcs.set(key, value);
+  }
+  if (Object.keys(req.overrides).length) {
+    try {
+      checkMcsConfig(mcsConfig, req.metadata, "MCS config with overrides");
+    } catch (error) {
+      throw new InputError("mcs-config-overrides", (error as Error).message);
+    }
+  }
+  const folder = mcs.get("s3_folder")!;
+  const prefix = `${mcs.get("evaluation_name")}_${req.metadata}_${mcs.get("team")}`;
+  return { mcsConfig, mcs, folder, prefix };
 }
 
 /** Every key the plan names in the store; the driver and the report take them from plan.json. */
@@ -161,7 +199,9 @@ export function newRunId(now = new Date()): string {
 export function describePlan(plan: Plan): string {
   const lines = [
     `plan ${plan.run_id}: module ${plan.module}, metadata ${plan.metadata}, target ${plan.target}`,
-    `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
+    plan.sceneSet
+      ? `  scenes:        ${plan.scenes.length} in ${plan.sceneSet.uri} (${formatBytes(plan.sceneSet.bytes)}; fetched and ordered by goal.last_step on the head)`
+      : `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
     `  staging:       ${plan.dir}`,
     `  results:       ${plan.store} (summary ${plan.summary_key})`,
     `  latest run:    ${plan.latest_key} (resume and scheduling find the previous run there)`,
@@ -172,4 +212,16 @@ export function describePlan(plan: Plan): string {
   if (plan.resume)
     lines.push("  resume:        scenes already SUCCESS in the latest run's summary are skipped");
   return lines.join("\n");
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
 }

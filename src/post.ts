@@ -2,7 +2,8 @@
  * The action's post step (post-if: always()): tear down any cluster the main step's state says
  * may be up. Fresh OIDC credentials first: those of the main step may have expired hours ago.
  * A driver the main step did not see end (a cancel, a crash) is stopped first, so its summary is
- * saved as interrupted. Idempotent; its own failures become warnings with the command to run by hand.
+ * saved as interrupted. A run handed over (follow-minutes) is left running, to the head's
+ * watchdog. Idempotent; its own failures become warnings with the command to run by hand.
  */
 import * as core from "@actions/core";
 import { roleCredentials, type CredentialServer } from "./aws/oidc.js";
@@ -18,6 +19,14 @@ async function post(): Promise<void> {
   const resources = core.getState(STATE.runResources) === "created";
   if (!up && !resources) {
     core.info("No cluster to tear down.");
+    return;
+  }
+  // follow-minutes: the run goes on; the head's watchdog tears the cluster down after it.
+  if (core.getState(STATE.driver) === "handed-over") {
+    core.info(
+      `The run on cluster ${name} was handed over to the head's watchdog: its driver runs on, ` +
+        "and the watchdog tears the cluster down once it has finished. Nothing to tear down here.",
+    );
     return;
   }
   if (core.getState(STATE.keepCluster) === "true") {

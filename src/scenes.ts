@@ -12,7 +12,7 @@ export interface Scene {
   category: string | null;
 }
 
-const SCENE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+export const SCENE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 export function loadScenes(scenesPath: string, shown: string): Scene[] {
   if (!existsSync(scenesPath)) {

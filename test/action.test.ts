@@ -420,7 +420,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
         // The job summary: a row per scene, console links and s3:// URIs to both outputs.
         const row = main.summary.split("\n").find((l) => l.startsWith(`| \`${scene}\` |`));
         expect(row, `row of ${scene}`).toBeDefined();
-        expect(row).toMatch(/^\| `[^`]+` \| ✅ SUCCESS \| 1 \| /);
+        expect(row).toMatch(/^\| `[^`]+` \| [^|]+ \| ✅ SUCCESS \| 1 \| /);
         for (const key of [historyKey, logKey!]) {
           expect(row).toContain(`(${objectHref(ws.bucket, key)}) \`s3://${ws.bucket}/${key}\``);
         }
@@ -430,7 +430,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(main.summary).toContain(`## MCS run: demo · level2 · ${runIdOf(job)}`);
       expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
       expect(main.summary).toContain(`cluster \`${name}\``);
-      expect(main.summary).toMatch(/^\| 9 \| 9 \| 0 \| 0 \| 0 \| 0 \|$/m);
+      expect(main.summary).toMatch(/^\| 9 \| 9 \| 0 \| 0 \| 0 \| 0 \| 0 \|$/m); // total, succeeded, failed, pending, retried, flaky, resumed
       expect(main.summary).toContain(
         `[run-summary.json](${objectHref(ws.bucket, SUMMARY_KEY)}) \`s3://${ws.bucket}/${SUMMARY_KEY}\``,
       );
@@ -536,13 +536,19 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(main.summary).toContain("### Failed scenes (1)");
       const detail = main.summary.slice(main.summary.indexOf("### Failed scenes (1)"));
       expect(detail).toMatch(
-        new RegExp(`^#### ❌ \`${broken}\` — script_error · 1 attempt · exit code 3 · `, "m"),
+        new RegExp(
+          `^#### ❌ \`${broken}\` — agents · script_error · 1 attempt · exit code 3 · `,
+          "m",
+        ),
       );
       expect(detail).toMatch(
         /<details><summary>log<\/summary>\n\n```text\n[^]*injected failure: exiting with code 3[^]*\n```/,
       );
       expect(main.summary).toMatch(
-        new RegExp(`^\\| \`${broken}\` \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`, "m"),
+        new RegExp(
+          `^\\| \`${broken}\` \\| agents \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`,
+          "m",
+        ),
       );
       const stored = JSON.parse(await ws.readObject(summaryKey(job))) as SummaryFile;
       expect(stored.scenes.find((s) => s.name === broken)).toMatchObject({
@@ -741,7 +747,9 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       expect(logs).toHaveLength(9);
       // The report is complete: a row per scene.
       expect(main.summary).toContain("**✅ All 9 scenes succeeded.**");
-      for (const scene of SUBSET_NAMES) expect(main.summary).toContain(`| \`${scene}\` | ✅`);
+      for (const scene of SUBSET_NAMES) {
+        expect(main.summary).toMatch(new RegExp(`^\\| \`${scene}\` \\| [^|]+ \\| ✅`, "m"));
+      }
 
       await expectCleanEnd(job);
     },

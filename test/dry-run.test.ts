@@ -71,6 +71,7 @@ describe("a dry run", () => {
       expect(name).toMatch(/^mcs-demo-level1-4242-1/);
       expect(run.outputs).toEqual({
         "cluster-name": name,
+        "run-id": "4242-1-eval",
         status: "planned",
         total: "9",
         "results-url":

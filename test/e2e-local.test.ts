@@ -159,7 +159,9 @@ describe("e2e: the demo subset on a local Ray", () => {
       expect(report).toContain("All 9 scenes succeeded.");
       expect(report).not.toContain("Failed scenes");
       for (const name of NAMES) {
-        expect(report).toMatch(new RegExp(`^\\| \`${name}\` \\| ✅ SUCCESS \\| 1 \\|`, "m"));
+        expect(report).toMatch(
+          new RegExp(`^\\| \`${name}\` \\| [^|]+ \\| ✅ SUCCESS \\| 1 \\|`, "m"),
+        );
       }
       expect(existsSync(path.join(runDir, "driver.log"))).toBe(true);
 
@@ -248,7 +250,7 @@ describe("e2e: the demo subset on a local Ray", () => {
       }
       for (const name of NAMES) {
         expect(report).toMatch(
-          new RegExp(`^\\| \`${name}\` \\| ✅ SUCCESS \\(resumed\\) \\|`, "m"),
+          new RegExp(`^\\| \`${name}\` \\| [^|]+ \\| ✅ SUCCESS \\(resumed\\) \\|`, "m"),
         );
       }
 
@@ -283,6 +285,10 @@ function scenesWithFailure(): string {
   );
   return scenes;
 }
+
+/** A report without its "Since the previous run" section (which names the run compared with). */
+const withoutComparison = (report: string) =>
+  report.replace(/^### Since the previous run\n[\s\S]*?(?=^### )/m, "");
 
 /** The scenes in a report's per-scene table, by name. */
 const reportedScenes = (report: string) =>
@@ -340,12 +346,17 @@ describe("e2e: a failing scene", () => {
       expect(start, report).toBeGreaterThan(0);
       expect(end).toBeGreaterThan(start);
       const failures = report.slice(start, end);
-      expect(failures).toContain(`\`${failing}\` — script_error · 1 attempt · exit code 3`);
+      expect(failures).toContain(
+        `\`${failing}\` — intuitive physics · script_error · 1 attempt · exit code 3`,
+      );
       expect(failures).toContain("[demo] ERROR: injected failure: exiting with code 3");
       expect(failures).toContain(`[demo] scene ${failing} (`);
       for (const name of NAMES) expect(failures).not.toContain(`\`${name}\``);
       expect(report.slice(end)).toMatch(
-        new RegExp(`^\\| \`${failing}\` \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`, "m"),
+        new RegExp(
+          `^\\| \`${failing}\` \\| intuitive physics \\| ❌ FAILED \\| 1 \\| .* \\| script_error \\|`,
+          "m",
+        ),
       );
     },
     RUN_TIMEOUT_MS,
@@ -394,11 +405,12 @@ describe("e2e: two runs at once into one --out", () => {
       // Each report (and terminal table) is titled with its own run id and lists only its scenes.
       expect(a.report).toContain(`## MCS run: demo · level2 · ${a.runId}`);
       expect(a.report).toContain("1 of 10 scenes failed.");
-      expect(a.report).not.toContain(b.runId);
+      // The other run's id shows only where a report names the run it compares with.
+      expect(withoutComparison(a.report)).not.toContain(b.runId);
       expect(reportedScenes(a.report)).toEqual([...NAMES, FAILING].sort());
       expect(b.report).toContain(`## MCS run: demo · level2 · ${b.runId}`);
       expect(b.report).toContain("All 9 scenes succeeded.");
-      expect(b.report).not.toContain(a.runId);
+      expect(withoutComparison(b.report)).not.toContain(a.runId);
       expect(b.report).not.toContain(FAILING);
       expect(reportedScenes(b.report)).toEqual(NAMES);
       expect(a.result.stdout).toContain(`demo level2 run ${a.runId}: 1 of 10 scenes failed.`);

@@ -184,3 +184,39 @@ describe("readInputs: the rest", () => {
     );
   });
 });
+
+describe("readInputs: follow-minutes and collect-run-id", () => {
+  it("follow-minutes: empty follows to the end; a positive number of minutes, fractions allowed", () => {
+    expect(read().aws.followMinutes).toBeUndefined();
+    expect(read({ "follow-minutes": "" }).aws.followMinutes).toBeUndefined();
+    expect(read({ "follow-minutes": "330" }).aws.followMinutes).toBe(330);
+    expect(read({ "follow-minutes": "0.25" }).aws.followMinutes).toBe(0.25);
+    for (const bad of ["0", "-5", "1h", "9e2", "soon"]) {
+      expectInputError(
+        () => read({ "follow-minutes": bad }),
+        "follow-minutes",
+        new RegExp(`^"${bad}" is not a positive number of minutes \\(e\\.g\\. 330\\)$`),
+      );
+    }
+  });
+
+  it("collect-run-id: empty runs; a run id or `latest` collects; anything else is refused", () => {
+    expect(read().collectRunId).toBeUndefined();
+    expect(read({ "collect-run-id": "18170960955-1-eval-51725241954" }).collectRunId).toBe(
+      "18170960955-1-eval-51725241954",
+    );
+    expect(read({ "collect-run-id": "latest" }).collectRunId).toBe("latest");
+    for (const bad of ["../x", "a b", "run/1", "-x"]) {
+      expectInputError(
+        () => read({ "collect-run-id": bad }),
+        "collect-run-id",
+        /is not a run id \(the run-id output of the launching step\) nor "latest"$/,
+      );
+    }
+    expectInputError(
+      () => read({ "collect-run-id": "latest", "dry-run": "true" }),
+      "collect-run-id",
+      /cannot be combined with dry-run/,
+    );
+  });
+});

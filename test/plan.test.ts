@@ -111,7 +111,7 @@ describe("buildPlan: the staging directory", () => {
     for (const rel of [
       planFile.run_script,
       planFile.mcs_config,
-      ...planFile.scenes.map((s) => s.file),
+      ...planFile.scenes.map((s) => s.file!),
     ]) {
       expect(existsSync(path.join(dir, rel)), rel).toBe(true);
     }

@@ -58,7 +58,7 @@ interface SchemaNode {
   $defs?: Record<string, SchemaNode>;
 }
 
-const PLAN = SCHEMAS["plan.schema.json"] as SchemaNode;
+const PLAN = SCHEMAS["plan.schema.json"] as unknown as SchemaNode;
 const SUMMARY = SCHEMAS["run-summary.schema.json"] as SchemaNode;
 
 function resolve(root: SchemaNode, node: SchemaNode): SchemaNode {
@@ -239,11 +239,13 @@ describe("PlanFile is plan.schema.json's", () => {
     const resources = shape<PlanFile["resources"]>({ num_cpus: t, num_gpus: t }, {}, {});
     expect(resources).toEqual(schemaShape(PLAN, props.resources!));
     const scene = shape<PlanScene>(
-      { name: t, file: t, expected_cost: t, category: t },
-      {},
-      { category: t },
+      { name: t, file: t, uri: t, expected_cost: t, category: t },
+      { file: t, uri: t },
+      { expected_cost: t, category: t },
     );
     expect(scene).toEqual(schemaShape(PLAN, props.scenes!.items!));
+    // Exactly one of them: a scene in the plan directory, or one the driver fetches from S3.
+    expect(props.scenes!.items!.oneOf!.map((s) => s.required)).toEqual([["file"], ["uri"]]);
   });
 
   it("the same targets, metadata levels and version", () => {

@@ -11,13 +11,13 @@
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { watchdogLogPath } from "../src/cluster.js";
 import { makeActionWorkspace } from "./support/cluster.js";
-import { demoJob, nodeAwsEnv, startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
-import { ActionJob, cleanupActions, type ActionRun } from "./support/runner.js";
-import { startSshd, waitForNoRayProcesses, type SshdFixture } from "./support/sshd.js";
-import { removeTemps } from "./support/workspace.js";
+import { actionSuite } from "./support/action-suite.js";
+import { demoJob, nodeAwsEnv } from "./support/loopback.js";
+import type { ActionRun } from "./support/runner.js";
+import { waitForNoRayProcesses, type SshdFixture } from "./support/sshd.js";
 
 /** The watchdog's idle bound in these tests: 15 s. */
 const IDLE_MINUTES = 0.25;
@@ -25,23 +25,22 @@ const IDLE_MS = IDLE_MINUTES * 60_000;
 const RUN_TIMEOUT_MS = 240_000;
 const ACTED = /tearing the cluster down/;
 
-let aws: LoopbackAws | undefined;
-/** The running test's node and jobs: afterEach stops them, whatever happened. */
+const suite = actionSuite();
+/** The running test's node: the suite stops it after each test, whatever happened. */
 let node: SshdFixture | undefined;
-const jobs: ActionJob[] = [];
 
 /**
  * A job of the demo module (scenes/subset, us-east-1: the action's defaults) on a node of its
  * own, with the watchdog's short bound and `inputs`.
  */
 async function newJob(inputs: Record<string, string>) {
-  node = await startSshd({ env: nodeAwsEnv(aws!.moto.url) });
-  const ws = await makeActionWorkspace({ node, s3Endpoint: aws!.moto.url });
-  const job = demoJob(aws!, ws.dir, {
+  node = await suite.startNode({ env: nodeAwsEnv(suite.aws().moto.url) });
+  const ws = await makeActionWorkspace({ node, s3Endpoint: suite.aws().moto.url });
+  const job = demoJob(suite.aws(), ws.dir, {
     "watchdog-idle-minutes": String(IDLE_MINUTES),
     ...inputs,
   });
-  jobs.push(job);
+  suite.track(job);
   return { job, ws };
 }
 
@@ -73,23 +72,6 @@ function processTree(pid: number): number[] {
 }
 
 describe("the head's watchdog, with the action as the runner runs it", () => {
-  beforeAll(async () => {
-    aws = await startLoopbackAws();
-  });
-
-  afterAll(async () => {
-    await cleanupActions().catch(() => undefined);
-    await aws?.stop();
-    removeTemps();
-  });
-
-  // Stopping the node ends everything in its namespace, whatever a failed test left there.
-  afterEach(async () => {
-    for (const job of jobs.splice(0)) await job.cleanup();
-    await node?.stop();
-    node = undefined;
-  });
-
   it(
     "the runner is lost mid-run (SIGKILL, no post step): the watchdog tears the cluster down and says why",
     async () => {

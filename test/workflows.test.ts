@@ -91,6 +91,15 @@ describe("workflows", () => {
     }
   });
 
+  it("scenes reach the action unchanged; the scheduled run's full set is a variable (s3:// too)", () => {
+    const step = (evalWf.jobs.eval.steps as Step[]).find((s) => s.uses === "./")!;
+    expect(step.with!.scenes).toBe("${{ inputs.scenes }}");
+    expect(evalInputs.scenes!.description).toMatch(/s3:\/\/bucket\/prefix\//);
+    // The run (a collect starts nothing and lists no scenes).
+    const run = callers.find(({ where }) => where === "scheduled-eval.yml eval")!;
+    expect(run.job.with!.scenes).toBe("${{ vars.MCS_FULL_SCENES || 'scenes/subset' }}");
+  });
+
   it("pr-eval.yml comments through our CLI (pr-comment), with the token it may write with", () => {
     const job: Job = load(".github/workflows/pr-eval.yml").jobs.comment;
     expect(job.permissions).toEqual({ contents: "read", "pull-requests": "write" });
@@ -148,5 +157,40 @@ describe("action metadata", () => {
         if (spec.required) expect(Object.keys(step.with ?? {}), `${file}: ${key}`).toContain(key);
       }
     }
+  });
+
+  it("scheduled-eval.yml hands long runs over and collects them on later crons", () => {
+    const wf = load(".github/workflows/scheduled-eval.yml");
+    const crons: string[] = wf.on.schedule.map((s: { cron: string }) => s.cron);
+    const [launch, ...later] = crons;
+    expect(later.length).toBeGreaterThanOrEqual(1);
+    const { eval: run, collect } = wf.jobs as Record<
+      string,
+      Job & { if: string; strategy: unknown }
+    >;
+    // The run follows for less than eval.yml's 360-minute job, then hands over.
+    expect(Number(run!.with!["follow-minutes"])).toBeGreaterThan(0);
+    expect(Number(run!.with!["follow-minutes"])).toBeLessThan(360 - 20);
+    expect(run!.with!["collect-run-id"]).toBeUndefined();
+    expect(run!.if).toContain(`github.event.schedule == '${launch}'`);
+    // The collect: the latest run of every module and level the run job starts, nothing started.
+    expect(collect!.uses).toBe("./.github/workflows/eval.yml");
+    expect(collect!.with).toMatchObject({ "collect-run-id": "latest" });
+    expect(collect!.with!["follow-minutes"]).toBeUndefined();
+    expect(collect!.strategy).toEqual({ ...(run!.strategy as object), "max-parallel": undefined });
+    expect(collect!.if).toContain(`github.event.schedule != '${launch}'`);
+    expect(wf.jobs.summary.needs).toEqual(expect.arrayContaining(["eval", "collect"]));
+  });
+
+  it("eval.yml passes follow-minutes and collect-run-id on; a collect has its own concurrency group", () => {
+    const evalWf = load(".github/workflows/eval.yml");
+    const job = evalWf.jobs.eval;
+    const step = (job.steps as Step[]).find((s) => s.uses === "./")!;
+    expect(step.with).toMatchObject({
+      "follow-minutes": "${{ inputs.follow-minutes }}",
+      "collect-run-id": "${{ inputs.collect-run-id }}",
+    });
+    expect(evalWf.on.workflow_call.outputs["run-id"].value).toBe("${{ jobs.eval.outputs.run-id }}");
+    expect(job.concurrency.group).toMatch(/collect-run-id != '' && '-collect'/);
   });
 });

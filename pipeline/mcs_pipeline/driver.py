@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import scene_task
+from .scene_set import SceneSetError, fetch_logged
 from .scene_task import RETRYABLE, excerpt, run_scene
 from .schedule import expected_costs, longest_first
 from .store import make_store
@@ -56,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_plan(plan_dir: Path) -> dict:
-    """plan.json, checked against schemas/plan.schema.json (exit 2 when it does not match)."""
+    """plan.json, checked against schemas/plan.schema.json (exit 2 when it does not match), with
+    the scenes of an s3:// scene set fetched (exit 2 when one cannot be read)."""
     from . import schemas
 
     plan = json.loads((plan_dir / "plan.json").read_text())
@@ -69,7 +71,13 @@ def load_plan(plan_dir: Path) -> dict:
     plan["run_script"] = str((plan_dir / plan["run_script"]).resolve())
     plan["mcs_config_text"] = (plan_dir / plan["mcs_config"]).read_text()
     for scene in plan["scenes"]:
-        scene["path"] = plan_dir / scene["file"]
+        if "file" in scene:
+            scene["path"] = plan_dir / scene["file"]
+    try:
+        fetch_logged(plan["scenes"])
+    except SceneSetError as error:
+        print(f"mcs-pipeline: the scene set cannot be run: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     return plan
 
 
@@ -77,7 +85,7 @@ def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float) -> dict:
     return {
         "name": scene["name"],
         "attempt": attempt,
-        "scene": scene["path"].read_text(),
+        "scene": scene["text"] if "text" in scene else scene["path"].read_text(),
         "mcs_config": plan["mcs_config_text"],
         "run_script": plan["run_script"],
         "eval_dir": plan.get("eval_dir"),

@@ -142,6 +142,24 @@ class PlanDir:
         self.write()
         return self
 
+    def s3_scene(self, bucket: str, name: str, last_step: int = 5,
+                 category: str | None = "retrieval", key: str | None = None) -> "PlanDir":
+        """Store the scene in S3 (at `key`, default scenes/<name>.json) and list it by `uri`, as
+        src/plan.ts does for an s3:// scene set: no file, no expected cost, no category."""
+        import boto3
+
+        goal = {"last_step": last_step, "action_list": []}
+        if category is not None:
+            goal["category"] = category
+        key = key or f"scenes/{name}.json"
+        boto3.client("s3").put_object(Bucket=bucket, Key=key,
+                                      Body=json.dumps({"name": name, "goal": goal}).encode())
+        self.plan["scenes"] = [s for s in self.plan["scenes"] if s["name"] != name]
+        self.plan["scenes"].append({"name": name, "uri": f"s3://{bucket}/{key}",
+                                    "expected_cost": None, "category": None})
+        self.write()
+        return self
+
     def set(self, **fields) -> "PlanDir":
         self.plan.update(fields)
         self.write()

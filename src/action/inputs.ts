@@ -11,7 +11,12 @@ export interface ActionInputs {
   allowFailures: boolean;
   /** Empty: the pinned version. */
   rayVersion: string | undefined;
+  /** `collect` mode: publish this run's report from the store (`latest`: the latest run). */
+  collectRunId: string | undefined;
 }
+
+/** A run id as jobRunId or newRunId makes them (letters, digits, dashes), or `latest`. */
+const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 const ROLE_ARN = /^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
@@ -56,6 +61,18 @@ export function readInputs(): ActionInputs {
     idleMinutes: minutes("watchdog-idle-minutes", WATCHDOG_DEFAULTS.idleMinutes),
     maxMinutes: minutes("cluster-max-minutes", WATCHDOG_DEFAULTS.maxMinutes),
   };
+  const followText = input("follow-minutes");
+  const followMinutes = followText ? minutes("follow-minutes", 330) : undefined;
+  const collectRunId = input("collect-run-id") || undefined;
+  if (collectRunId && !RUN_ID.test(collectRunId)) {
+    throw new InputError(
+      "collect-run-id",
+      `"${collectRunId}" is not a run id (the run-id output of the launching step) nor "latest"`,
+    );
+  }
+  if (collectRunId && request.dryRun) {
+    throw new InputError("collect-run-id", "collects a run: it cannot be combined with dry-run");
+  }
   const rayVersion = input("ray-version") || undefined;
   if (rayVersion && !/^\d+\.\d+\.\d+$/.test(rayVersion)) {
     throw new InputError("ray-version", `"${rayVersion}" is not a Ray version (e.g. 2.60.0)`);
@@ -68,9 +85,11 @@ export function readInputs(): ActionInputs {
       durationSeconds: duration,
       keepCluster: flag("keep-cluster"),
       watchdog,
+      followMinutes,
     },
     allowFailures: flag("allow-failures"),
     rayVersion,
+    collectRunId,
   };
 }
 

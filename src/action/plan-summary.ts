@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { s3FolderUrl } from "../aws/s3.js";
 import { clusterYamlPath } from "../cluster.js";
-import type { Plan } from "../plan.js";
+import { formatBytes, type Plan } from "../plan.js";
 
 /** Scene rows shown; a step summary over 1 MiB is dropped whole, so longer lists are cut. */
 export const MAX_SCENE_ROWS = 1000;
@@ -39,7 +39,7 @@ const code = (value: unknown) => `\`${String(value).replace(/`/g, "'")}\``;
 /** The scenes in the order the driver starts them with no earlier run: longest expected first. */
 export function scenesLongestFirst(plan: Plan): Plan["scenes"] {
   return [...plan.scenes].sort(
-    (a, b) => b.expected_cost - a.expected_cost || a.name.localeCompare(b.name),
+    (a, b) => (b.expected_cost ?? 0) - (a.expected_cost ?? 0) || a.name.localeCompare(b.name),
   );
 }
 
@@ -72,7 +72,9 @@ export function renderPlanSummary(plan: Plan, region: string): string {
     ...nodeTypes(cluster),
     `### Scenes, longest first`,
     "",
-    "Ordered by `goal.last_step`; a real run orders by the previous run's durations when it has them.",
+    plan.sceneSet
+      ? `In ${code(plan.sceneSet.uri)} (${formatBytes(plan.sceneSet.bytes)}): the head node fetches them itself and orders them by \`goal.last_step\`, or by the previous run's durations when it has them.`
+      : "Ordered by `goal.last_step`; a real run orders by the previous run's durations when it has them.",
     "",
     "| # | scene | last step |",
     "| ---: | --- | ---: |",

@@ -5,8 +5,10 @@
  * twice. A cancel stops the driver explicitly: it saves the summary as interrupted. While a
  * follow runs, attach.py touches the plan's `heartbeat`: the head's watchdog (pipeline/watchdog.py)
  * tears the cluster down once nobody has followed for a while (see cluster.ts WatchdogSettings).
+ * A follow budget (followWithin) ends the follow only: the driver runs on, and the watchdog, which
+ * never acts while a driver runs, tears the cluster down after it has finished.
  */
-import { runRay } from "./cli.js";
+import { runRay, stopRunningRay } from "./cli.js";
 
 /** Consecutive failed connections before the follow gives up (1 to 2.5 minutes of backoff). */
 export const MAX_RECONNECTS = 8;
@@ -86,6 +88,32 @@ export async function followDriver(
       const timer = setTimeout(resolve, delay);
       cancel.addEventListener("abort", () => resolve(clearTimeout(timer)), { once: true });
     });
+  }
+}
+
+/**
+ * `follow` (the driver's exit status) with a signal that a cancel aborts, and so does the end of
+ * `minutes` (undefined: no end): then the `ray exec` following is stopped and the answer is
+ * "budget spent" (never for a cancel, which throws as before). The driver is not touched.
+ */
+export async function followWithin(
+  minutes: number | undefined,
+  cancel: AbortSignal,
+  follow: (signal: AbortSignal) => Promise<number>,
+): Promise<number | "budget spent"> {
+  if (minutes === undefined) return follow(cancel);
+  const budget = new AbortController();
+  const timer = setTimeout(() => {
+    budget.abort();
+    stopRunningRay("SIGTERM"); // the follow's `ray exec`: the only ray command running now
+  }, minutes * 60_000);
+  try {
+    return await follow(AbortSignal.any([cancel, budget.signal]));
+  } catch (error) {
+    if (budget.signal.aborted && !cancel.aborted) return "budget spent";
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

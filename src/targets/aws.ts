@@ -8,6 +8,7 @@ import path from "node:path";
 import * as core from "@actions/core";
 import { roleCredentials, type CredentialServer } from "../aws/oidc.js";
 import { s3Link, s3TextReader } from "../aws/s3.js";
+import { listS3Scenes } from "../aws/scene-set.js";
 import {
   clusterNameFor,
   clusterYamlPath,
@@ -20,10 +21,10 @@ import {
 } from "../cluster.js";
 import type { Hooks, Target } from "../engine.js";
 import { EnvironmentError, InputError } from "../errors.js";
-import { mcsSection } from "../module.js";
+import { mcsSection, type Module } from "../module.js";
 import type { Plan } from "../plan.js";
 import { rayBinary, runRay, stopRunningRay } from "../ray/cli.js";
-import { followDriver, stopDriver, type FollowOutput } from "../ray/detached.js";
+import { followDriver, followWithin, stopDriver, type FollowOutput } from "../ray/detached.js";
 import { createRunKeyPair, removeRunResources, runSshKey } from "./aws-resources.js";
 
 export interface AwsSettings {
@@ -35,6 +36,11 @@ export interface AwsSettings {
   watchdog?: Omit<WatchdogSettings, "keepCluster">;
   /** Where plans are staged on the runner (under RUNNER_TEMP). */
   workDir: string;
+  /**
+   * How long the step follows the driver (from its start); then it hands the run over to the
+   * head's watchdog: the driver goes on, nothing is torn down. Undefined: to the end.
+   */
+  followMinutes?: number;
 }
 
 /** The state the post step reads (saved before `ray up`: a cancelled up may leave a head). */
@@ -49,7 +55,10 @@ export const STATE = {
   keepCluster: "keep-cluster",
   /** The plan directory on the head (`~/<cluster name>`). */
   remotePlan: "remote-plan",
-  /** `started` once the driver may run on the head, `ended` once the follow saw it end. */
+  /**
+   * `started` once the driver may run on the head, `ended` once the follow saw it end,
+   * `handed-over` once the follow budget was spent: the driver runs on, the watchdog tears down.
+   */
   driver: "driver",
   /** The run's EC2 key pair (aws-resources.ts), saved before it is imported. */
   keyPair: "key-pair",
@@ -63,6 +72,8 @@ const DRIVER_LINE = /^(\[\d+\/\d+\] |retrying |mcs-pipeline: )/;
 /** The AWS target, plus what a cancel needs: stop the driver and let go of the credentials. */
 export interface AwsTarget extends Target {
   interrupt(): Promise<void>;
+  /** Whether the follow budget ran out: the run goes on, under the head's watchdog. */
+  handedOver(): boolean;
 }
 
 /** What a run holds while it runs: the credential server, and the driver once it may run. */
@@ -75,6 +86,12 @@ interface Session {
   cancel: AbortController;
   /** Reads the store (the summary and its journal) with the run's credentials. */
   read?: (key: string) => Promise<string | undefined>;
+  handedOver?: boolean;
+}
+
+/** The module's results store, `s3://<s3_bucket>` of its MCS config (runs and collects). */
+export function moduleStore(mod: Module): string {
+  return `s3://${mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")}`;
 }
 
 export function awsTarget(settings: AwsSettings): AwsTarget {
@@ -84,7 +101,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
       const clusterName = clusterNameFor(mod.name, mod.metadata, runId);
       return {
         dir: path.join(settings.workDir, runId, "plan"),
-        store: `s3://${mcsSection(mod.mcsConfig, mod.mcsConfigPath).get("s3_bucket")}`,
+        store: moduleStore(mod),
         clusterName,
       };
     },
@@ -112,6 +129,14 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         },
       );
     },
+    // An s3:// scene set is listed with the run's own credentials, so they come first.
+    listScenes: async (uri, runId) => {
+      session.credentials ??= await authenticateToList(uri, runId, settings);
+      return listS3Scenes(uri, {
+        region: settings.region,
+        credentials: session.credentials.provider,
+      });
+    },
     run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
     readText: (plan, key) => {
       session.read ??= s3TextReader(plan.store, settings.region, session.credentials?.provider);
@@ -135,6 +160,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
       }
       await session.credentials?.close();
     },
+    handedOver: () => session.handedOver === true,
   };
 }
 
@@ -147,13 +173,9 @@ async function runOnCluster(
 ) {
   const yaml = clusterYamlPath(plan.dir);
   await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
-  session.credentials = await hooks.phase("authenticate", () =>
-    roleCredentials({
-      roleArn: settings.roleArn,
-      region: settings.region,
-      durationSeconds: settings.durationSeconds,
-      sessionName: `mcs-${plan.run_id}`.slice(0, 64),
-    }),
+  // Already there when the plan listed an s3:// scene set.
+  session.credentials ??= await hooks.phase("authenticate", () =>
+    authenticate(settings, plan.run_id),
   );
 
   const ray = rayBinary(python);
@@ -199,9 +221,22 @@ async function runOnCluster(
   session.driver = { ray, yaml, remote };
   const output = driverOutput(hooks.progress);
   const code = await hooks.phase("run scenes", () =>
-    followDriver(ray, yaml, remote, output, signal).finally(output.close),
+    followWithin(settings.followMinutes, signal, (follow) =>
+      followDriver(ray, yaml, remote, output, follow),
+    ).finally(output.close),
   );
   session.driver = undefined;
+  if (code === "budget spent") {
+    // The driver runs on; the head's watchdog tears the cluster down once it has finished and
+    // nobody follows. The post step leaves both alone.
+    session.handedOver = true;
+    core.saveState(STATE.driver, "handed-over");
+    core.info(
+      `follow-minutes: followed the run for ${settings.followMinutes} min; it goes on on cluster ` +
+        `${plan.cluster_name}, which the head's watchdog tears down once the driver has finished`,
+    );
+    return;
+  }
   core.saveState(STATE.driver, "ended");
   // 0, 1 and 130 are verdicts (all ok, some failed, interrupted); anything else is a crash.
   if (![0, 1, 130].includes(code)) {
@@ -225,6 +260,35 @@ async function runOnCluster(
     });
   } else {
     core.info(`keep-cluster: cluster ${plan.cluster_name} is left running (not torn down)`);
+  }
+}
+
+function authenticate(settings: AwsSettings, runId: string): Promise<CredentialServer> {
+  return roleCredentials({
+    roleArn: settings.roleArn,
+    region: settings.region,
+    durationSeconds: settings.durationSeconds,
+    sessionName: `mcs-${runId}`.slice(0, 64),
+  });
+}
+
+/** Credentials to list an s3:// scene set with; a dry run without a role says so clearly. */
+async function authenticateToList(
+  uri: string,
+  runId: string,
+  settings: AwsSettings,
+): Promise<CredentialServer> {
+  const fix = "give role-to-assume (with id-token: write), or a scene directory in the repository";
+  if (!settings.roleArn) {
+    throw new InputError("scenes", `${uri} could not be listed without AWS credentials: ${fix}`);
+  }
+  try {
+    return await authenticate(settings, runId);
+  } catch (error) {
+    throw new InputError(
+      "scenes",
+      `${uri} could not be listed without AWS credentials (${(error as Error).message}): ${fix}`,
+    );
   }
 }
 
