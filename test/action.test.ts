@@ -375,6 +375,7 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
       const name = expectNewClusterName(main);
       expect(main.outputs).toEqual({
         "cluster-name": name,
+        "run-id": runIdOf(job),
         total: "9",
         succeeded: "9",
         failed: "0",

@@ -188,6 +188,7 @@ describe("publish: outputs, summary file and job summary", () => {
       failed: "1",
       status: "failure",
       "results-url": `https://s3.console.aws.amazon.com/s3/buckets/${BUCKET}?region=eu-west-1&prefix=${FOLDER}%2F`,
+      "run-id": "123-1-eval-456",
       "summary-path": summaryPath,
     });
     expect(readFileSync(summaryPath, "utf8")).toBe(done.summaryText);
