@@ -14,6 +14,7 @@ import {
   type Phase,
   renderFullMarkdown,
   renderMarkdown,
+  TREND_RUNS,
 } from "./report.js";
 import type { Request } from "./request.js";
 import { loadScenes } from "./scenes.js";
@@ -169,7 +170,7 @@ export async function evaluate(
   const source = target.link(plan, plan.summary_key).uri;
   let summary: RunSummary;
   let summaryText: string;
-  let previous: RunSummary | undefined;
+  let history: RunSummary[] = [];
   const store: SummaryStore = {
     read: (key: string) => target.readText(plan, key),
     uri: (key: string) => target.link(plan, key).uri,
@@ -183,7 +184,7 @@ export async function evaluate(
         `the driver left no readable run summary at ${source}: ${(error as Error).message}`,
       );
     }
-    previous = await readPrevious(store, summary, env.log);
+    history = await readHistory(store, summary, env.log);
   } finally {
     await target.release?.();
   }
@@ -193,7 +194,8 @@ export async function evaluate(
       `the run summary at ${source} belongs to run ${summary.run_id}, not to this run (${plan.run_id}); no report is made from another run's results`,
     );
   }
-  const options = { link: (key: string) => target.link(plan, key), phases, previous, fullReport };
+  const link = (key: string) => target.link(plan, key);
+  const options = { link, phases, previous: history[0], history, fullReport };
   return {
     plan,
     summary,
@@ -206,22 +208,32 @@ export async function evaluate(
 }
 
 /**
- * The summary of the run the summary names as its previous (same module and level), for the
- * report's "since the previous run"; undefined (said through `warn`) when it cannot be read:
- * the report then says so, and the run goes on.
+ * The earlier runs of the same module and level, newest first, following each summary's
+ * `previous` (at most TREND_RUNS - 1 of them): the first is what "since the previous run" compares
+ * with, all of them make the trend. It stops at a run that names none or cannot be read (said
+ * through `warn`): the report then says so, and the run goes on.
  */
-export async function readPrevious(
+export async function readHistory(
   store: SummaryStore,
   summary: RunSummary,
   warn: (line: string) => void,
-): Promise<RunSummary | undefined> {
-  if (!summary.previous) return undefined;
-  try {
-    return (await readSummary(store, summary.previous.summary_key, warn)).summary;
-  } catch (error) {
-    warn(`no comparison with the previous run: ${(error as Error).message}`);
-    return undefined;
+): Promise<RunSummary[]> {
+  const history: RunSummary[] = [];
+  const seen = new Set([summary.run_id]);
+  for (let run = summary; run.previous && history.length < TREND_RUNS - 1;) {
+    if (seen.has(run.previous.run_id)) break; // a loop in the chain: never read it twice
+    seen.add(run.previous.run_id);
+    try {
+      run = (await readSummary(store, run.previous.summary_key, warn)).summary;
+    } catch (error) {
+      const which =
+        history.length === 0 ? "no comparison with the previous run" : "a shorter trend";
+      warn(`${which}: ${(error as Error).message}`);
+      break;
+    }
+    history.push(run);
   }
+  return history;
 }
 
 export function outcomeCode(summary: RunSummary): number {

@@ -167,3 +167,26 @@ export function percentile(sorted: number[], q: number): number | null {
 export function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/** Shares passed in one run: of its finished scenes (0 to 1), overall and by category. */
+export interface TrendPoint {
+  run_id: string;
+  passed: number | null;
+  byCategory: Map<string, number | null>;
+}
+
+/** Of the scenes that finished, the share that succeeded; null when none finished. */
+export function passShare(succeeded: number, failed: number): number | null {
+  return succeeded + failed === 0 ? null : succeeded / (succeeded + failed);
+}
+
+/** The share passed, overall and by category, of each of `runs` (oldest first). */
+export function trend(runs: RunSummary[]): TrendPoint[] {
+  return runs.map((run) => ({
+    run_id: run.run_id,
+    passed: passShare(run.totals.succeeded, run.totals.failed),
+    byCategory: new Map(
+      aggregate(run).categories.map((c) => [c.category, passShare(c.succeeded, c.failed)]),
+    ),
+  }));
+}

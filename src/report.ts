@@ -14,6 +14,8 @@ import {
   type Aggregates,
   type CategoryStats,
   categoryOf,
+  passShare,
+  trend,
   compare,
   type Changes,
   durations,
@@ -45,6 +47,11 @@ export interface ReportOptions {
   fullReport?: string;
   /** The summary the run's `previous` names: what changed is shown against it. */
   previous?: RunSummary;
+  /**
+   * Earlier runs of the same module and level, newest first (the chain of `previous`): with at
+   * least one, the report shows the pass-rate trend by category.
+   */
+  history?: RunSummary[];
 }
 
 /** Well under GitHub's 1 MiB job-summary limit, leaving room for other steps' summaries. */
@@ -194,6 +201,7 @@ function renderHeader(
     durationTable(summary),
     ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
     ...changesSection(summary, facts.changes),
+    ...trendSection(summary, options.history ?? []),
     categorySection(facts.categories),
     ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
   ];
@@ -235,6 +243,35 @@ function phaseTable(phases: Phase[]): string {
   ]);
   const total = phases.reduce((sum, phase) => sum + phase.seconds, 0);
   return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
+}
+
+/** Runs a trend shows at the most (this one included). */
+export const TREND_RUNS = 6;
+
+/** The share passed by category over this run and the earlier ones: a table, a chart overall. */
+function trendSection(summary: RunSummary, history: RunSummary[]): string[] {
+  if (history.length === 0) return [];
+  const points = trend([...history.slice(0, TREND_RUNS - 1)].reverse().concat(summary));
+  const last = points.length - 1;
+  const categories = [...new Set(points.flatMap((p) => [...p.byCategory.keys()]))].sort(compare);
+  const rate = (share: number | null | undefined) => formatPercent(share ?? null);
+  const headers = ["category", ...points.map((p, i) => (i === last ? "this run" : code(p.run_id)))];
+  const rows = [
+    ["**all scenes**", ...points.map((p) => `**${rate(p.passed)}**`)],
+    ...categories.map((c) => [escapeCell(c), ...points.map((p) => rate(p.byCategory.get(c)))]),
+  ];
+  const chart = mermaid([
+    "xychart-beta",
+    '  title "Scenes passed, %, run by run"',
+    `  x-axis [${points.map((p, i) => mermaidText(i === last ? "this run" : p.run_id)).join(", ")}]`,
+    '  y-axis "passed %" 0 --> 100',
+    `  line [${points.map((p) => (100 * (p.passed ?? 0)).toFixed(1)).join(", ")}]`,
+  ]);
+  return [
+    `### Trend over the last ${count(points.length)} runs\n\n` +
+      "Share of the finished scenes that passed, oldest run first.\n\n" +
+      `${table(headers, rows, `l${"r".repeat(points.length)}`)}\n\n${chart}`,
+  ];
 }
 
 /** What changed since the previous run: counts here, the scenes in the lists below. */
@@ -308,8 +345,7 @@ function categorySection(categories: CategoryStats[]): string {
 
 /** Of the scenes that finished, the share that succeeded; null when none finished. */
 function passRate(c: CategoryStats): number | null {
-  const finished = c.succeeded + c.failed;
-  return finished === 0 ? null : c.succeeded / finished;
+  return passShare(c.succeeded, c.failed);
 }
 
 function failureClassSection(failureClasses: [string, number][]): string {

@@ -4,6 +4,7 @@
  * from the generator below (not by the code under test), and the job summary's 1 MiB limit.
  */
 import { describe, expect, it } from "vitest";
+import { readHistory } from "../src/engine.js";
 import { aggregate, UNCATEGORIZED } from "../src/report-aggregates.js";
 import {
   DEFAULT_BUDGET_BYTES,
@@ -218,5 +219,55 @@ describe("the job summary of a 10,000-scene run", () => {
     expect(full.match(/^\| `eval_/gm)).toHaveLength(SCENES);
     expect(full).toContain("### Newly passing (500)");
     expect(full).not.toContain("not shown");
+  });
+});
+
+describe("the trend over the last runs", () => {
+  // r0: one scene (agents), never run; r1 = `before`; r2 = `now`. Of the finished scenes, r1
+  // passed 1,780 of 1,980 in each category (89.9%), r2 1,760 of 1,960 (89.8%); overall 8,900 of
+  // 9,900 and 8,800 of 9,800.
+  const oldest = summaryOf("r0", [scene(0, true)], null);
+
+  it("a table of the share passed by category, oldest run first, and a chart overall", () => {
+    const md = renderMarkdown(now, { link, previous: before, history: [before, oldest] });
+    expect(md).toContain("### Trend over the last 3 runs");
+    expect(md).toContain("| category | `r0` | `r1` | this run |");
+    expect(md).toContain("| **all scenes** | **—** | **89.9%** | **89.8%** |");
+    expect(md).toContain("| agents | — | 89.9% | 89.8% |");
+    expect(md).toContain("| container | — | 89.9% | 89.8% |");
+    expect(md).toContain("| uncategorized | — | 89.9% | 89.8% |");
+    expect(md).toContain('  x-axis ["r0", "r1", "this run"]');
+    expect(md).toContain("  line [0.0, 89.9, 89.8]");
+    expect(renderMarkdown(now, { link, previous: before })).not.toContain("### Trend");
+  });
+
+  it("readHistory follows each summary's previous run, newest first, and stops at a loop", async () => {
+    const summaries = new Map<string, RunSummary>();
+    const r0 = oldest;
+    const r1 = { ...before, previous: { run_id: "r0", summary_key: r0.summary_key } };
+    for (const s of [r0, r1, now]) summaries.set(s.summary_key, s);
+    const store = {
+      read: async (key: string) => {
+        const doc = summaries.get(key);
+        return doc && JSON.stringify(doc);
+      },
+      uri: (key: string) => `s3://b/${key}`,
+    };
+    const warnings: string[] = [];
+    const history = await readHistory(store, now, (line) => warnings.push(line));
+    expect(history.map((s) => s.run_id)).toEqual(["r1", "r0"]);
+    expect(warnings).toEqual([]);
+    // r0 names r2 as its previous: a loop is never followed round.
+    summaries.set(r0.summary_key, {
+      ...r0,
+      previous: { run_id: "r2", summary_key: now.summary_key },
+    });
+    expect((await readHistory(store, now, () => {})).map((s) => s.run_id)).toEqual(["r1", "r0"]);
+    // A previous summary that is gone: the chain ends there, and says so.
+    summaries.delete(r0.summary_key);
+    expect(
+      (await readHistory(store, now, (line) => warnings.push(line))).map((s) => s.run_id),
+    ).toEqual(["r1"]);
+    expect(warnings).toEqual([expect.stringMatching(/^a shorter trend: /)]);
   });
 });

@@ -88440,6 +88440,18 @@ function percentile(sorted, q) {
 function compare(a, b) {
     return a < b ? -1 : a > b ? 1 : 0;
 }
+/** Of the scenes that finished, the share that succeeded; null when none finished. */
+function passShare(succeeded, failed) {
+    return succeeded + failed === 0 ? null : succeeded / (succeeded + failed);
+}
+/** The share passed, overall and by category, of each of `runs` (oldest first). */
+function trend(runs) {
+    return runs.map((run) => ({
+        run_id: run.run_id,
+        passed: passShare(run.totals.succeeded, run.totals.failed),
+        byCategory: new Map(aggregate(run).categories.map((c) => [c.category, passShare(c.succeeded, c.failed)])),
+    }));
+}
 
 ;// CONCATENATED MODULE: ./src/report.ts
 /**
@@ -88582,6 +88594,7 @@ function renderHeader(summary, facts, options, full) {
         durationTable(summary),
         ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
         ...changesSection(summary, facts.changes),
+        ...trendSection(summary, options.history ?? []),
         categorySection(facts.categories),
         ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
     ];
@@ -88616,6 +88629,34 @@ function phaseTable(phases) {
     ]);
     const total = phases.reduce((sum, phase) => sum + phase.seconds, 0);
     return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
+}
+/** Runs a trend shows at the most (this one included). */
+const TREND_RUNS = 6;
+/** The share passed by category over this run and the earlier ones: a table, a chart overall. */
+function trendSection(summary, history) {
+    if (history.length === 0)
+        return [];
+    const points = trend([...history.slice(0, TREND_RUNS - 1)].reverse().concat(summary));
+    const last = points.length - 1;
+    const categories = [...new Set(points.flatMap((p) => [...p.byCategory.keys()]))].sort(compare);
+    const rate = (share) => formatPercent(share ?? null);
+    const headers = ["category", ...points.map((p, i) => (i === last ? "this run" : code(p.run_id)))];
+    const rows = [
+        ["**all scenes**", ...points.map((p) => `**${rate(p.passed)}**`)],
+        ...categories.map((c) => [escapeCell(c), ...points.map((p) => rate(p.byCategory.get(c)))]),
+    ];
+    const chart = mermaid([
+        "xychart-beta",
+        '  title "Scenes passed, %, run by run"',
+        `  x-axis [${points.map((p, i) => mermaidText(i === last ? "this run" : p.run_id)).join(", ")}]`,
+        '  y-axis "passed %" 0 --> 100',
+        `  line [${points.map((p) => (100 * (p.passed ?? 0)).toFixed(1)).join(", ")}]`,
+    ]);
+    return [
+        `### Trend over the last ${count(points.length)} runs\n\n` +
+            "Share of the finished scenes that passed, oldest run first.\n\n" +
+            `${table(headers, rows, `l${"r".repeat(points.length)}`)}\n\n${chart}`,
+    ];
 }
 /** What changed since the previous run: counts here, the scenes in the lists below. */
 function changesSection(summary, changes) {
@@ -88683,8 +88724,7 @@ function categorySection(categories) {
 }
 /** Of the scenes that finished, the share that succeeded; null when none finished. */
 function passRate(c) {
-    const finished = c.succeeded + c.failed;
-    return finished === 0 ? null : c.succeeded / finished;
+    return passShare(c.succeeded, c.failed);
 }
 function failureClassSection(failureClasses) {
     const rows = failureClasses.map(([failure, n]) => [failure, count(n)]);
@@ -89070,7 +89110,7 @@ async function evaluate(req, env, target, { progress, runId, onPlan, fullReport 
     const source = target.link(plan, plan.summary_key).uri;
     let summary;
     let summaryText;
-    let previous;
+    let history = [];
     const store = {
         read: (key) => target.readText(plan, key),
         uri: (key) => target.link(plan, key).uri,
@@ -89083,7 +89123,7 @@ async function evaluate(req, env, target, { progress, runId, onPlan, fullReport 
         catch (error) {
             throw new EnvironmentError(`the driver left no readable run summary at ${source}: ${error.message}`);
         }
-        previous = await readPrevious(store, summary, env.log);
+        history = await readHistory(store, summary, env.log);
     }
     finally {
         await target.release?.();
@@ -89092,7 +89132,8 @@ async function evaluate(req, env, target, { progress, runId, onPlan, fullReport 
     if (summary.run_id !== plan.run_id) {
         throw new EnvironmentError(`the run summary at ${source} belongs to run ${summary.run_id}, not to this run (${plan.run_id}); no report is made from another run's results`);
     }
-    const options = { link: (key) => target.link(plan, key), phases, previous, fullReport };
+    const link = (key) => target.link(plan, key);
+    const options = { link, phases, previous: history[0], history, fullReport };
     return {
         plan,
         summary,
@@ -89104,20 +89145,29 @@ async function evaluate(req, env, target, { progress, runId, onPlan, fullReport 
     };
 }
 /**
- * The summary of the run the summary names as its previous (same module and level), for the
- * report's "since the previous run"; undefined (said through `warn`) when it cannot be read:
- * the report then says so, and the run goes on.
+ * The earlier runs of the same module and level, newest first, following each summary's
+ * `previous` (at most TREND_RUNS - 1 of them): the first is what "since the previous run" compares
+ * with, all of them make the trend. It stops at a run that names none or cannot be read (said
+ * through `warn`): the report then says so, and the run goes on.
  */
-async function readPrevious(store, summary, warn) {
-    if (!summary.previous)
-        return undefined;
-    try {
-        return (await readSummary(store, summary.previous.summary_key, warn)).summary;
+async function readHistory(store, summary, warn) {
+    const history = [];
+    const seen = new Set([summary.run_id]);
+    for (let run = summary; run.previous && history.length < TREND_RUNS - 1;) {
+        if (seen.has(run.previous.run_id))
+            break; // a loop in the chain: never read it twice
+        seen.add(run.previous.run_id);
+        try {
+            run = (await readSummary(store, run.previous.summary_key, warn)).summary;
+        }
+        catch (error) {
+            const which = history.length === 0 ? "no comparison with the previous run" : "a shorter trend";
+            warn(`${which}: ${error.message}`);
+            break;
+        }
+        history.push(run);
     }
-    catch (error) {
-        warn(`no comparison with the previous run: ${error.message}`);
-        return undefined;
-    }
+    return history;
 }
 function outcomeCode(summary) {
     if (summary.state === "interrupted")

@@ -10,7 +10,7 @@ import path from "node:path";
 import * as core from "@actions/core";
 import { roleCredentials } from "../aws/oidc.js";
 import { s3Link, s3TextReader } from "../aws/s3.js";
-import { outcomeCode, readPrevious } from "../engine.js";
+import { outcomeCode, readHistory } from "../engine.js";
 import { EnvironmentError } from "../errors.js";
 import { loadModule } from "../module.js";
 import { resultKeys, runNames } from "../plan.js";
@@ -54,10 +54,11 @@ export async function collectRun(
     if (summary.run_id !== runId) {
       throw new EnvironmentError(`${uri(key)} belongs to run ${summary.run_id}, not to ${runId}`);
     }
-    const previous = await readPrevious(summaryStore, summary, log);
+    const history = await readHistory(summaryStore, summary, log);
     const options = {
       link: (k: string) => s3Link(store, aws.region, k),
-      previous,
+      previous: history[0],
+      history,
       fullReport: `\`${FULL_REPORT_FILE}\` in the collecting job's artifact`,
     };
     return {
