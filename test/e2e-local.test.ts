@@ -286,9 +286,9 @@ function scenesWithFailure(): string {
   return scenes;
 }
 
-/** A report without its "Since the previous run" section (which names the run compared with). */
+/** A report without the sections that name earlier runs ("Since the previous run", the trend). */
 const withoutComparison = (report: string) =>
-  report.replace(/^### Since the previous run\n[\s\S]*?(?=^### )/m, "");
+  report.replace(/^### (?:Since the previous run|Trend over the last .*)\n[\s\S]*?(?=^### )/gm, "");
 
 /** The scenes in a report's per-scene table, by name. */
 const reportedScenes = (report: string) =>
