@@ -116,8 +116,11 @@ async function main(argv: string[]): Promise<number> {
   if (command === "combine") {
     if (!values.summaries)
       throw new InputError("summaries", "is required: a directory of run summaries");
+    // The previous runs: a folder of their summaries, or what each run's artifact carries.
     const previous =
-      values.previous && existsSync(values.previous) ? findSummaries(values.previous) : [];
+      values.previous && existsSync(values.previous)
+        ? findSummaries(values.previous)
+        : findSummaries(values.summaries, true);
     process.stdout.write(renderCombined(findSummaries(values.summaries), previous, values.title));
     return 0;
   }

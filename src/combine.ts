@@ -5,15 +5,23 @@
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
+import { renderDigest } from "./report.js";
 import { parseSummary, type RunSummary } from "./summary.js";
 
-export function findSummaries(dir: string): RunSummary[] {
+/** A PR comment may hold 65,536 characters; per-run details stop short of that. */
+export const COMBINED_MAX_CHARS = 60_000;
+
+/** Beside a run's run-summary.json in its artifact: the previous run's, which it compared with. */
+export const PREVIOUS_SUMMARY_FILE = "previous-run.json";
+
+/** The run summaries below `dir` (artifacts unpack into folders); `previous`: the previous runs'. */
+export function findSummaries(dir: string, previous = false): RunSummary[] {
   const found: RunSummary[] = [];
   const walk = (d: string) => {
     for (const name of readdirSync(d).sort()) {
       const file = path.join(d, name);
       if (statSync(file).isDirectory()) walk(file);
-      else if (name.endsWith("run-summary.json")) {
+      else if (previous ? name === PREVIOUS_SUMMARY_FILE : name.endsWith("run-summary.json")) {
         found.push(parseSummary(readFileSync(file, "utf8"), file));
       }
     }
@@ -41,29 +49,41 @@ export function renderCombined(
   const lines = [
     `## ${title}`,
     "",
-    "| module | metadata | total | succeeded | failed | status | newly failing |",
-    "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+    "| module | metadata | total | succeeded | failed | not run | status | newly failing |",
+    "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
   ];
   const details: string[] = [];
-  for (const run of [...current].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
-    const { total, succeeded, failed } = run.totals;
+  const runs = [...current].sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
+  for (const run of runs) {
+    const { total, succeeded, failed, pending } = run.totals;
     const newly = regressions(run, before.get(keyOf(run)));
     const status =
       run.state !== "finished" ? `⚠️ ${run.state}` : failed ? "❌ failed" : "✅ passed";
     lines.push(
-      `| ${run.module} | ${run.metadata} | ${total} | ${succeeded} | ${failed} | ${status} | ${newly.length} |`,
+      `| ${run.module} | ${run.metadata} | ${total} | ${succeeded} | ${failed} | ${pending} | ${status} | ${newly.length} |`,
     );
+    const section = [`### ${run.module} ${run.metadata}`, ""];
     if (newly.length) {
-      details.push(
-        `### ${run.module} ${run.metadata}: passed in the previous run, failing now`,
+      section.push(
+        "**Passed in the previous run, failing now:**",
         "",
         ...newly.slice(0, 200).map((n) => `- \`${n}\``),
         ...(newly.length > 200 ? [`- … and ${newly.length - 200} more`] : []),
         "",
       );
     }
+    details.push([...section, renderDigest(run, before.get(keyOf(run))), ""].join("\n"));
   }
-  if (current.length === 0) lines.push("| _no run summaries found_ | | | | | | |");
+  if (current.length === 0) lines.push("| _no run summaries found_ | | | | | | | |");
   if (previous.length === 0) lines.push("", "_No previous run to compare with._");
-  return [...lines, "", ...details].join("\n").trimEnd() + "\n";
+  // Each run's details while they fit in a PR comment (its job summary has them all).
+  let text = lines.join("\n") + "\n";
+  for (const [i, section] of details.entries()) {
+    if (text.length + section.length + 100 > COMBINED_MAX_CHARS) {
+      const left = details.length - i;
+      return `${text}\n_The details of ${left} more run${left === 1 ? "" : "s"} are in their job summaries._\n`;
+    }
+    text += `\n${section}`;
+  }
+  return text;
 }

@@ -73,6 +73,8 @@ export interface Outcome {
   markdown?: string;
   /** Every row, no budget: for FULL_REPORT_FILE beside the run summary (or report.md). */
   fullMarkdown?: string;
+  /** The previous run's summary, which the report compared with (and the PR comment will). */
+  previous?: RunSummary;
   phases: Phase[];
   /** 0 all scenes succeeded, 1 some failed, 130 interrupted. */
   exitCode: number;
@@ -202,6 +204,7 @@ export async function evaluate(
     summaryText,
     markdown: renderMarkdown(summary, options),
     fullMarkdown: renderFullMarkdown(summary, options),
+    previous: history[0],
     phases,
     exitCode: outcomeCode(summary),
   };

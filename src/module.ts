@@ -22,6 +22,8 @@ export interface Module {
   deployDir: string;
   resources: { num_cpus: number; num_gpus: number };
   sceneTimeoutMinutes: number | undefined;
+  /** configs/M_aws.ini `[prices]`: USD per hour by node type or instance type (src/prices.ts). */
+  prices: Map<string, number>;
 }
 
 export const REQUIRED_MCS_KEYS = ["metadata", "s3_bucket", "s3_folder", "team", "evaluation_name"];
@@ -68,7 +70,10 @@ export function loadModule(workspace: string, name: string, metadata: Metadata):
     }
   }
 
-  const exec = mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
+  const execIni = readIni(execConfigPath, rel);
+  const exec = mcsSection(execIni, rel(execConfigPath));
+  const priceSection = execIni.get("prices") ?? new Map<string, string>();
+  const priceSource = `${rel(execConfigPath)} [prices]`;
   const runScript = exec.get("run_script");
   if (!runScript) throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
   const local = path.resolve(deployDir, runScript);
@@ -99,6 +104,9 @@ export function loadModule(workspace: string, name: string, metadata: Metadata):
     sceneTimeoutMinutes: exec.has("scene_timeout_minutes")
       ? number(exec, "scene_timeout_minutes", 60, rel(execConfigPath))
       : undefined,
+    prices: new Map(
+      [...priceSection.keys()].map((k) => [k, number(priceSection, k, 0, priceSource)]),
+    ),
   };
 }
 

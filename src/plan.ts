@@ -12,6 +12,7 @@ import { checkMcsConfig, mcsSection, type Module } from "./module.js";
 import type { Request } from "./request.js";
 import type { S3SceneSet } from "./aws/scene-set.js";
 import type { Scene } from "./scenes.js";
+import { nodeTypePrices, type NodeTypePrice } from "./prices.js";
 import { schemaProblem } from "./schemas.js";
 
 export const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
@@ -62,6 +63,11 @@ export interface PlanFile {
     expected_cost: number | null;
     category: string | null;
   }[];
+  /**
+   * The cluster's node types with their hourly prices (src/prices.ts), for the cost estimate:
+   * the driver records which nodes ran and for how long. Empty for a local run.
+   */
+  node_types?: Record<string, NodeTypePrice>;
 }
 
 export interface Plan extends PlanFile {
@@ -134,6 +140,7 @@ export function buildPlan(
           expected_cost: s.lastStep,
           category: s.category,
         })),
+    node_types: req.target === "aws" ? nodeTypePrices(mod) : {},
   };
   const problem = schemaProblem(plan, "plan.schema.json");
   if (problem)

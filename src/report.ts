@@ -20,6 +20,7 @@ import {
   type Changes,
   durations,
 } from "./report-aggregates.js";
+import { estimateCost } from "./cost.js";
 import type { AttemptRecord, RunSummary, SceneResult, SceneStatus } from "./summary.js";
 
 /** Where an output key lives: `href` to click (console URL, relative path), `uri` to copy. */
@@ -137,6 +138,30 @@ export function renderMarkdown(summary: RunSummary, options: ReportOptions): str
   );
 }
 
+/** Flaky scenes a digest names; the job summary lists them all. */
+const DIGEST_FLAKY = 20;
+
+/**
+ * One run's aggregates for a report of several runs (the PR comment, the scheduled run's summary):
+ * the cost, results by category, by failure class, and the flaky scenes.
+ */
+export function renderDigest(summary: RunSummary, previous?: RunSummary): string {
+  const facts = aggregate(summary, previous);
+  const flaky = facts.flaky.slice(0, DIGEST_FLAKY).map((scene) => code(scene.name));
+  const more = facts.flaky.length - flaky.length;
+  return [
+    ...costSection(summary, "####"),
+    categorySection(facts.categories, "####"),
+    ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
+    ...(flaky.length > 0
+      ? [
+          `**Flaky** (passed only on a retry): ${flaky.join(", ")}` +
+            (more > 0 ? ` and ${count(more)} more` : ""),
+        ]
+      : []),
+  ].join("\n\n");
+}
+
 /** Everything, every row, no budget: the report-full.md of the artifact. */
 export function renderFullMarkdown(summary: RunSummary, options: ReportOptions): string {
   return renderMarkdown(summary, {
@@ -200,6 +225,7 @@ function renderHeader(
       : []),
     durationTable(summary),
     ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
+    ...costSection(summary),
     ...changesSection(summary, facts.changes),
     ...trendSection(summary, options.history ?? []),
     categorySection(facts.categories),
@@ -245,6 +271,56 @@ function phaseTable(phases: Phase[]): string {
   return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
 }
 
+/** Node-hours by instance type and what they cost; a cluster run only (a local run costs nothing). */
+function costSection(summary: RunSummary, heading = "###"): string[] {
+  const cost = summary.cluster_name === null ? undefined : estimateCost(summary);
+  if (!cost) return [];
+  const rows = cost.lines.map((line) => [
+    escapeCell(oneLine(line.label)) + (line.spot ? " (spot)" : ""),
+    count(line.nodes),
+    line.hours.toFixed(2),
+    line.usdPerHour === null ? "—" : formatPrice(line.usdPerHour),
+    line.usd === null ? "no price" : formatUsd(line.usd),
+  ]);
+  const total = [
+    "**total**",
+    `**${count(cost.nodes)}**`,
+    `**${cost.hours.toFixed(2)}**`,
+    "",
+    `**${formatUsd(cost.usd)}**`,
+  ];
+  const notes = [
+    "An estimate, not a bill: node-hours from Ray's own record of when each node started and " +
+      `stopped (alive nodes until ${summary.updated_at}), times prices from ` +
+      `${cost.sources.map(escapeCell).join("; ") || "nowhere"}.`,
+    ...(cost.spotAtListPrice
+      ? [
+          "Spot nodes at the on-demand list price: an upper bound (declare the spot price in [prices]).",
+        ]
+      : []),
+    ...(cost.unpricedHours > 0
+      ? [
+          `${cost.unpricedHours.toFixed(2)} node-hours have no price and are not in the total: ` +
+            "declare one in the module's configs/M_aws.ini [prices] (node type or instance type = USD per hour).",
+        ]
+      : []),
+  ];
+  return [
+    `${heading} Cost (estimate): ${formatUsd(cost.usd)}\n\n` +
+      `${table(["instance", "nodes", "node-hours", "price/hour", "cost"], [...rows, total], "lrrrr")}` +
+      `\n\n_${notes.join(" ")}_`,
+  ];
+}
+
+/** At least cents: $0.30, $0.096, $3.06. */
+function formatPrice(usd: number): string {
+  return `$${usd.toFixed(Math.max(2, (String(usd).split(".")[1] ?? "").length))}`;
+}
+
+function formatUsd(usd: number): string {
+  return usd > 0 && usd < 0.005 ? "<$0.01" : `$${usd.toFixed(2)}`;
+}
+
 /** Runs a trend shows at the most (this one included). */
 export const TREND_RUNS = 6;
 
@@ -260,12 +336,17 @@ function trendSection(summary: RunSummary, history: RunSummary[]): string[] {
     ["**all scenes**", ...points.map((p) => `**${rate(p.passed)}**`)],
     ...categories.map((c) => [escapeCell(c), ...points.map((p) => rate(p.byCategory.get(c)))]),
   ];
+  const percents = points.map((p) => 100 * (p.passed ?? 0));
+  // From just below the lowest point: 92 % and 97 % on a 0-100 axis are one flat line.
+  const finished = points.filter((p) => p.passed !== null).map((p) => 100 * p.passed!);
+  const floor = Math.max(0, Math.floor(Math.min(...finished, 100) / 5) * 5 - 5);
   const chart = mermaid([
+    chartColour(BLUE),
     "xychart-beta",
     '  title "Scenes passed, %, run by run"',
-    `  x-axis [${points.map((p, i) => mermaidText(i === last ? "this run" : p.run_id)).join(", ")}]`,
-    '  y-axis "passed %" 0 --> 100',
-    `  line [${points.map((p) => (100 * (p.passed ?? 0)).toFixed(1)).join(", ")}]`,
+    `  x-axis [${points.map((p, i) => mermaidText(i === last ? "this run" : runLabel(p.run_id))).join(", ")}]`,
+    `  y-axis "passed %" ${floor} --> 100`,
+    `  line [${percents.map((v) => v.toFixed(1)).join(", ")}]`,
   ]);
   return [
     `### Trend over the last ${count(points.length)} runs\n\n` +
@@ -300,7 +381,7 @@ function changesSection(summary: RunSummary, changes: Changes | undefined): stri
 }
 
 /** Results and durations by category, and a bar chart of the share passed. */
-function categorySection(categories: CategoryStats[]): string {
+function categorySection(categories: CategoryStats[], heading = "###"): string {
   const headers = [
     "category",
     "scenes",
@@ -328,19 +409,25 @@ function categorySection(categories: CategoryStats[]): string {
     .sort((a, b) => b.total - a.total || compare(a.category, b.category))
     .slice(0, CHART_CATEGORIES);
   const more = categories.length > charted.length ? ` (the ${charted.length} largest)` : "";
+  // The share failed, from 0, in bars side by side: 97 % passed everywhere would look the same.
+  const failed = charted.map((c) => 100 * (1 - (passRate(c) ?? 0)));
+  const top = Math.min(100, Math.ceil(Math.max(...failed, 0) / 5) * 5 + 5);
   const chart =
-    charted.length === 0
+    charted.length === 0 || failed.every((share) => share === 0)
       ? []
       : [
           mermaid([
-            "xychart-beta",
-            `  title "Scenes passed by category, %${more}"`,
+            chartColour(RED, { height: 120 + 28 * charted.length }),
+            "xychart-beta horizontal",
+            `  title "Scenes failed by category, %${more}"`,
             `  x-axis [${charted.map((c) => mermaidText(c.category)).join(", ")}]`,
-            '  y-axis "passed %" 0 --> 100',
-            `  bar [${charted.map((c) => (100 * (passRate(c) ?? 0)).toFixed(1)).join(", ")}]`,
+            `  y-axis "failed %" 0 --> ${top}`,
+            `  bar [${failed.map((share) => share.toFixed(1)).join(", ")}]`,
           ]),
         ];
-  return ["### Results by category", table(headers, rows, "lrrrrrrrrrl"), ...chart].join("\n\n");
+  return [`${heading} Results by category`, table(headers, rows, "lrrrrrrrrrl"), ...chart].join(
+    "\n\n",
+  );
 }
 
 /** Of the scenes that finished, the share that succeeded; null when none finished. */
@@ -353,7 +440,7 @@ function failureClassSection(failureClasses: [string, number][]): string {
   const slices = failureClasses.map(([failure, n]) => `  ${mermaidText(failure)} : ${n}`);
   return [
     table(["failure class", "scenes"], rows, "lr"),
-    mermaid(["pie title Failed scenes by failure class", ...slices]),
+    mermaid([PIE_COLOURS, "pie title Failed scenes by failure class", ...slices]),
   ].join("\n\n");
 }
 
@@ -593,6 +680,33 @@ function fenced(text: string): string {
   const runs = text.match(/`{3,}/g) ?? [];
   const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length + 1), 3));
   return `${fence}text\n${text}\n${fence}`;
+}
+
+/** GitHub's own blue and red: Mermaid's default pale lavender is barely visible. */
+const BLUE = "#0969da";
+const RED = "#cf222e";
+const PIE_COLOURS = `%%{init: ${JSON.stringify({
+  themeVariables: {
+    ...Object.fromEntries(
+      [RED, "#bc4c00", "#9a6700", "#8250df", BLUE, "#1a7f37", "#57606a"].map((c, i) => [
+        `pie${i + 1}`,
+        c,
+      ]),
+    ),
+    pieOpacity: "1",
+    pieSectionTextColor: "#ffffff",
+  },
+})}}%%`;
+
+/** A Mermaid directive colouring an xychart's plots (and sizing it). */
+function chartColour(colour: string, size: { height?: number } = {}): string {
+  return `%%{init: ${JSON.stringify({ themeVariables: { xyChart: { plotColorPalette: colour } }, xyChart: size })}}%%`;
+}
+
+/** A run id that sorts by time (20261125-151500-ab12) as its start, "11-25 15:15"; else itself. */
+function runLabel(runId: string): string {
+  const m = /^\d{4}(\d\d)(\d\d)-(\d\d)(\d\d)\d\d-/.exec(runId);
+  return m ? `${m[1]}-${m[2]} ${m[3]}:${m[4]}` : runId;
 }
 
 function mermaid(lines: string[]): string {

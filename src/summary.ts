@@ -95,6 +95,23 @@ export interface RunSummary {
   journal?: JournalRef;
   /** The previous run of this module and level, to compare with; absent in older summaries. */
   previous?: PreviousRun | null;
+  /** The cluster's nodes from Ray's node table, for the cost estimate; absent when unknown. */
+  nodes?: NodeRecord[];
+}
+
+/** One node of the cluster: its type, price and lifetime (pipeline/mcs_pipeline/nodes.py). */
+export interface NodeRecord {
+  node_id: string;
+  address: string;
+  node_type: string | null;
+  instance_type: string | null;
+  head: boolean;
+  spot: boolean;
+  started_at: string;
+  /** null: alive when the summary was saved (until `updated_at`). */
+  ended_at: string | null;
+  usd_per_hour: number | null;
+  price_source: string | null;
 }
 
 /** A run named by another: its id and its summary's key in the same store. */

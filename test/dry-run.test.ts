@@ -54,7 +54,7 @@ describe("a dry run", () => {
 
       const run = await dryRun(ws);
       expect(run.code, context(run)).toBe(0);
-      expect(run.summary).toContain("| ray.worker.spot | m5.large (spot) | 0–4 | 2 CPU |");
+      expect(run.summary).toContain("| ray.worker.spot | m5.large (spot) | 0–4 | 2 CPU | $0.096 |");
       expect(run.summary).toContain("| ray.worker.default | m5.large | 0–2 | 2 CPU |");
     },
     TIMEOUT_MS,
@@ -92,8 +92,8 @@ describe("a dry run", () => {
       expect(summary).toContain("| timeout | 10 min per scene |");
       expect(summary).toContain("| per scene | 1 CPU, 0 GPU |");
       // Node types from the rendered YAML.
-      expect(summary).toContain("| ray.head.default (head) | m5.large | – | 2 CPU |");
-      expect(summary).toContain("| ray.worker.default | m5.large | 0–2 | 2 CPU |");
+      expect(summary).toContain("| ray.head.default (head) | m5.large | – | 2 CPU | $0.096 |");
+      expect(summary).toContain("| ray.worker.default | m5.large | 0–2 | 2 CPU | $0.096 |");
       // Scenes longest first (goal.last_step).
       const rows = [...summary.matchAll(/^\| (\d+) \| (\S+) \| (\d+) \|$/gm)].map((m) => ({
         n: Number(m[1]),

@@ -9,7 +9,7 @@
  * spot interruption ends them): its scenes run again elsewhere as `node_lost`, without using the
  * scenes' own retries.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { appendFileSync, existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { makeActionWorkspace, type ActionWorkspace } from "./support/cluster.js";
@@ -44,6 +44,15 @@ interface Attempt {
 }
 interface SummaryFile {
   state: string;
+  updated_at: string;
+  nodes?: {
+    address: string;
+    head: boolean;
+    node_type: string | null;
+    usd_per_hour: number | null;
+    started_at: string;
+    ended_at: string | null;
+  }[];
   totals: { total: number; succeeded: number; failed: number };
   scenes: {
     name: string;
@@ -61,12 +70,46 @@ function newJob(ws: ActionWorkspace, retries = "1"): ActionJob {
   return job;
 }
 
-function workspace(): Promise<ActionWorkspace> {
-  return makeActionWorkspace({
+/** What the test module declares a node of Ray's local provider costs an hour. */
+const USD_PER_HOUR = 0.5;
+
+async function workspace(): Promise<ActionWorkspace> {
+  const ws = await makeActionWorkspace({
     node: nodes!.head,
     s3Endpoint: aws!.moto.url,
     cluster: { workers: nodes!.workers, numCpus: 1 },
   });
+  appendFileSync(
+    path.join(ws.dir, "configs/demo_aws.ini"),
+    `\n[prices]\nlocal.cluster.node = ${USD_PER_HOUR}\n`,
+  );
+  return ws;
+}
+
+/**
+ * The cost estimate from the cluster's own node table: the three nodes, each from its start
+ * (within this test) until the driver's last save, at the module's price; the job summary's
+ * total is that by hand.
+ */
+function expectCost(run: ActionRun, summary: SummaryFile, testStart: number) {
+  const nodeList = summary.nodes ?? [];
+  expect(nodeList.map((n) => n.address).sort(), context(run)).toEqual(
+    nodes!.all.map((n) => n.host).sort(),
+  );
+  expect(nodeList.filter((n) => n.head).map((n) => n.address)).toEqual([nodes!.head.host]);
+  const end = Date.parse(summary.updated_at);
+  let hours = 0;
+  for (const node of nodeList) {
+    expect(node).toMatchObject({ node_type: "local.cluster.node", usd_per_hour: USD_PER_HOUR });
+    expect(node.ended_at).toBeNull(); // all three alive when the driver saved
+    const started = Date.parse(node.started_at);
+    expect(started).toBeGreaterThan(testStart);
+    expect(started).toBeLessThan(end);
+    hours += (end - started) / 3_600_000;
+  }
+  expect(run.summary).toContain(`### Cost (estimate): $${(hours * USD_PER_HOUR).toFixed(2)}`);
+  expect(run.summary).toContain(`| local.cluster.node | 3 | ${hours.toFixed(2)} | $0.5 |`);
+  expect(run.summary).toContain("configs/demo_aws.ini [prices]");
 }
 
 const context = (run: ActionRun) =>
@@ -135,6 +178,7 @@ describe("the action on a head and two workers", () => {
   it(
     "scenes run on all three nodes, the workers get the deploy files, nothing is left",
     async () => {
+      const testStart = Date.now();
       const ws = await workspace();
       const job = newJob(ws);
       const main = await job.run("main", { timeoutMs: RUN_TIMEOUT_MS });
@@ -146,6 +190,7 @@ describe("the action on a head and two workers", () => {
       expect(summary.scenes.every((s) => s.attempts === 1)).toBe(true);
       const used = new Set(summary.scenes.map((s) => s.node));
       expect([...used].sort()).toEqual(nodes!.all.map((n) => n.host).sort());
+      expectCost(main, summary, testStart);
 
       // file_mounts: the head's autoscaler synced the deploy files to each worker's home.
       const cluster = main.outputs["cluster-name"]!;

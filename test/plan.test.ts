@@ -100,6 +100,7 @@ describe("buildPlan: the staging directory", () => {
         expected_cost: s.lastStep,
         category: s.category,
       })),
+      node_types: {}, // a local run has no node prices (an AWS plan: dry-run.test.ts)
     });
     expect(planFile.scenes).toHaveLength(9);
     // The subset's goal.category values, carried into the plan for the driver's summary.

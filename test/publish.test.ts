@@ -4,10 +4,11 @@
  * annotation cap. GitHub shows at most 10 error annotations per step, so failed scenes get 9
  * annotations and the rest are counted in a tenth; the step's own failure line comes on top.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { publish } from "../src/action/publish.js";
+import { findSummaries, PREVIOUS_SUMMARY_FILE, renderCombined } from "../src/combine.js";
 import type { Outcome } from "../src/engine.js";
 import type { Plan } from "../src/plan.js";
 import type { RunSummary, SceneResult } from "../src/summary.js";
@@ -193,5 +194,25 @@ describe("publish: outputs, summary file and job summary", () => {
     });
     expect(readFileSync(summaryPath, "utf8")).toBe(done.summaryText);
     expect(readFileSync(files.summary, "utf8")).toBe(done.markdown);
+    // No previous run: nothing beside the summary for the PR comment to compare with.
+    expect(existsSync(path.join(files.dir, "run", PREVIOUS_SUMMARY_FILE))).toBe(false);
+  });
+
+  it("writes the previous run's summary beside it, which `combine` compares with", async () => {
+    const done = outcome(files.dir, 4, 1);
+    const passed = (s: SceneResult) => scene(s.name, false);
+    const before = {
+      ...done.summary!,
+      run_id: "earlier",
+      scenes: done.summary!.scenes.map(passed),
+    };
+    await publish({ ...done, previous: before }, "eu-west-1");
+    const dir = path.join(files.dir, "run");
+    expect(findSummaries(dir).map((s) => s.run_id)).toEqual([done.summary!.run_id]);
+    expect(findSummaries(dir, true)).toEqual([before]);
+    const failing = done.summary!.scenes.find((s) => s.status === "FAILED")!.name;
+    expect(renderCombined(findSummaries(dir), findSummaries(dir, true))).toContain(
+      `**Passed in the previous run, failing now:**\n\n- \`${failing}\``,
+    );
   });
 });

@@ -17,6 +17,7 @@ import {
   parseSummary,
   type AttemptRecord,
   type FailureClass,
+  type NodeRecord,
   type RunSummary,
   type SceneResult,
 } from "../src/summary.js";
@@ -88,7 +89,57 @@ function scene(i: number, previous = false): SceneResult {
   return result;
 }
 
-function summaryOf(runId: string, scenes: SceneResult[], previous: RunSummary | null): RunSummary {
+/**
+ * A p3 fleet, in whole hours to 03:02:11 (the summary's updated_at): the head, 12 h, alive; 20
+ * on-demand workers of 10 h; 10 spot workers at a module-declared price, 5 lost after 2 h and
+ * 5 alive for 11 h; one node of no known type, 1 h. By hand: 212 h × $3.06 = $648.72, 65 h ×
+ * $0.918 = $59.67, together $708.39 for 278 node-hours, 1 of them unpriced.
+ */
+function fleet(): NodeRecord[] {
+  const node = (
+    i: number,
+    started: string,
+    ended: string | null,
+    type: Partial<NodeRecord>,
+  ): NodeRecord => ({
+    node_id: `n${i}`,
+    address: `10.0.${Math.floor(i / 250)}.${i % 250}`,
+    node_type: "ray.worker.default",
+    instance_type: "p3.2xlarge",
+    head: false,
+    spot: false,
+    started_at: `2026-11-${started}Z`,
+    ended_at: ended && `2026-11-${ended}Z`,
+    usd_per_hour: 3.06,
+    price_source: "on-demand list, us-east-1, 2026-06",
+    ...type,
+  });
+  const spot = {
+    node_type: "ray.worker.spot",
+    spot: true,
+    usd_per_hour: 0.918,
+    price_source: "configs/baseline_aws.ini [prices]",
+  };
+  return [
+    node(0, "25T15:02:11", null, { node_type: "ray.head.default", head: true }),
+    ...Array.from({ length: 20 }, (_, i) => node(1 + i, "25T15:32:11", "26T01:32:11", {})),
+    ...Array.from({ length: 5 }, (_, i) => node(21 + i, "25T16:02:11", "25T18:02:11", spot)),
+    ...Array.from({ length: 5 }, (_, i) => node(26 + i, "25T16:02:11", null, spot)),
+    node(31, "26T02:02:11", null, {
+      node_type: null,
+      instance_type: null,
+      usd_per_hour: null,
+      price_source: null,
+    }),
+  ];
+}
+
+function summaryOf(
+  runId: string,
+  scenes: SceneResult[],
+  previous: RunSummary | null,
+  extra: Partial<RunSummary> = {},
+): RunSummary {
   const doc: RunSummary = {
     schema_version: 1,
     run_id: runId,
@@ -104,6 +155,7 @@ function summaryOf(runId: string, scenes: SceneResult[], previous: RunSummary | 
     totals: countTotals(scenes),
     scenes,
     previous: previous && { run_id: previous.run_id, summary_key: previous.summary_key },
+    ...extra,
   };
   return parseSummary(JSON.stringify(doc), runId); // the generator makes valid summaries
 }
@@ -117,6 +169,7 @@ const now = summaryOf(
   "r2",
   Array.from({ length: SCENES }, (_, i) => scene(i)),
   before,
+  { cluster_name: "mcs-baseline-level2-r2", nodes: fleet() },
 );
 
 describe("aggregates of a 10,000-scene run", () => {
@@ -201,11 +254,24 @@ describe("the job summary of a 10,000-scene run", () => {
     expect(md).toContain(
       '  x-axis ["agents", "container", "intuitive physics", "retrieval", "uncategorized"]',
     );
+    // The share failed by category, side by side, from 0 to just above the largest (10.2 %).
+    expect(md).toContain(
+      'xychart-beta horizontal\n  title "Scenes failed by category, %"\n  x-axis ["agents", "container", "intuitive physics", "retrieval", "uncategorized"]\n  y-axis "failed %" 0 --> 20\n  bar [10.2, 10.2, 10.2, 10.2, 10.2]',
+    );
     expect(md).toContain('  "script_error" : 500');
     expect(md).toContain("### Newly failing (400)");
     expect(md).toContain("### Failed scenes (1,000)");
     expect(md).toContain("### Flaky: passed only on a retry (2,000)");
     expect(md).toContain("_1,000 more passed on a retry after only lost nodes (node_lost)");
+    expect(md).toContain("### Cost (estimate): $708.39");
+    expect(md).toContain("| p3.2xlarge | 21 | 212.00 | $3.06 | $648.72 |");
+    expect(md).toContain("| p3.2xlarge (spot) | 10 | 65.00 | $0.918 | $59.67 |");
+    expect(md).toContain("| unknown | 1 | 1.00 | — | no price |");
+    expect(md).toContain("| **total** | **32** | **278.00** |  | **$708.39** |");
+    expect(md).toContain("1.00 node-hours have no price and are not in the total");
+    expect(md).toContain(
+      "times prices from configs/baseline_aws.ini [prices]; on-demand list, us-east-1, 2026-06.",
+    );
     // At most DEFAULT_SCENE_ROWS rows, failed first; the note names the full table.
     const rows = md.match(/^\| `eval_/gm) ?? [];
     expect(rows.length).toBeLessThanOrEqual(1000);
@@ -238,6 +304,13 @@ describe("the trend over the last runs", () => {
     expect(md).toContain("| uncategorized | — | 89.9% | 89.8% |");
     expect(md).toContain('  x-axis ["r0", "r1", "this run"]');
     expect(md).toContain("  line [0.0, 89.9, 89.8]");
+    // The axis from just below the lowest run that finished scenes (r0 finished none).
+    expect(md).toContain('  y-axis "passed %" 80 --> 100');
+    // Run ids that sort by time show as their start.
+    const dated = { ...before, run_id: "20261120-101500-ab12" };
+    expect(renderMarkdown(now, { link, previous: dated, history: [dated] })).toContain(
+      '  x-axis ["11-20 10:15", "this run"]',
+    );
     expect(renderMarkdown(now, { link, previous: before })).not.toContain("### Trend");
   });
 

@@ -9,6 +9,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { PlanFile } from "../src/plan.js";
+import type { NodeTypePrice } from "../src/prices.js";
 import { METADATA_LEVELS, type Target } from "../src/request.js";
 import { SCHEMAS, schemaProblem } from "../src/schemas.js";
 import {
@@ -19,6 +20,7 @@ import {
   type AttemptRecord,
   type JournalChunk,
   type JournalRef,
+  type NodeRecord,
   type PreviousRun,
   type RunSummary,
   type RunTotals,
@@ -54,7 +56,7 @@ interface SchemaNode {
   required?: string[];
   items?: SchemaNode;
   oneOf?: SchemaNode[];
-  additionalProperties?: boolean;
+  additionalProperties?: boolean | SchemaNode;
   $defs?: Record<string, SchemaNode>;
 }
 
@@ -119,8 +121,9 @@ describe("the run summary's types are run-summary.schema.json's", () => {
           scenes: t,
           journal: t,
           previous: t,
+          nodes: t,
         },
-        { journal: t, previous: t },
+        { journal: t, previous: t, nodes: t },
         { cluster_name: t, finished_at: t, previous: t },
       ),
     ],
@@ -173,6 +176,26 @@ describe("the run summary's types are run-summary.schema.json's", () => {
       "SceneOutputs",
       defs.outputs!,
       shape<SceneOutputs>({ history: t, log: t, videos: t }, {}, { history: t, log: t }),
+    ],
+    [
+      "NodeRecord",
+      defs.node!,
+      shape<NodeRecord>(
+        {
+          node_id: t,
+          address: t,
+          node_type: t,
+          instance_type: t,
+          head: t,
+          spot: t,
+          started_at: t,
+          ended_at: t,
+          usd_per_hour: t,
+          price_source: t,
+        },
+        {},
+        { node_type: t, instance_type: t, ended_at: t, usd_per_hour: t, price_source: t },
+      ),
     ],
     ["PreviousRun", defs.previousRun!, shape<PreviousRun>({ run_id: t, summary_key: t }, {}, {})],
     ["JournalRef", defs.journal!, shape<JournalRef>({ prefix: t, next: t }, {}, {})],
@@ -229,8 +252,9 @@ describe("PlanFile is plan.schema.json's", () => {
         history_required: t,
         mcs_config: t,
         scenes: t,
+        node_types: t,
       },
-      {},
+      { node_types: t },
       { cluster_name: t, eval_dir: t },
     );
     expect(plan).toEqual(schemaShape(PLAN, PLAN));
@@ -244,6 +268,14 @@ describe("PlanFile is plan.schema.json's", () => {
       { expected_cost: t, category: t },
     );
     expect(scene).toEqual(schemaShape(PLAN, props.scenes!.items!));
+    const nodeType = shape<NodeTypePrice>(
+      { instance_type: t, head: t, spot: t, usd_per_hour: t, price_source: t },
+      {},
+      { instance_type: t, usd_per_hour: t, price_source: t },
+    );
+    expect(nodeType).toEqual(
+      schemaShape(PLAN, props.node_types!.additionalProperties as SchemaNode),
+    );
     // Exactly one of them: a scene in the plan directory, or one the driver fetches from S3.
     expect(props.scenes!.items!.oneOf!.map((s) => s.required)).toEqual([["file"], ["uri"]]);
   });

@@ -87318,12 +87318,907 @@ function affectedModules(changed, known) {
     return known.filter((m) => hit.has(m));
 }
 
+;// CONCATENATED MODULE: ./src/report-aggregates.ts
+/** The category of a scene whose file has no goal.category (or a summary from before them). */
+const UNCATEGORIZED = "uncategorized";
+function categoryOf(scene) {
+    return scene.category ?? UNCATEGORIZED;
+}
+/**
+ * A scene that passed only on a retry, after an attempt that failed for a reason of its own: a
+ * lost machine (node_lost) says nothing about the scene. Resumed scenes ran in an earlier run.
+ */
+function isFlaky(scene) {
+    return passedOnRetry(scene) && earlierAttempts(scene).some(failedByItself);
+}
+function passedOnRetry(scene) {
+    return scene.status === "SUCCESS" && !scene.resumed && scene.history.length > 1;
+}
+function earlierAttempts(scene) {
+    return scene.history.slice(0, -1);
+}
+function failedByItself(attempt) {
+    return attempt.failure_class !== null && attempt.failure_class !== "node_lost";
+}
+function aggregate(summary, previous) {
+    const byCategory = new Map();
+    for (const scene of summary.scenes) {
+        const category = categoryOf(scene);
+        const list = byCategory.get(category);
+        if (list)
+            list.push(scene);
+        else
+            byCategory.set(category, [scene]);
+    }
+    const categories = [...byCategory]
+        .map(([category, scenes]) => categoryStats(category, scenes))
+        .sort((a, b) => Number(a.category === UNCATEGORIZED) - Number(b.category === UNCATEGORIZED) ||
+        compare(a.category, b.category));
+    const flaky = summary.scenes.filter(isFlaky).sort((a, b) => compare(a.name, b.name));
+    const passedAfterLostNode = summary.scenes.filter((scene) => passedOnRetry(scene) && !earlierAttempts(scene).some(failedByItself)).length;
+    return {
+        categories,
+        failureClasses: failureCounts(summary.scenes),
+        flaky,
+        passedAfterLostNode,
+        ...(previous ? { changes: changes(summary, previous) } : {}),
+    };
+}
+function categoryStats(category, scenes) {
+    const count = (status) => scenes.filter((s) => s.status === status).length;
+    return {
+        category,
+        total: scenes.length,
+        succeeded: count("SUCCESS"),
+        failed: count("FAILED"),
+        pending: count("PENDING"),
+        flaky: scenes.filter(isFlaky).length,
+        failures: failureCounts(scenes),
+        durations: durations(scenes),
+    };
+}
+function durations(scenes) {
+    const sorted = scenes
+        .filter((scene) => !scene.resumed && scene.duration_s !== null)
+        .map((scene) => scene.duration_s)
+        .sort((a, b) => a - b);
+    return {
+        timed: sorted.length,
+        p50: percentile(sorted, 0.5),
+        p90: percentile(sorted, 0.9),
+        max: sorted.at(-1) ?? null,
+    };
+}
+function failureCounts(scenes) {
+    const counts = new Map();
+    for (const scene of scenes) {
+        if (scene.status !== "FAILED")
+            continue;
+        const key = scene.failure_class ?? "unknown";
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return [...counts].sort((a, b) => b[1] - a[1] || compare(a[0], b[0]));
+}
+function changes(summary, previous) {
+    const before = new Map(previous.scenes.map((scene) => [scene.name, scene.status]));
+    const byName = (a, b) => compare(a.name, b.name);
+    const was = (scene, status) => before.get(scene.name) === status;
+    const failed = summary.scenes.filter((scene) => scene.status === "FAILED");
+    return {
+        previous,
+        newlyFailing: failed.filter((scene) => was(scene, "SUCCESS")).sort(byName),
+        newlyPassing: summary.scenes
+            .filter((scene) => scene.status === "SUCCESS" && was(scene, "FAILED"))
+            .sort(byName),
+        stillFailing: failed.filter((scene) => was(scene, "FAILED")).length,
+    };
+}
+/** Nearest-rank percentile of an ascending list. */
+function percentile(sorted, q) {
+    if (sorted.length === 0)
+        return null;
+    return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? null;
+}
+function compare(a, b) {
+    return a < b ? -1 : a > b ? 1 : 0;
+}
+/** Of the scenes that finished, the share that succeeded; null when none finished. */
+function passShare(succeeded, failed) {
+    return succeeded + failed === 0 ? null : succeeded / (succeeded + failed);
+}
+/** The share passed, overall and by category, of each of `runs` (oldest first). */
+function trend(runs) {
+    return runs.map((run) => ({
+        run_id: run.run_id,
+        passed: passShare(run.totals.succeeded, run.totals.failed),
+        byCategory: new Map(aggregate(run).categories.map((c) => [c.category, passShare(c.succeeded, c.failed)])),
+    }));
+}
+
+;// CONCATENATED MODULE: ./src/data/ec2-on-demand-prices.json
+const ec2_on_demand_prices_namespaceObject = /*#__PURE__*/JSON.parse('{"DK":"2026-06","Ei":{"us-east-1":{"t3.medium":0.0416,"t3.large":0.0832,"m5.large":0.096,"m5.xlarge":0.192,"m5.2xlarge":0.384,"m5.4xlarge":0.768,"c5.xlarge":0.17,"c5.2xlarge":0.34,"c5.4xlarge":0.68,"g4dn.xlarge":0.526,"g4dn.2xlarge":0.752,"g4dn.4xlarge":1.204,"g4dn.12xlarge":3.912,"g5.xlarge":1.006,"g5.2xlarge":1.212,"g5.4xlarge":1.624,"g5.12xlarge":5.672,"p3.2xlarge":3.06,"p3.8xlarge":12.24,"p3.16xlarge":24.48}}}');
+;// CONCATENATED MODULE: ./src/prices.ts
+/**
+ * What each node type of a module's cluster costs an hour, for the report's cost estimate: the
+ * price the module declares in configs/M_aws.ini `[prices]` (by node type, else by instance type),
+ * else the checked-in on-demand list for the cluster's region (src/data/ec2-on-demand-prices.json,
+ * dated), else none. The plan carries the result to the driver, which records each node's
+ * start and end from Ray's own node table; the report multiplies (src/report-cost.ts).
+ */
+
+/** How a price from the checked-in list names its source (then the region and date). */
+const LIST_SOURCE = "on-demand list";
+/** Ray's name for it (ray/autoscaler/_private/local/config.py). */
+const LOCAL_NODE_TYPE = "local.cluster.node";
+const LIST = ec2_on_demand_prices_namespaceObject.Ei;
+function nodeTypePrices(mod) {
+    const cluster = mod.cluster;
+    const region = String(cluster.provider?.region ?? "");
+    const declared = `${mod.execConfigPath.split("/").slice(-2).join("/")} [prices]`;
+    const prices = {};
+    // Ray's local (on-premise) provider gives every machine one node type of its own.
+    const local = cluster.provider?.type === "local" && !cluster.available_node_types;
+    const types = local ? { [LOCAL_NODE_TYPE]: {} } : (cluster.available_node_types ?? {});
+    const headType = local ? LOCAL_NODE_TYPE : cluster.head_node_type;
+    for (const [name, type] of Object.entries(types)) {
+        const instance = type.node_config?.InstanceType;
+        const instanceType = typeof instance === "string" ? instance : null;
+        const own = mod.prices.get(name) ?? (instanceType ? mod.prices.get(instanceType) : undefined);
+        const listed = instanceType ? LIST[region]?.[instanceType] : undefined;
+        prices[name] = {
+            instance_type: instanceType,
+            head: name === headType,
+            spot: type.node_config?.InstanceMarketOptions?.MarketType === "spot",
+            usd_per_hour: own ?? listed ?? null,
+            price_source: own !== undefined
+                ? declared
+                : listed !== undefined
+                    ? `${LIST_SOURCE}, ${region}, ${ec2_on_demand_prices_namespaceObject.DK}`
+                    : null,
+        };
+    }
+    return prices;
+}
+
+;// CONCATENATED MODULE: ./src/cost.ts
+/**
+ * The run's cost, estimated: node-hours by instance type from the nodes the driver recorded
+ * (Ray's own node table: when each node started and ended), times each node type's hourly price
+ * from the plan (src/prices.ts). An estimate, not a bill: disks, data transfer, and the minutes
+ * before Ray started and after the driver's last save are not in it.
+ */
+
+const HOUR_MS = 3_600_000;
+/** undefined when the summary names no nodes (a local run, an older summary). */
+function estimateCost(summary) {
+    const nodes = summary.nodes ?? [];
+    if (nodes.length === 0)
+        return undefined;
+    const until = Date.parse(summary.updated_at);
+    const lines = new Map();
+    for (const node of nodes) {
+        const end = node.ended_at ? Date.parse(node.ended_at) : until;
+        const hours = Math.max(0, (end - Date.parse(node.started_at)) / HOUR_MS);
+        const label = node.instance_type ?? node.node_type ?? "unknown";
+        const key = JSON.stringify([label, node.spot, node.usd_per_hour]);
+        const line = lines.get(key) ?? {
+            label,
+            spot: node.spot,
+            nodes: 0,
+            hours: 0,
+            usdPerHour: node.usd_per_hour,
+            usd: null,
+        };
+        line.nodes += 1;
+        line.hours += hours;
+        line.usd = line.usdPerHour === null ? null : line.hours * line.usdPerHour;
+        lines.set(key, line);
+    }
+    const all = [...lines.values()].sort((a, b) => (b.usd ?? -1) - (a.usd ?? -1) || b.hours - a.hours);
+    const sum = (values) => values.reduce((total, value) => total + value, 0);
+    return {
+        lines: all,
+        nodes: nodes.length,
+        hours: sum(all.map((l) => l.hours)),
+        usd: sum(all.map((l) => l.usd ?? 0)),
+        unpricedHours: sum(all.filter((l) => l.usd === null).map((l) => l.hours)),
+        spotAtListPrice: nodes.some((n) => n.spot && n.price_source?.startsWith(LIST_SOURCE)),
+        sources: [...new Set(nodes.map((n) => n.price_source).filter((s) => !!s))].sort(),
+    };
+}
+
+;// CONCATENATED MODULE: ./src/report.ts
+/**
+ * The run report (DESIGN.md §3): one Markdown text for a local report.md and for the GitHub job
+ * summary, and a plain-text table for a terminal. Both read only the run summary.
+ *
+ * GitHub drops a job summary over 1 MiB whole, so renderMarkdown measures every piece it adds
+ * and stops deliberately (with a note linking the full run-summary.json) when its budget is spent:
+ * the aggregates first (results and durations by category, failure classes, what changed since
+ * the previous run, with Mermaid charts), then the lists (newly failing, failure details, flaky,
+ * newly passing) and at most DEFAULT_SCENE_ROWS rows of the per-scene table. renderFullMarkdown
+ * renders everything, every row: report-full.md, beside the run summary in the artifact.
+ */
+
+
+/** Well under GitHub's 1 MiB job-summary limit, leaving room for other steps' summaries. */
+const DEFAULT_BUDGET_BYTES = 900 * 1024;
+/** Each failed scene's log excerpt is cut to its last ~2 KiB. */
+const EXCERPT_MAX_BYTES = 2 * 1024;
+/** The per-scene table of a run this large is in the full report only (failed rows first). */
+const DEFAULT_SCENE_ROWS = 1000;
+/** The file the full report is written to, beside the run summary (or report.md). */
+const FULL_REPORT_FILE = "report-full.md";
+/** Share of what is left that each list may use; the per-scene table gets the rest. */
+const LIST_SHARE = { newlyFailing: 0.2, details: 0.5, flaky: 0.2, newlyPassing: 0.2 };
+/** A bar chart shows at most this many categories (the largest). */
+const CHART_CATEGORIES = 25;
+const STATUS_ICON = { SUCCESS: "✅", FAILED: "❌", PENDING: "⏳" };
+// ── Markdown ──────────────────────────────────────────────────────────────────────────────────
+function renderMarkdown(summary, options) {
+    const budgetBytes = Math.max(0, Math.floor(options.budgetBytes ?? DEFAULT_BUDGET_BYTES));
+    const maxRows = Math.max(0, Math.floor(options.maxSceneRows ?? DEFAULT_SCENE_ROWS));
+    const full = options.link(summary.summary_key);
+    const facts = aggregate(summary, options.previous);
+    const scenes = orderScenes(summary.scenes);
+    const failed = scenes.filter((scene) => scene.status === "FAILED");
+    const changes = facts.changes;
+    /** `kind` scenes `left out`: "… 3 more flaky scenes not listed (…)". */
+    const note = (kind, leftOut) => (n) => truncationNote(`${count(n)} more ${kind}${noun(n, "scene")} ${leftOut}`, budgetBytes, full);
+    const rowsNote = (n) => truncationNote(`${count(n)} more ${noun(n, "scene")} not shown`, budgetBytes, full, scenes.length > maxRows ? maxRows : undefined, options.fullReport);
+    const lists = [
+        ...(changes
+            ? [
+                {
+                    chunks: sceneList("Newly failing", changes.newlyFailing, (s) => s.failure_class ?? ""),
+                    total: changes.newlyFailing.length,
+                    share: LIST_SHARE.newlyFailing,
+                    note: note("newly failing ", "not listed"),
+                },
+            ]
+            : []),
+        {
+            chunks: failureDetails(failed, options.link),
+            total: failed.length,
+            share: LIST_SHARE.details,
+            note: note("failed ", "not detailed here"),
+        },
+        {
+            chunks: sceneList("Flaky: passed only on a retry", facts.flaky, (s) => s.history.map(attemptOutcome).join(" → ")),
+            total: facts.flaky.length,
+            share: LIST_SHARE.flaky,
+            note: note("flaky ", "not listed"),
+        },
+        ...(changes
+            ? [
+                {
+                    chunks: sceneList("Newly passing", changes.newlyPassing, () => ""),
+                    total: changes.newlyPassing.length,
+                    share: LIST_SHARE.newlyPassing,
+                    note: note("newly passing ", "not listed"),
+                },
+            ]
+            : []),
+        {
+            chunks: sceneTable(scenes.slice(0, maxRows), options.link),
+            total: scenes.length,
+            share: 1,
+            note: rowsNote,
+        },
+    ];
+    return addLists(renderHeader(summary, facts, options, full), lists, budgetBytes, () => rowsNote(scenes.length));
+}
+/** Flaky scenes a digest names; the job summary lists them all. */
+const DIGEST_FLAKY = 20;
+/**
+ * One run's aggregates for a report of several runs (the PR comment, the scheduled run's summary):
+ * the cost, results by category, by failure class, and the flaky scenes.
+ */
+function renderDigest(summary, previous) {
+    const facts = aggregate(summary, previous);
+    const flaky = facts.flaky.slice(0, DIGEST_FLAKY).map((scene) => code(scene.name));
+    const more = facts.flaky.length - flaky.length;
+    return [
+        ...costSection(summary, "####"),
+        categorySection(facts.categories, "####"),
+        ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
+        ...(flaky.length > 0
+            ? [
+                `**Flaky** (passed only on a retry): ${flaky.join(", ")}` +
+                    (more > 0 ? ` and ${count(more)} more` : ""),
+            ]
+            : []),
+    ].join("\n\n");
+}
+/** Everything, every row, no budget: the report-full.md of the artifact. */
+function renderFullMarkdown(summary, options) {
+    return renderMarkdown(summary, {
+        ...options,
+        budgetBytes: Number.POSITIVE_INFINITY,
+        maxSceneRows: Number.POSITIVE_INFINITY,
+    });
+}
+/** One sentence on how the run went, e.g. "2 of 8 scenes failed." (no Markdown). */
+function outcomeText(summary) {
+    const { total, succeeded, failed, pending } = summary.totals;
+    const done = succeeded + failed;
+    const counts = `${count(succeeded)} succeeded, ${count(failed)} failed`;
+    if (summary.state === "interrupted") {
+        return `Interrupted: ${count(done)} of ${scenesText(total)} finished (${counts}, ${count(pending)} not run).`;
+    }
+    if (summary.state === "running") {
+        return `Still running: ${count(done)} of ${scenesText(total)} finished (${counts}) as of ${summary.updated_at}.`;
+    }
+    if (total === 0)
+        return "No scenes were run.";
+    const notRun = pending > 0 ? ` ${count(pending)} not run.` : "";
+    if (failed > 0)
+        return `${count(failed)} of ${scenesText(total)} failed.${notRun}`;
+    if (pending > 0)
+        return `${count(succeeded)} of ${scenesText(total)} succeeded.${notRun}`;
+    return total === 1 ? "The scene succeeded." : `All ${scenesText(total)} succeeded.`;
+}
+function outcomeIcon(summary) {
+    const { failed, pending } = summary.totals;
+    if (summary.state === "interrupted")
+        return "⚠️";
+    if (summary.state === "running")
+        return "⏳";
+    if (failed > 0)
+        return "❌";
+    return pending > 0 ? "⚠️" : "✅";
+}
+function renderHeader(summary, facts, options, full) {
+    const title = options.title ?? `MCS run: ${summary.module} · ${summary.metadata} · ${summary.run_id}`;
+    const about = [
+        `Module ${code(summary.module)}`,
+        `metadata ${code(summary.metadata)}`,
+        `run ${code(summary.run_id)}`,
+        ...(summary.cluster_name ? [`cluster ${code(summary.cluster_name)}`] : []),
+        `started ${summary.started_at}`,
+    ];
+    const sections = [
+        `## ${oneLine(title)}`,
+        `**${outcomeIcon(summary)} ${outcomeText(summary)}**`,
+        `${about.join(" · ")}  \nFull results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}`,
+        totalsTable(summary, facts),
+        ...(facts.passedAfterLostNode > 0
+            ? [
+                `_${count(facts.passedAfterLostNode)} more passed on a retry after only lost nodes ` +
+                    "(node_lost): not counted as flaky._",
+            ]
+            : []),
+        durationTable(summary),
+        ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
+        ...costSection(summary),
+        ...changesSection(summary, facts.changes),
+        ...trendSection(summary, options.history ?? []),
+        categorySection(facts.categories),
+        ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
+    ];
+    return sections.join("\n\n") + "\n\n";
+}
+function totalsTable(summary, facts) {
+    const t = summary.totals;
+    const resumed = summary.scenes.filter((scene) => scene.resumed).length;
+    const flaky = facts.flaky.length;
+    const values = [t.total, t.succeeded, t.failed, t.pending, t.retried, flaky, resumed].map(count);
+    const headers = ["total", "succeeded", "failed", "pending", "retried", "flaky", "resumed"];
+    return table(headers, [values], "rrrrrrr");
+}
+function durationTable(summary) {
+    // Resumed scenes were not run again: their durations belong to an earlier run.
+    const d = durations(summary.scenes);
+    const end = summary.finished_at ?? summary.updated_at;
+    const wall = (Date.parse(end) - Date.parse(summary.started_at)) / 1000;
+    const row = [
+        formatSeconds(Number.isFinite(wall) && wall >= 0 ? wall : null),
+        count(d.timed),
+        formatSeconds(d.p50),
+        formatSeconds(d.p90),
+        formatSeconds(d.max),
+    ];
+    return table(["wall time", "scenes timed", "median scene", "p90 scene", "max scene"], [row], "rrrrr");
+}
+function phaseTable(phases) {
+    const rows = phases.map((phase) => [
+        escapeCell(oneLine(phase.name)),
+        formatSeconds(phase.seconds),
+    ]);
+    const total = phases.reduce((sum, phase) => sum + phase.seconds, 0);
+    return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
+}
+/** Node-hours by instance type and what they cost; a cluster run only (a local run costs nothing). */
+function costSection(summary, heading = "###") {
+    const cost = summary.cluster_name === null ? undefined : estimateCost(summary);
+    if (!cost)
+        return [];
+    const rows = cost.lines.map((line) => [
+        escapeCell(oneLine(line.label)) + (line.spot ? " (spot)" : ""),
+        count(line.nodes),
+        line.hours.toFixed(2),
+        line.usdPerHour === null ? "—" : formatPrice(line.usdPerHour),
+        line.usd === null ? "no price" : formatUsd(line.usd),
+    ]);
+    const total = [
+        "**total**",
+        `**${count(cost.nodes)}**`,
+        `**${cost.hours.toFixed(2)}**`,
+        "",
+        `**${formatUsd(cost.usd)}**`,
+    ];
+    const notes = [
+        "An estimate, not a bill: node-hours from Ray's own record of when each node started and " +
+            `stopped (alive nodes until ${summary.updated_at}), times prices from ` +
+            `${cost.sources.map(escapeCell).join("; ") || "nowhere"}.`,
+        ...(cost.spotAtListPrice
+            ? [
+                "Spot nodes at the on-demand list price: an upper bound (declare the spot price in [prices]).",
+            ]
+            : []),
+        ...(cost.unpricedHours > 0
+            ? [
+                `${cost.unpricedHours.toFixed(2)} node-hours have no price and are not in the total: ` +
+                    "declare one in the module's configs/M_aws.ini [prices] (node type or instance type = USD per hour).",
+            ]
+            : []),
+    ];
+    return [
+        `${heading} Cost (estimate): ${formatUsd(cost.usd)}\n\n` +
+            `${table(["instance", "nodes", "node-hours", "price/hour", "cost"], [...rows, total], "lrrrr")}` +
+            `\n\n_${notes.join(" ")}_`,
+    ];
+}
+/** At least cents: $0.30, $0.096, $3.06. */
+function formatPrice(usd) {
+    return `$${usd.toFixed(Math.max(2, (String(usd).split(".")[1] ?? "").length))}`;
+}
+function formatUsd(usd) {
+    return usd > 0 && usd < 0.005 ? "<$0.01" : `$${usd.toFixed(2)}`;
+}
+/** Runs a trend shows at the most (this one included). */
+const TREND_RUNS = 6;
+/** The share passed by category over this run and the earlier ones: a table, a chart overall. */
+function trendSection(summary, history) {
+    if (history.length === 0)
+        return [];
+    const points = trend([...history.slice(0, TREND_RUNS - 1)].reverse().concat(summary));
+    const last = points.length - 1;
+    const categories = [...new Set(points.flatMap((p) => [...p.byCategory.keys()]))].sort(compare);
+    const rate = (share) => formatPercent(share ?? null);
+    const headers = ["category", ...points.map((p, i) => (i === last ? "this run" : code(p.run_id)))];
+    const rows = [
+        ["**all scenes**", ...points.map((p) => `**${rate(p.passed)}**`)],
+        ...categories.map((c) => [escapeCell(c), ...points.map((p) => rate(p.byCategory.get(c)))]),
+    ];
+    const percents = points.map((p) => 100 * (p.passed ?? 0));
+    // From just below the lowest point: 92 % and 97 % on a 0-100 axis are one flat line.
+    const finished = points.filter((p) => p.passed !== null).map((p) => 100 * p.passed);
+    const floor = Math.max(0, Math.floor(Math.min(...finished, 100) / 5) * 5 - 5);
+    const chart = mermaid([
+        chartColour(BLUE),
+        "xychart-beta",
+        '  title "Scenes passed, %, run by run"',
+        `  x-axis [${points.map((p, i) => mermaidText(i === last ? "this run" : runLabel(p.run_id))).join(", ")}]`,
+        `  y-axis "passed %" ${floor} --> 100`,
+        `  line [${percents.map((v) => v.toFixed(1)).join(", ")}]`,
+    ]);
+    return [
+        `### Trend over the last ${count(points.length)} runs\n\n` +
+            "Share of the finished scenes that passed, oldest run first.\n\n" +
+            `${table(headers, rows, `l${"r".repeat(points.length)}`)}\n\n${chart}`,
+    ];
+}
+/** What changed since the previous run: counts here, the scenes in the lists below. */
+function changesSection(summary, changes) {
+    if (summary.previous === undefined)
+        return []; // a summary from before it named its previous
+    const heading = "### Since the previous run";
+    if (summary.previous === null) {
+        return [`${heading}\n\nNo earlier run of this module and level to compare with.`];
+    }
+    const run = code(summary.previous.run_id);
+    if (!changes)
+        return [`${heading}\n\nThe previous run ${run}: its summary could not be read.`];
+    const was = changes.previous.totals;
+    const row = [
+        `${count(was.succeeded)} → ${count(summary.totals.succeeded)}`,
+        `${count(was.failed)} → ${count(summary.totals.failed)}`,
+        ...[changes.newlyFailing.length, changes.newlyPassing.length, changes.stillFailing].map(count),
+    ];
+    return [
+        `${heading}\n\nCompared with run ${run} (started ${changes.previous.started_at}).\n\n` +
+            table(["succeeded", "failed", "newly failing", "newly passing", "still failing"], [row], "rrrrr"),
+    ];
+}
+/** Results and durations by category, and a bar chart of the share passed. */
+function categorySection(categories, heading = "###") {
+    const headers = [
+        "category",
+        "scenes",
+        "succeeded",
+        "failed",
+        "pending",
+        "flaky",
+        "passed",
+        "median",
+        "p90",
+        "max",
+        "failures",
+    ];
+    const rows = categories.map((c) => [
+        escapeCell(oneLine(c.category)),
+        ...[c.total, c.succeeded, c.failed, c.pending, c.flaky].map(count),
+        formatPercent(passRate(c)),
+        formatSeconds(c.durations.p50),
+        formatSeconds(c.durations.p90),
+        formatSeconds(c.durations.max),
+        escapeCell(c.failures.map(([failure, n]) => `${failure} ${count(n)}`).join(", ")),
+    ]);
+    const charted = categories
+        .filter((c) => passRate(c) !== null)
+        .sort((a, b) => b.total - a.total || compare(a.category, b.category))
+        .slice(0, CHART_CATEGORIES);
+    const more = categories.length > charted.length ? ` (the ${charted.length} largest)` : "";
+    // The share failed, from 0, in bars side by side: 97 % passed everywhere would look the same.
+    const failed = charted.map((c) => 100 * (1 - (passRate(c) ?? 0)));
+    const top = Math.min(100, Math.ceil(Math.max(...failed, 0) / 5) * 5 + 5);
+    const chart = charted.length === 0 || failed.every((share) => share === 0)
+        ? []
+        : [
+            mermaid([
+                chartColour(RED, { height: 120 + 28 * charted.length }),
+                "xychart-beta horizontal",
+                `  title "Scenes failed by category, %${more}"`,
+                `  x-axis [${charted.map((c) => mermaidText(c.category)).join(", ")}]`,
+                `  y-axis "failed %" 0 --> ${top}`,
+                `  bar [${failed.map((share) => share.toFixed(1)).join(", ")}]`,
+            ]),
+        ];
+    return [`${heading} Results by category`, table(headers, rows, "lrrrrrrrrrl"), ...chart].join("\n\n");
+}
+/** Of the scenes that finished, the share that succeeded; null when none finished. */
+function passRate(c) {
+    return passShare(c.succeeded, c.failed);
+}
+function failureClassSection(failureClasses) {
+    const rows = failureClasses.map(([failure, n]) => [failure, count(n)]);
+    const slices = failureClasses.map(([failure, n]) => `  ${mermaidText(failure)} : ${n}`);
+    return [
+        table(["failure class", "scenes"], rows, "lr"),
+        mermaid([PIE_COLOURS, "pie title Failed scenes by failure class", ...slices]),
+    ].join("\n\n");
+}
+/** A list of scenes under a heading (on the first chunk), one line each: category and `what`. */
+function* sceneList(title, scenes, what) {
+    let first = true;
+    for (const scene of scenes) {
+        const heading = first ? `### ${title} (${count(scenes.length)})\n\n` : "";
+        first = false;
+        const detail = [categoryOf(scene), what(scene)].filter((part) => part !== "");
+        yield `${heading}- ${code(scene.name)} — ${oneLine(detail.join(" · "))}\n`;
+    }
+    if (!first)
+        yield "\n";
+}
+/** Failed scenes: a heading line each, the attempts when retried, and the log excerpt. */
+function* failureDetails(failed, link) {
+    let first = true;
+    for (const scene of failed) {
+        const heading = first ? `### Failed scenes (${count(failed.length)})\n\n` : "";
+        first = false;
+        yield heading + failureDetail(scene, link);
+    }
+}
+function failureDetail(scene, link) {
+    const facts = [
+        categoryOf(scene),
+        scene.failure_class ?? "unknown failure",
+        plural(scene.attempts, "attempt"),
+        scene.exit_code === null ? "no exit code" : `exit code ${scene.exit_code}`,
+        ...(scene.node ? [`node ${code(scene.node)}`] : []),
+        ...(scene.outputs.log ? [mdLink("log", link(scene.outputs.log).href)] : []),
+    ];
+    const parts = [`#### ${STATUS_ICON.FAILED} ${code(scene.name)} — ${facts.join(" · ")}`];
+    if (scene.history.length > 1) {
+        parts.push(`Attempts: ${scene.history.map(attemptText).join(" → ")}`);
+    }
+    parts.push(scene.log_excerpt === null
+        ? "_No log excerpt._"
+        : `<details><summary>log</summary>\n\n${fenced(cleanExcerpt(scene.log_excerpt))}\n\n</details>`);
+    return parts.join("\n\n") + "\n\n";
+}
+function attemptOutcome(attempt) {
+    return attempt.failure_class ?? "ok";
+}
+function attemptText(attempt) {
+    const what = attempt.failure_class ?? "ok";
+    const exit = attempt.exit_code === null ? "" : `, exit ${attempt.exit_code}`;
+    const took = attempt.duration_s === null ? "" : `, ${formatSeconds(attempt.duration_s)}`;
+    return `${attempt.attempt}. ${what}${exit}${took}`;
+}
+/** The per-scene table, one chunk per row; the heading and header row travel with the first. */
+function* sceneTable(scenes, link) {
+    const headers = [
+        "scene",
+        "category",
+        "status",
+        "attempts",
+        "duration",
+        "failure",
+        "history",
+        "log",
+        "videos",
+    ];
+    let first = true;
+    for (const scene of scenes) {
+        const head = first ? `### Scenes\n\n${tableHead(headers, "lllrrllll")}\n` : "";
+        first = false;
+        yield head + sceneRow(scene, link) + "\n";
+    }
+}
+function sceneRow(scene, link) {
+    const { history, log, videos } = scene.outputs;
+    const videoLabel = (i) => (videos.length > 1 ? `video ${i + 1}` : "video");
+    return tableRow([
+        code(scene.name),
+        oneLine(categoryOf(scene)),
+        `${STATUS_ICON[scene.status]} ${scene.status}${scene.resumed ? " (resumed)" : ""}`,
+        String(scene.attempts),
+        formatSeconds(scene.duration_s),
+        scene.failure_class ?? "",
+        outputLink("history", history, link),
+        outputLink("log", log, link),
+        videos.map((key, i) => outputLink(videoLabel(i), key, link)).join("<br>"),
+    ].map(escapeCell));
+}
+function outputLink(label, key, link) {
+    if (key === null)
+        return "—";
+    const target = link(key);
+    return `${mdLink(label, target.href)} ${code(target.uri)}`;
+}
+/** `_… <what> (the cap). Full table: …. Full results: run-summary.json_`. */
+function truncationNote(what, budgetBytes, full, maxRows, fullReport) {
+    const caps = [
+        `the report is capped at ${formatBytes(budgetBytes)}`,
+        ...(maxRows !== undefined ? [`${count(maxRows)} rows`] : []),
+    ];
+    const table = fullReport ? ` The full table: ${fullReport}.` : "";
+    return (`\n_… ${what} (${caps.join(" and ")}).${table} ` +
+        `Full results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}_\n\n`);
+}
+function createBudget(bytes) {
+    return { parts: [], left: bytes };
+}
+/**
+ * The header, then each list while it fits its share, each cut short with its note. Room for
+ * every note is set aside before anything else is added, so a note always fits; when even the
+ * header does not, only `headerless()` (a note) is.
+ */
+function addLists(header, lists, budgetBytes, headerless) {
+    const reserved = lists.map((list) => (list.total > 0 ? byteLength(list.note(list.total)) : 0));
+    const all = reserved.reduce((sum, n) => sum + n, 0);
+    const out = createBudget(budgetBytes - all);
+    if (add(out, header)) {
+        lists.forEach((list, i) => {
+            const shown = addWhileFits(out, list.chunks, Math.floor(out.left * list.share));
+            out.left += reserved[i] ?? 0;
+            if (shown < list.total)
+                add(out, list.note(list.total - shown));
+        });
+    }
+    else {
+        out.left += all;
+        add(out, headerless());
+    }
+    return clampBytes(out.parts.join("").trimEnd() + "\n", budgetBytes);
+}
+function add(out, chunk) {
+    return addWhileFits(out, [chunk], out.left) === 1;
+}
+/** Add chunks in order until one would exceed `limit` (or the budget); returns how many went in. */
+function addWhileFits(out, chunks, limit) {
+    let added = 0;
+    let used = 0;
+    for (const chunk of chunks) {
+        const size = byteLength(chunk);
+        if (used + size > limit || size > out.left)
+            break;
+        out.parts.push(chunk);
+        out.left -= size;
+        used += size;
+        added++;
+    }
+    return added;
+}
+/** Last resort for absurdly small budgets: cut at a UTF-8 character boundary. */
+function clampBytes(text, maxBytes) {
+    const buffer = Buffer.from(text);
+    if (buffer.length <= maxBytes)
+        return text;
+    let end = maxBytes;
+    while (end > 0 && ((buffer[end] ?? 0) & 0xc0) === 0x80)
+        end--;
+    return buffer.subarray(0, end).toString();
+}
+function byteLength(text) {
+    return Buffer.byteLength(text);
+}
+// ── Markdown helpers ──────────────────────────────────────────────────────────────────────────
+function table(headers, rows, align) {
+    return [tableHead(headers, align), ...rows.map(tableRow)].join("\n");
+}
+function tableHead(headers, align) {
+    const rule = headers.map((_, i) => (align[i] === "r" ? "---:" : "---"));
+    return `${tableRow(headers)}\n${tableRow(rule)}`;
+}
+function tableRow(cells) {
+    return `| ${cells.join(" | ")} |`;
+}
+/** A table cell stays one cell: `|` escaped (GFM honours `\|` even in code spans), no newlines. */
+function escapeCell(text) {
+    return text.replace(/\|/g, "\\|").replace(/\r\n|\r|\n/g, " ");
+}
+/** Inline code that survives backticks in the text. */
+function code(text) {
+    const runs = text.match(/`+/g) ?? [];
+    const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length), 0) + 1);
+    const pad = text.startsWith("`") || text.endsWith("`") ? " " : "";
+    return `${fence}${pad}${oneLine(text)}${pad}${fence}`;
+}
+/** A fenced block longer than any backtick run inside, so ``` in a log cannot close it. */
+function fenced(text) {
+    const runs = text.match(/`{3,}/g) ?? [];
+    const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length + 1), 3));
+    return `${fence}text\n${text}\n${fence}`;
+}
+/** GitHub's own blue and red: Mermaid's default pale lavender is barely visible. */
+const BLUE = "#0969da";
+const RED = "#cf222e";
+const PIE_COLOURS = `%%{init: ${JSON.stringify({
+    themeVariables: {
+        ...Object.fromEntries([RED, "#bc4c00", "#9a6700", "#8250df", BLUE, "#1a7f37", "#57606a"].map((c, i) => [
+            `pie${i + 1}`,
+            c,
+        ])),
+        pieOpacity: "1",
+        pieSectionTextColor: "#ffffff",
+    },
+})}}%%`;
+/** A Mermaid directive colouring an xychart's plots (and sizing it). */
+function chartColour(colour, size = {}) {
+    return `%%{init: ${JSON.stringify({ themeVariables: { xyChart: { plotColorPalette: colour } }, xyChart: size })}}%%`;
+}
+/** A run id that sorts by time (20261125-151500-ab12) as its start, "11-25 15:15"; else itself. */
+function runLabel(runId) {
+    const m = /^\d{4}(\d\d)(\d\d)-(\d\d)(\d\d)\d\d-/.exec(runId);
+    return m ? `${m[1]}-${m[2]} ${m[3]}:${m[4]}` : runId;
+}
+function mermaid(lines) {
+    return ["```mermaid", ...lines, "```"].join("\n");
+}
+/** A quoted Mermaid label: no quotes, backticks or line breaks inside; at most 40 characters. */
+function mermaidText(text) {
+    const clean = oneLine(text).replace(/["`\\]/g, "'");
+    return JSON.stringify([...clean].length > 40 ? `${[...clean].slice(0, 39).join("")}…` : clean);
+}
+function mdLink(label, href) {
+    // Characters that would end or break a Markdown link destination (or a table cell).
+    const safe = href.replace(/[\s()<>|\\`]/g, (c) => c === "(" ? "%28" : c === ")" ? "%29" : encodeURIComponent(c));
+    return `[${label}](${safe})`;
+}
+/** Log text fit for a code block: no ANSI colours or control characters, last ~2 KiB of lines. */
+function cleanExcerpt(text) {
+    const clean = text
+        .replace(/\r\n?/g, "\n")
+        // eslint-disable-next-line no-control-regex
+        .replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, "")
+        // eslint-disable-next-line no-control-regex
+        .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "")
+        .trimEnd();
+    const buffer = Buffer.from(clean);
+    if (buffer.length <= EXCERPT_MAX_BYTES)
+        return clean;
+    let start = buffer.length - EXCERPT_MAX_BYTES;
+    while (start < buffer.length && ((buffer[start] ?? 0) & 0xc0) === 0x80)
+        start++;
+    let tail = buffer.subarray(start).toString();
+    const newline = tail.indexOf("\n");
+    if (newline >= 0 && newline < tail.length - 1)
+        tail = tail.slice(newline + 1);
+    return `… (earlier lines cut)\n${tail}`;
+}
+// ── terminal ──────────────────────────────────────────────────────────────────────────────────
+/** A plain-text aligned table (failed scenes first) with the totals below. */
+function renderTerminal(summary, maxRows = 50) {
+    const scenes = orderScenes(summary.scenes);
+    const shown = scenes.slice(0, Math.max(0, Math.floor(maxRows)));
+    const rows = [
+        ["SCENE", "STATUS", "ATTEMPTS", "DURATION", "FAILURE"],
+        ...shown.map((scene) => [
+            oneLine(scene.name),
+            scene.status + (scene.resumed ? " (resumed)" : ""),
+            String(scene.attempts),
+            formatSeconds(scene.duration_s, "-"),
+            scene.failure_class ?? "",
+        ]),
+    ];
+    const lines = alignColumns(rows, [false, false, true, true, false]);
+    if (scenes.length > shown.length)
+        lines.push(`… ${count(scenes.length - shown.length)} more`);
+    const t = summary.totals;
+    const resumed = summary.scenes.filter((scene) => scene.resumed).length;
+    return [
+        `${summary.module} ${summary.metadata} run ${summary.run_id}: ${outcomeText(summary)}`,
+        "",
+        ...lines,
+        "",
+        `total ${count(t.total)} · succeeded ${count(t.succeeded)} · failed ${count(t.failed)} · ` +
+            `pending ${count(t.pending)} · retried ${count(t.retried)} · resumed ${count(resumed)}`,
+    ].join("\n");
+}
+function alignColumns(rows, right) {
+    const widths = [];
+    for (const row of rows) {
+        row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, [...cell].length)));
+    }
+    return rows.map((row) => row
+        .map((cell, i) => {
+        const pad = " ".repeat((widths[i] ?? 0) - [...cell].length);
+        return right[i] ? pad + cell : cell + pad;
+    })
+        .join("  ")
+        .trimEnd());
+}
+// ── shared ────────────────────────────────────────────────────────────────────────────────────
+/** Failed scenes first, then the rest; each group by name. */
+function orderScenes(scenes) {
+    const failedFirst = (scene) => (scene.status === "FAILED" ? 0 : 1);
+    return [...scenes].sort((a, b) => failedFirst(a) - failedFirst(b) || compare(a.name, b.name));
+}
+function formatPercent(share) {
+    return share === null ? "—" : `${(100 * share).toFixed(1)}%`;
+}
+function formatSeconds(seconds, none = "—") {
+    if (seconds === null || !Number.isFinite(seconds))
+        return none;
+    if (seconds < 60)
+        return `${seconds.toFixed(1)} s`;
+    const s = Math.round(seconds);
+    const pad = (n) => String(n).padStart(2, "0");
+    if (s < 3600)
+        return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+    return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
+}
+function formatBytes(bytes) {
+    if (bytes < 1024)
+        return `${bytes} bytes`;
+    const kib = bytes / 1024;
+    return `${Number.isInteger(kib) ? kib : kib.toFixed(1)} KiB`;
+}
+function count(n) {
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+function plural(n, word) {
+    return `${count(n)} ${noun(n, word)}`;
+}
+function noun(n, word) {
+    return n === 1 ? word : `${word}s`;
+}
+function scenesText(n) {
+    return plural(n, "scene");
+}
+function oneLine(text) {
+    return text.replace(/\s*[\r\n]+\s*/g, " ");
+}
+
 // EXTERNAL MODULE: ./node_modules/ajv/dist/2020.js
 var _2020 = __nccwpck_require__(2210);
 ;// CONCATENATED MODULE: ./pipeline/mcs_pipeline/schemas/plan.schema.json
-const plan_schema_namespaceObject = /*#__PURE__*/JSON.parse('{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"plan.json","description":"The plan the TypeScript side writes (src/plan.ts buildPlan, the PlanFile interface) and the driver reads (pipeline/mcs_pipeline/driver.py load_plan). Paths are relative to the plan directory unless absolute. Both sides validate against this file.","type":"object","additionalProperties":false,"required":["schema_version","run_id","module","metadata","target","cluster_name","ray_version","store","summary_key","latest_key","legacy_summary_key","names","retries","scene_timeout_s","resume","resources","run_script","eval_dir","history_required","mcs_config","scenes"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"module":{"type":"string","minLength":1},"metadata":{"enum":["level1","level2","oracle"]},"target":{"enum":["aws","local"]},"cluster_name":{"type":["string","null"]},"ray_version":{"type":"string","minLength":1},"store":{"description":"s3://bucket[/prefix] or a local directory: where outputs and the run summary go.","type":"string","minLength":1},"summary_key":{"description":"This run\'s own summary: <folder>/<prefix>_<run id>_run-summary.json.","type":"string","minLength":1},"latest_key":{"description":"The latest-run pointer of this module and level: <folder>/<prefix>_latest-run.json.","type":"string","minLength":1},"legacy_summary_key":{"description":"The summary key every run shared before summaries carried the run id.","type":"string","minLength":1},"names":{"type":"object","additionalProperties":false,"required":["folder","movies_folder","prefix"],"properties":{"folder":{"type":"string","minLength":1},"movies_folder":{"type":"string","minLength":1},"prefix":{"type":"string","minLength":1}}},"retries":{"type":"integer","minimum":0},"scene_timeout_s":{"type":"number","exclusiveMinimum":0},"resume":{"type":"boolean"},"resources":{"description":"Ray resources per scene task.","type":"object","additionalProperties":false,"required":["num_cpus","num_gpus"],"properties":{"num_cpus":{"type":"number","minimum":0},"num_gpus":{"type":"number","minimum":0}}},"run_script":{"type":"string","minLength":1},"eval_dir":{"type":["string","null"]},"history_required":{"type":"boolean"},"mcs_config":{"type":"string","minLength":1},"scenes":{"type":"array","items":{"description":"A scene in the plan directory (`file`) or, for an s3:// scene set, in S3 (`uri`): the driver fetches it itself and reads its goal.last_step and goal.category then.","type":"object","additionalProperties":false,"required":["name","expected_cost","category"],"oneOf":[{"required":["file"],"properties":{"file":{}}},{"required":["uri"],"properties":{"uri":{}}}],"properties":{"name":{"type":"string","minLength":1},"file":{"type":"string","minLength":1},"uri":{"description":"s3://bucket/key of the scene; it is never copied into the plan.","type":"string","pattern":"^s3://[^/]+/.+\\\\.json$"},"expected_cost":{"description":"goal.last_step; null for a scene in S3 (the runner does not read it).","type":["number","null"],"exclusiveMinimum":0},"category":{"description":"The scene file\'s goal.category (e.g. \\"intuitive physics\\", \\"retrieval\\"); null when it has none, and for a scene in S3 (the driver reads it).","type":["string","null"]}}}}}}');
+const plan_schema_namespaceObject = /*#__PURE__*/JSON.parse('{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"plan.json","description":"The plan the TypeScript side writes (src/plan.ts buildPlan, the PlanFile interface) and the driver reads (pipeline/mcs_pipeline/driver.py load_plan). Paths are relative to the plan directory unless absolute. Both sides validate against this file.","type":"object","additionalProperties":false,"required":["schema_version","run_id","module","metadata","target","cluster_name","ray_version","store","summary_key","latest_key","legacy_summary_key","names","retries","scene_timeout_s","resume","resources","run_script","eval_dir","history_required","mcs_config","scenes"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"module":{"type":"string","minLength":1},"metadata":{"enum":["level1","level2","oracle"]},"target":{"enum":["aws","local"]},"cluster_name":{"type":["string","null"]},"ray_version":{"type":"string","minLength":1},"store":{"description":"s3://bucket[/prefix] or a local directory: where outputs and the run summary go.","type":"string","minLength":1},"summary_key":{"description":"This run\'s own summary: <folder>/<prefix>_<run id>_run-summary.json.","type":"string","minLength":1},"latest_key":{"description":"The latest-run pointer of this module and level: <folder>/<prefix>_latest-run.json.","type":"string","minLength":1},"legacy_summary_key":{"description":"The summary key every run shared before summaries carried the run id.","type":"string","minLength":1},"names":{"type":"object","additionalProperties":false,"required":["folder","movies_folder","prefix"],"properties":{"folder":{"type":"string","minLength":1},"movies_folder":{"type":"string","minLength":1},"prefix":{"type":"string","minLength":1}}},"retries":{"type":"integer","minimum":0},"scene_timeout_s":{"type":"number","exclusiveMinimum":0},"resume":{"type":"boolean"},"resources":{"description":"Ray resources per scene task.","type":"object","additionalProperties":false,"required":["num_cpus","num_gpus"],"properties":{"num_cpus":{"type":"number","minimum":0},"num_gpus":{"type":"number","minimum":0}}},"run_script":{"type":"string","minLength":1},"eval_dir":{"type":["string","null"]},"history_required":{"type":"boolean"},"mcs_config":{"type":"string","minLength":1},"scenes":{"type":"array","items":{"description":"A scene in the plan directory (`file`) or, for an s3:// scene set, in S3 (`uri`): the driver fetches it itself and reads its goal.last_step and goal.category then.","type":"object","additionalProperties":false,"required":["name","expected_cost","category"],"oneOf":[{"required":["file"],"properties":{"file":{}}},{"required":["uri"],"properties":{"uri":{}}}],"properties":{"name":{"type":"string","minLength":1},"file":{"type":"string","minLength":1},"uri":{"description":"s3://bucket/key of the scene; it is never copied into the plan.","type":"string","pattern":"^s3://[^/]+/.+\\\\.json$"},"expected_cost":{"description":"goal.last_step; null for a scene in S3 (the runner does not read it).","type":["number","null"],"exclusiveMinimum":0},"category":{"description":"The scene file\'s goal.category (e.g. \\"intuitive physics\\", \\"retrieval\\"); null when it has none, and for a scene in S3 (the driver reads it).","type":["string","null"]}}}},"node_types":{"description":"The cluster\'s node types (src/prices.ts) with their hourly prices, for the cost estimate: the driver records each node\'s type and lifetime from Ray\'s node table. Empty for a local run; absent in older plans.","type":"object","additionalProperties":{"type":"object","additionalProperties":false,"required":["instance_type","head","spot","usd_per_hour","price_source"],"properties":{"instance_type":{"type":["string","null"]},"head":{"type":"boolean"},"spot":{"type":"boolean"},"usd_per_hour":{"type":["number","null"],"minimum":0},"price_source":{"description":"configs/M_aws.ini [prices], or the dated on-demand list; null when no price is known.","type":["string","null"]}}}}}}');
 ;// CONCATENATED MODULE: ./pipeline/mcs_pipeline/schemas/run-summary.schema.json
-const run_summary_schema_namespaceObject = /*#__PURE__*/JSON.parse('{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"run-summary.json","description":"The run summary the driver keeps on the results store (pipeline/mcs_pipeline/summary.py RunSummary and SummaryWriter) and the report reads (src/summary.ts). $defs also describe the journal chunks written beside it and the latest-run pointer. Both sides validate against this file.","type":"object","additionalProperties":false,"required":["schema_version","run_id","module","metadata","cluster_name","store","summary_key","state","started_at","updated_at","finished_at","totals","scenes"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"module":{"type":"string","minLength":1},"metadata":{"type":"string","minLength":1},"cluster_name":{"type":["string","null"]},"store":{"description":"s3://bucket[/prefix] or an absolute local directory.","type":"string","minLength":1},"summary_key":{"type":"string","minLength":1},"state":{"enum":["running","finished","interrupted"]},"started_at":{"type":"string"},"updated_at":{"type":"string"},"finished_at":{"type":["string","null"]},"totals":{"$ref":"#/$defs/totals"},"scenes":{"type":"array","items":{"$ref":"#/$defs/scene"}},"journal":{"$ref":"#/$defs/journal"},"previous":{"description":"The previous run of this module and level (the one the latest-run pointer named when this run started), which the report compares with; null when there was none, absent in older summaries.","oneOf":[{"$ref":"#/$defs/previousRun"},{"type":"null"}]}},"$defs":{"sceneStatus":{"enum":["SUCCESS","FAILED","PENDING"]},"failureClass":{"description":"task_error: the Ray task itself raised (driver.failed_task_result), not the script; node_lost: Ray lost the worker or its node.","enum":["timeout","xserver","oom","script_error","missing_outputs","node_lost","task_error",null]},"count":{"type":"integer","minimum":0},"totals":{"type":"object","additionalProperties":false,"required":["total","succeeded","failed","pending","retried"],"properties":{"total":{"$ref":"#/$defs/count"},"succeeded":{"$ref":"#/$defs/count"},"failed":{"$ref":"#/$defs/count"},"pending":{"$ref":"#/$defs/count"},"retried":{"$ref":"#/$defs/count"}}},"outputs":{"description":"Keys relative to the store root.","type":"object","additionalProperties":false,"required":["history","log","videos"],"properties":{"history":{"type":["string","null"]},"log":{"type":["string","null"]},"videos":{"type":"array","items":{"type":"string"}}}},"attempt":{"description":"One attempt of one scene.","type":"object","additionalProperties":false,"required":["attempt","exit_code","failure_class","duration_s","node","started_at"],"properties":{"attempt":{"type":"integer","minimum":1},"exit_code":{"type":["integer","null"]},"failure_class":{"$ref":"#/$defs/failureClass"},"duration_s":{"type":["number","null"]},"node":{"type":["string","null"]},"started_at":{"type":["string","null"]},"log":{"description":"This attempt\'s log key; null when the task left none, absent in older summaries.","type":["string","null"]}}},"scene":{"type":"object","additionalProperties":false,"required":["name","status","attempts","exit_code","failure_class","duration_s","node","expected_cost","resumed","outputs","log_excerpt","history"],"properties":{"name":{"type":"string","minLength":1},"status":{"$ref":"#/$defs/sceneStatus"},"attempts":{"$ref":"#/$defs/count"},"exit_code":{"type":["integer","null"]},"failure_class":{"$ref":"#/$defs/failureClass"},"duration_s":{"description":"Of the last attempt.","type":["number","null"]},"node":{"type":["string","null"]},"expected_cost":{"type":"number","minimum":0},"resumed":{"description":"A SUCCESS carried over from an earlier run, not run again.","type":"boolean"},"outputs":{"$ref":"#/$defs/outputs"},"log_excerpt":{"description":"The last lines of the scene log (failed scenes only).","type":["string","null"]},"history":{"type":"array","items":{"$ref":"#/$defs/attempt"}},"category":{"description":"The scene file\'s goal.category, from the plan; null when it has none, absent in older summaries (the report says uncategorized for both).","type":["string","null"]}},"allOf":[{"description":"A failed scene has a failure class; no other scene has one.","if":{"required":["status"],"properties":{"status":{"const":"FAILED"}}},"then":{"properties":{"failure_class":{"type":"string"}}}},{"if":{"required":["status"],"properties":{"status":{"enum":["SUCCESS","PENDING"]}}},"then":{"properties":{"failure_class":{"const":null}}}}]},"journal":{"description":"Where the changes made after this file are: chunks <prefix><n:06d>.json from n = next on.","type":"object","additionalProperties":false,"required":["prefix","next"],"properties":{"prefix":{"type":"string","minLength":1},"next":{"type":"integer","minimum":1}}},"journalChunk":{"description":"One journal chunk: the scenes that changed, as they were at updated_at.","type":"object","additionalProperties":false,"required":["schema_version","run_id","seq","updated_at","scenes"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"seq":{"type":"integer","minimum":1},"updated_at":{"type":"string"},"scenes":{"type":"array","items":{"$ref":"#/$defs/scene"}}}},"previousRun":{"type":"object","additionalProperties":false,"required":["run_id","summary_key"],"properties":{"run_id":{"type":"string","minLength":1},"summary_key":{"type":"string","minLength":1}}},"pointer":{"description":"The latest-run pointer (<folder>/<prefix>_latest-run.json): the latest run of a module and level, and the run it followed.","type":"object","additionalProperties":false,"required":["schema_version","run_id","module","metadata","summary_key","started_at","previous"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"module":{"type":"string","minLength":1},"metadata":{"type":"string","minLength":1},"summary_key":{"type":"string","minLength":1},"started_at":{"type":"string"},"previous":{"oneOf":[{"$ref":"#/$defs/previousRun"},{"type":"null"}]}}}}}');
+const run_summary_schema_namespaceObject = /*#__PURE__*/JSON.parse('{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"run-summary.json","description":"The run summary the driver keeps on the results store (pipeline/mcs_pipeline/summary.py RunSummary and SummaryWriter) and the report reads (src/summary.ts). $defs also describe the journal chunks written beside it and the latest-run pointer. Both sides validate against this file.","type":"object","additionalProperties":false,"required":["schema_version","run_id","module","metadata","cluster_name","store","summary_key","state","started_at","updated_at","finished_at","totals","scenes"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"module":{"type":"string","minLength":1},"metadata":{"type":"string","minLength":1},"cluster_name":{"type":["string","null"]},"store":{"description":"s3://bucket[/prefix] or an absolute local directory.","type":"string","minLength":1},"summary_key":{"type":"string","minLength":1},"state":{"enum":["running","finished","interrupted"]},"started_at":{"type":"string"},"updated_at":{"type":"string"},"finished_at":{"type":["string","null"]},"totals":{"$ref":"#/$defs/totals"},"scenes":{"type":"array","items":{"$ref":"#/$defs/scene"}},"journal":{"$ref":"#/$defs/journal"},"previous":{"description":"The previous run of this module and level (the one the latest-run pointer named when this run started), which the report compares with; null when there was none, absent in older summaries.","oneOf":[{"$ref":"#/$defs/previousRun"},{"type":"null"}]},"nodes":{"description":"The cluster\'s nodes as Ray\'s node table (GCS) recorded them when the driver last saved at the end of a run (pipeline/mcs_pipeline/nodes.py), for the report\'s cost estimate; absent when the driver could not read it, and in older summaries.","type":"array","items":{"$ref":"#/$defs/node"}}},"$defs":{"sceneStatus":{"enum":["SUCCESS","FAILED","PENDING"]},"failureClass":{"description":"task_error: the Ray task itself raised (driver.failed_task_result), not the script; node_lost: Ray lost the worker or its node.","enum":["timeout","xserver","oom","script_error","missing_outputs","node_lost","task_error",null]},"count":{"type":"integer","minimum":0},"totals":{"type":"object","additionalProperties":false,"required":["total","succeeded","failed","pending","retried"],"properties":{"total":{"$ref":"#/$defs/count"},"succeeded":{"$ref":"#/$defs/count"},"failed":{"$ref":"#/$defs/count"},"pending":{"$ref":"#/$defs/count"},"retried":{"$ref":"#/$defs/count"}}},"outputs":{"description":"Keys relative to the store root.","type":"object","additionalProperties":false,"required":["history","log","videos"],"properties":{"history":{"type":["string","null"]},"log":{"type":["string","null"]},"videos":{"type":"array","items":{"type":"string"}}}},"attempt":{"description":"One attempt of one scene.","type":"object","additionalProperties":false,"required":["attempt","exit_code","failure_class","duration_s","node","started_at"],"properties":{"attempt":{"type":"integer","minimum":1},"exit_code":{"type":["integer","null"]},"failure_class":{"$ref":"#/$defs/failureClass"},"duration_s":{"type":["number","null"]},"node":{"type":["string","null"]},"started_at":{"type":["string","null"]},"log":{"description":"This attempt\'s log key; null when the task left none, absent in older summaries.","type":["string","null"]}}},"scene":{"type":"object","additionalProperties":false,"required":["name","status","attempts","exit_code","failure_class","duration_s","node","expected_cost","resumed","outputs","log_excerpt","history"],"properties":{"name":{"type":"string","minLength":1},"status":{"$ref":"#/$defs/sceneStatus"},"attempts":{"$ref":"#/$defs/count"},"exit_code":{"type":["integer","null"]},"failure_class":{"$ref":"#/$defs/failureClass"},"duration_s":{"description":"Of the last attempt.","type":["number","null"]},"node":{"type":["string","null"]},"expected_cost":{"type":"number","minimum":0},"resumed":{"description":"A SUCCESS carried over from an earlier run, not run again.","type":"boolean"},"outputs":{"$ref":"#/$defs/outputs"},"log_excerpt":{"description":"The last lines of the scene log (failed scenes only).","type":["string","null"]},"history":{"type":"array","items":{"$ref":"#/$defs/attempt"}},"category":{"description":"The scene file\'s goal.category, from the plan; null when it has none, absent in older summaries (the report says uncategorized for both).","type":["string","null"]}},"allOf":[{"description":"A failed scene has a failure class; no other scene has one.","if":{"required":["status"],"properties":{"status":{"const":"FAILED"}}},"then":{"properties":{"failure_class":{"type":"string"}}}},{"if":{"required":["status"],"properties":{"status":{"enum":["SUCCESS","PENDING"]}}},"then":{"properties":{"failure_class":{"const":null}}}}]},"journal":{"description":"Where the changes made after this file are: chunks <prefix><n:06d>.json from n = next on.","type":"object","additionalProperties":false,"required":["prefix","next"],"properties":{"prefix":{"type":"string","minLength":1},"next":{"type":"integer","minimum":1}}},"journalChunk":{"description":"One journal chunk: the scenes that changed, as they were at updated_at.","type":"object","additionalProperties":false,"required":["schema_version","run_id","seq","updated_at","scenes"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"seq":{"type":"integer","minimum":1},"updated_at":{"type":"string"},"scenes":{"type":"array","items":{"$ref":"#/$defs/scene"}}}},"node":{"type":"object","additionalProperties":false,"required":["node_id","address","node_type","instance_type","head","spot","started_at","ended_at","usd_per_hour","price_source"],"properties":{"node_id":{"type":"string","minLength":1},"address":{"type":"string"},"node_type":{"description":"The cluster YAML\'s node type; null when Ray did not record it and the plan could not tell.","type":["string","null"]},"instance_type":{"type":["string","null"]},"head":{"type":"boolean"},"spot":{"type":"boolean"},"started_at":{"type":"string"},"ended_at":{"description":"When Ray saw the node end; null while it was alive (then it ran until the summary\'s updated_at).","type":["string","null"]},"usd_per_hour":{"type":["number","null"],"minimum":0},"price_source":{"type":["string","null"]}}},"previousRun":{"type":"object","additionalProperties":false,"required":["run_id","summary_key"],"properties":{"run_id":{"type":"string","minLength":1},"summary_key":{"type":"string","minLength":1}}},"pointer":{"description":"The latest-run pointer (<folder>/<prefix>_latest-run.json): the latest run of a module and level, and the run it followed.","type":"object","additionalProperties":false,"required":["schema_version","run_id","module","metadata","summary_key","started_at","previous"],"properties":{"schema_version":{"const":1},"run_id":{"type":"string","minLength":1},"module":{"type":"string","minLength":1},"metadata":{"type":"string","minLength":1},"summary_key":{"type":"string","minLength":1},"started_at":{"type":"string"},"previous":{"oneOf":[{"$ref":"#/$defs/previousRun"},{"type":"null"}]}}}}}');
 ;// CONCATENATED MODULE: ./src/schemas.ts
 /**
  * The formats this side shares with the driver, each described once as a JSON Schema file in
@@ -87523,7 +88418,7 @@ function readChunk(text, runId, seq) {
         doc = JSON.parse(text);
     }
     catch (error) {
-        return `not valid JSON: ${oneLine(errorMessage(error))}`;
+        return `not valid JSON: ${summary_oneLine(errorMessage(error))}`;
     }
     const problem = schemaProblem(doc, SCHEMA, "journalChunk");
     if (problem)
@@ -87548,13 +88443,13 @@ function parseJson(text, source) {
         return JSON.parse(text);
     }
     catch (error) {
-        throw new Error(`${source}: not valid JSON (${oneLine(errorMessage(error))})`);
+        throw new Error(`${source}: not valid JSON (${summary_oneLine(errorMessage(error))})`);
     }
 }
 function errorMessage(error) {
     return error instanceof Error ? error.message : String(error);
 }
-function oneLine(text) {
+function summary_oneLine(text) {
     return text.replace(/\s*[\r\n]+\s*/g, " ").trim();
 }
 
@@ -87567,14 +88462,20 @@ function oneLine(text) {
 
 
 
-function findSummaries(dir) {
+
+/** A PR comment may hold 65,536 characters; per-run details stop short of that. */
+const COMBINED_MAX_CHARS = 60_000;
+/** Beside a run's run-summary.json in its artifact: the previous run's, which it compared with. */
+const PREVIOUS_SUMMARY_FILE = "previous-run.json";
+/** The run summaries below `dir` (artifacts unpack into folders); `previous`: the previous runs'. */
+function findSummaries(dir, previous = false) {
     const found = [];
     const walk = (d) => {
         for (const name of (0,external_node_fs_.readdirSync)(d).sort()) {
             const file = external_node_path_default().join(d, name);
             if ((0,external_node_fs_.statSync)(file).isDirectory())
                 walk(file);
-            else if (name.endsWith("run-summary.json")) {
+            else if (previous ? name === PREVIOUS_SUMMARY_FILE : name.endsWith("run-summary.json")) {
                 found.push(parseSummary((0,external_node_fs_.readFileSync)(file, "utf8"), file));
             }
         }
@@ -87596,24 +88497,36 @@ function renderCombined(current, previous = [], title = "MCS evaluations") {
     const lines = [
         `## ${title}`,
         "",
-        "| module | metadata | total | succeeded | failed | status | newly failing |",
-        "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+        "| module | metadata | total | succeeded | failed | not run | status | newly failing |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ];
     const details = [];
-    for (const run of [...current].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
-        const { total, succeeded, failed } = run.totals;
+    const runs = [...current].sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
+    for (const run of runs) {
+        const { total, succeeded, failed, pending } = run.totals;
         const newly = regressions(run, before.get(keyOf(run)));
         const status = run.state !== "finished" ? `⚠️ ${run.state}` : failed ? "❌ failed" : "✅ passed";
-        lines.push(`| ${run.module} | ${run.metadata} | ${total} | ${succeeded} | ${failed} | ${status} | ${newly.length} |`);
+        lines.push(`| ${run.module} | ${run.metadata} | ${total} | ${succeeded} | ${failed} | ${pending} | ${status} | ${newly.length} |`);
+        const section = [`### ${run.module} ${run.metadata}`, ""];
         if (newly.length) {
-            details.push(`### ${run.module} ${run.metadata}: passed in the previous run, failing now`, "", ...newly.slice(0, 200).map((n) => `- \`${n}\``), ...(newly.length > 200 ? [`- … and ${newly.length - 200} more`] : []), "");
+            section.push("**Passed in the previous run, failing now:**", "", ...newly.slice(0, 200).map((n) => `- \`${n}\``), ...(newly.length > 200 ? [`- … and ${newly.length - 200} more`] : []), "");
         }
+        details.push([...section, renderDigest(run, before.get(keyOf(run))), ""].join("\n"));
     }
     if (current.length === 0)
-        lines.push("| _no run summaries found_ | | | | | | |");
+        lines.push("| _no run summaries found_ | | | | | | | |");
     if (previous.length === 0)
         lines.push("", "_No previous run to compare with._");
-    return [...lines, "", ...details].join("\n").trimEnd() + "\n";
+    // Each run's details while they fit in a PR comment (its job summary has them all).
+    let text = lines.join("\n") + "\n";
+    for (const [i, section] of details.entries()) {
+        if (text.length + section.length + 100 > COMBINED_MAX_CHARS) {
+            const left = details.length - i;
+            return `${text}\n_The details of ${left} more run${left === 1 ? "" : "s"} are in their job summaries._\n`;
+        }
+        text += `\n${section}`;
+    }
+    return text;
 }
 
 // EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
@@ -87804,7 +88717,10 @@ function loadModule(workspace, name, metadata) {
             throw new InputError("module", `module "${name}" is missing ${rel(file)}${isDir ? "/" : ""}`);
         }
     }
-    const exec = mcsSection(readIni(execConfigPath, rel), rel(execConfigPath));
+    const execIni = readIni(execConfigPath, rel);
+    const exec = mcsSection(execIni, rel(execConfigPath));
+    const priceSection = execIni.get("prices") ?? new Map();
+    const priceSource = `${rel(execConfigPath)} [prices]`;
     const runScript = exec.get("run_script");
     if (!runScript)
         throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
@@ -87832,6 +88748,7 @@ function loadModule(workspace, name, metadata) {
         sceneTimeoutMinutes: exec.has("scene_timeout_minutes")
             ? number(exec, "scene_timeout_minutes", 60, rel(execConfigPath))
             : undefined,
+        prices: new Map([...priceSection.keys()].map((k) => [k, number(priceSection, k, 0, priceSource)])),
     };
 }
 /** Checked again after overrides: an override must not break the config either. */
@@ -87908,6 +88825,7 @@ function number(section, key, fallback, source) {
 
 
 
+
 const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
 function buildPlan(req, mod, sceneSource, ctx) {
     const s3Set = Array.isArray(sceneSource) ? undefined : sceneSource;
@@ -87953,6 +88871,7 @@ function buildPlan(req, mod, sceneSource, ctx) {
                 expected_cost: s.lastStep,
                 category: s.category,
             })),
+        node_types: req.target === "aws" ? nodeTypePrices(mod) : {},
     };
     const problem = schemaProblem(plan, "plan.schema.json");
     if (problem)
@@ -88018,7 +88937,7 @@ function describePlan(plan) {
     const lines = [
         `plan ${plan.run_id}: module ${plan.module}, metadata ${plan.metadata}, target ${plan.target}`,
         plan.sceneSet
-            ? `  scenes:        ${plan.scenes.length} in ${plan.sceneSet.uri} (${formatBytes(plan.sceneSet.bytes)}; fetched and ordered by goal.last_step on the head)`
+            ? `  scenes:        ${plan.scenes.length} in ${plan.sceneSet.uri} (${plan_formatBytes(plan.sceneSet.bytes)}; fetched and ordered by goal.last_step on the head)`
             : `  scenes:        ${plan.scenes.length} (longest first by goal.last_step)`,
         `  staging:       ${plan.dir}`,
         `  results:       ${plan.store} (summary ${plan.summary_key})`,
@@ -88032,7 +88951,7 @@ function describePlan(plan) {
         lines.push("  resume:        scenes already SUCCESS in the latest run's summary are skipped");
     return lines.join("\n");
 }
-function formatBytes(bytes) {
+function plan_formatBytes(bytes) {
     if (bytes < 1024)
         return `${bytes} B`;
     const units = ["KiB", "MiB", "GiB", "TiB"];
@@ -88336,706 +89255,6 @@ async function checkPython(python) {
     }
 }
 
-;// CONCATENATED MODULE: ./src/report-aggregates.ts
-/** The category of a scene whose file has no goal.category (or a summary from before them). */
-const UNCATEGORIZED = "uncategorized";
-function categoryOf(scene) {
-    return scene.category ?? UNCATEGORIZED;
-}
-/**
- * A scene that passed only on a retry, after an attempt that failed for a reason of its own: a
- * lost machine (node_lost) says nothing about the scene. Resumed scenes ran in an earlier run.
- */
-function isFlaky(scene) {
-    return passedOnRetry(scene) && earlierAttempts(scene).some(failedByItself);
-}
-function passedOnRetry(scene) {
-    return scene.status === "SUCCESS" && !scene.resumed && scene.history.length > 1;
-}
-function earlierAttempts(scene) {
-    return scene.history.slice(0, -1);
-}
-function failedByItself(attempt) {
-    return attempt.failure_class !== null && attempt.failure_class !== "node_lost";
-}
-function aggregate(summary, previous) {
-    const byCategory = new Map();
-    for (const scene of summary.scenes) {
-        const category = categoryOf(scene);
-        const list = byCategory.get(category);
-        if (list)
-            list.push(scene);
-        else
-            byCategory.set(category, [scene]);
-    }
-    const categories = [...byCategory]
-        .map(([category, scenes]) => categoryStats(category, scenes))
-        .sort((a, b) => Number(a.category === UNCATEGORIZED) - Number(b.category === UNCATEGORIZED) ||
-        compare(a.category, b.category));
-    const flaky = summary.scenes.filter(isFlaky).sort((a, b) => compare(a.name, b.name));
-    const passedAfterLostNode = summary.scenes.filter((scene) => passedOnRetry(scene) && !earlierAttempts(scene).some(failedByItself)).length;
-    return {
-        categories,
-        failureClasses: failureCounts(summary.scenes),
-        flaky,
-        passedAfterLostNode,
-        ...(previous ? { changes: changes(summary, previous) } : {}),
-    };
-}
-function categoryStats(category, scenes) {
-    const count = (status) => scenes.filter((s) => s.status === status).length;
-    return {
-        category,
-        total: scenes.length,
-        succeeded: count("SUCCESS"),
-        failed: count("FAILED"),
-        pending: count("PENDING"),
-        flaky: scenes.filter(isFlaky).length,
-        failures: failureCounts(scenes),
-        durations: durations(scenes),
-    };
-}
-function durations(scenes) {
-    const sorted = scenes
-        .filter((scene) => !scene.resumed && scene.duration_s !== null)
-        .map((scene) => scene.duration_s)
-        .sort((a, b) => a - b);
-    return {
-        timed: sorted.length,
-        p50: percentile(sorted, 0.5),
-        p90: percentile(sorted, 0.9),
-        max: sorted.at(-1) ?? null,
-    };
-}
-function failureCounts(scenes) {
-    const counts = new Map();
-    for (const scene of scenes) {
-        if (scene.status !== "FAILED")
-            continue;
-        const key = scene.failure_class ?? "unknown";
-        counts.set(key, (counts.get(key) ?? 0) + 1);
-    }
-    return [...counts].sort((a, b) => b[1] - a[1] || compare(a[0], b[0]));
-}
-function changes(summary, previous) {
-    const before = new Map(previous.scenes.map((scene) => [scene.name, scene.status]));
-    const byName = (a, b) => compare(a.name, b.name);
-    const was = (scene, status) => before.get(scene.name) === status;
-    const failed = summary.scenes.filter((scene) => scene.status === "FAILED");
-    return {
-        previous,
-        newlyFailing: failed.filter((scene) => was(scene, "SUCCESS")).sort(byName),
-        newlyPassing: summary.scenes
-            .filter((scene) => scene.status === "SUCCESS" && was(scene, "FAILED"))
-            .sort(byName),
-        stillFailing: failed.filter((scene) => was(scene, "FAILED")).length,
-    };
-}
-/** Nearest-rank percentile of an ascending list. */
-function percentile(sorted, q) {
-    if (sorted.length === 0)
-        return null;
-    return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? null;
-}
-function compare(a, b) {
-    return a < b ? -1 : a > b ? 1 : 0;
-}
-/** Of the scenes that finished, the share that succeeded; null when none finished. */
-function passShare(succeeded, failed) {
-    return succeeded + failed === 0 ? null : succeeded / (succeeded + failed);
-}
-/** The share passed, overall and by category, of each of `runs` (oldest first). */
-function trend(runs) {
-    return runs.map((run) => ({
-        run_id: run.run_id,
-        passed: passShare(run.totals.succeeded, run.totals.failed),
-        byCategory: new Map(aggregate(run).categories.map((c) => [c.category, passShare(c.succeeded, c.failed)])),
-    }));
-}
-
-;// CONCATENATED MODULE: ./src/report.ts
-/**
- * The run report (DESIGN.md §3): one Markdown text for a local report.md and for the GitHub job
- * summary, and a plain-text table for a terminal. Both read only the run summary.
- *
- * GitHub drops a job summary over 1 MiB whole, so renderMarkdown measures every piece it adds
- * and stops deliberately (with a note linking the full run-summary.json) when its budget is spent:
- * the aggregates first (results and durations by category, failure classes, what changed since
- * the previous run, with Mermaid charts), then the lists (newly failing, failure details, flaky,
- * newly passing) and at most DEFAULT_SCENE_ROWS rows of the per-scene table. renderFullMarkdown
- * renders everything, every row: report-full.md, beside the run summary in the artifact.
- */
-
-/** Well under GitHub's 1 MiB job-summary limit, leaving room for other steps' summaries. */
-const DEFAULT_BUDGET_BYTES = 900 * 1024;
-/** Each failed scene's log excerpt is cut to its last ~2 KiB. */
-const EXCERPT_MAX_BYTES = 2 * 1024;
-/** The per-scene table of a run this large is in the full report only (failed rows first). */
-const DEFAULT_SCENE_ROWS = 1000;
-/** The file the full report is written to, beside the run summary (or report.md). */
-const FULL_REPORT_FILE = "report-full.md";
-/** Share of what is left that each list may use; the per-scene table gets the rest. */
-const LIST_SHARE = { newlyFailing: 0.2, details: 0.5, flaky: 0.2, newlyPassing: 0.2 };
-/** A bar chart shows at most this many categories (the largest). */
-const CHART_CATEGORIES = 25;
-const STATUS_ICON = { SUCCESS: "✅", FAILED: "❌", PENDING: "⏳" };
-// ── Markdown ──────────────────────────────────────────────────────────────────────────────────
-function renderMarkdown(summary, options) {
-    const budgetBytes = Math.max(0, Math.floor(options.budgetBytes ?? DEFAULT_BUDGET_BYTES));
-    const maxRows = Math.max(0, Math.floor(options.maxSceneRows ?? DEFAULT_SCENE_ROWS));
-    const full = options.link(summary.summary_key);
-    const facts = aggregate(summary, options.previous);
-    const scenes = orderScenes(summary.scenes);
-    const failed = scenes.filter((scene) => scene.status === "FAILED");
-    const changes = facts.changes;
-    /** `kind` scenes `left out`: "… 3 more flaky scenes not listed (…)". */
-    const note = (kind, leftOut) => (n) => truncationNote(`${count(n)} more ${kind}${noun(n, "scene")} ${leftOut}`, budgetBytes, full);
-    const rowsNote = (n) => truncationNote(`${count(n)} more ${noun(n, "scene")} not shown`, budgetBytes, full, scenes.length > maxRows ? maxRows : undefined, options.fullReport);
-    const lists = [
-        ...(changes
-            ? [
-                {
-                    chunks: sceneList("Newly failing", changes.newlyFailing, (s) => s.failure_class ?? ""),
-                    total: changes.newlyFailing.length,
-                    share: LIST_SHARE.newlyFailing,
-                    note: note("newly failing ", "not listed"),
-                },
-            ]
-            : []),
-        {
-            chunks: failureDetails(failed, options.link),
-            total: failed.length,
-            share: LIST_SHARE.details,
-            note: note("failed ", "not detailed here"),
-        },
-        {
-            chunks: sceneList("Flaky: passed only on a retry", facts.flaky, (s) => s.history.map(attemptOutcome).join(" → ")),
-            total: facts.flaky.length,
-            share: LIST_SHARE.flaky,
-            note: note("flaky ", "not listed"),
-        },
-        ...(changes
-            ? [
-                {
-                    chunks: sceneList("Newly passing", changes.newlyPassing, () => ""),
-                    total: changes.newlyPassing.length,
-                    share: LIST_SHARE.newlyPassing,
-                    note: note("newly passing ", "not listed"),
-                },
-            ]
-            : []),
-        {
-            chunks: sceneTable(scenes.slice(0, maxRows), options.link),
-            total: scenes.length,
-            share: 1,
-            note: rowsNote,
-        },
-    ];
-    return addLists(renderHeader(summary, facts, options, full), lists, budgetBytes, () => rowsNote(scenes.length));
-}
-/** Everything, every row, no budget: the report-full.md of the artifact. */
-function renderFullMarkdown(summary, options) {
-    return renderMarkdown(summary, {
-        ...options,
-        budgetBytes: Number.POSITIVE_INFINITY,
-        maxSceneRows: Number.POSITIVE_INFINITY,
-    });
-}
-/** One sentence on how the run went, e.g. "2 of 8 scenes failed." (no Markdown). */
-function outcomeText(summary) {
-    const { total, succeeded, failed, pending } = summary.totals;
-    const done = succeeded + failed;
-    const counts = `${count(succeeded)} succeeded, ${count(failed)} failed`;
-    if (summary.state === "interrupted") {
-        return `Interrupted: ${count(done)} of ${scenesText(total)} finished (${counts}, ${count(pending)} not run).`;
-    }
-    if (summary.state === "running") {
-        return `Still running: ${count(done)} of ${scenesText(total)} finished (${counts}) as of ${summary.updated_at}.`;
-    }
-    if (total === 0)
-        return "No scenes were run.";
-    const notRun = pending > 0 ? ` ${count(pending)} not run.` : "";
-    if (failed > 0)
-        return `${count(failed)} of ${scenesText(total)} failed.${notRun}`;
-    if (pending > 0)
-        return `${count(succeeded)} of ${scenesText(total)} succeeded.${notRun}`;
-    return total === 1 ? "The scene succeeded." : `All ${scenesText(total)} succeeded.`;
-}
-function outcomeIcon(summary) {
-    const { failed, pending } = summary.totals;
-    if (summary.state === "interrupted")
-        return "⚠️";
-    if (summary.state === "running")
-        return "⏳";
-    if (failed > 0)
-        return "❌";
-    return pending > 0 ? "⚠️" : "✅";
-}
-function renderHeader(summary, facts, options, full) {
-    const title = options.title ?? `MCS run: ${summary.module} · ${summary.metadata} · ${summary.run_id}`;
-    const about = [
-        `Module ${code(summary.module)}`,
-        `metadata ${code(summary.metadata)}`,
-        `run ${code(summary.run_id)}`,
-        ...(summary.cluster_name ? [`cluster ${code(summary.cluster_name)}`] : []),
-        `started ${summary.started_at}`,
-    ];
-    const sections = [
-        `## ${report_oneLine(title)}`,
-        `**${outcomeIcon(summary)} ${outcomeText(summary)}**`,
-        `${about.join(" · ")}  \nFull results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}`,
-        totalsTable(summary, facts),
-        ...(facts.passedAfterLostNode > 0
-            ? [
-                `_${count(facts.passedAfterLostNode)} more passed on a retry after only lost nodes ` +
-                    "(node_lost): not counted as flaky._",
-            ]
-            : []),
-        durationTable(summary),
-        ...(options.phases && options.phases.length > 0 ? [phaseTable(options.phases)] : []),
-        ...changesSection(summary, facts.changes),
-        ...trendSection(summary, options.history ?? []),
-        categorySection(facts.categories),
-        ...(summary.totals.failed > 0 ? [failureClassSection(facts.failureClasses)] : []),
-    ];
-    return sections.join("\n\n") + "\n\n";
-}
-function totalsTable(summary, facts) {
-    const t = summary.totals;
-    const resumed = summary.scenes.filter((scene) => scene.resumed).length;
-    const flaky = facts.flaky.length;
-    const values = [t.total, t.succeeded, t.failed, t.pending, t.retried, flaky, resumed].map(count);
-    const headers = ["total", "succeeded", "failed", "pending", "retried", "flaky", "resumed"];
-    return table(headers, [values], "rrrrrrr");
-}
-function durationTable(summary) {
-    // Resumed scenes were not run again: their durations belong to an earlier run.
-    const d = durations(summary.scenes);
-    const end = summary.finished_at ?? summary.updated_at;
-    const wall = (Date.parse(end) - Date.parse(summary.started_at)) / 1000;
-    const row = [
-        formatSeconds(Number.isFinite(wall) && wall >= 0 ? wall : null),
-        count(d.timed),
-        formatSeconds(d.p50),
-        formatSeconds(d.p90),
-        formatSeconds(d.max),
-    ];
-    return table(["wall time", "scenes timed", "median scene", "p90 scene", "max scene"], [row], "rrrrr");
-}
-function phaseTable(phases) {
-    const rows = phases.map((phase) => [
-        escapeCell(report_oneLine(phase.name)),
-        formatSeconds(phase.seconds),
-    ]);
-    const total = phases.reduce((sum, phase) => sum + phase.seconds, 0);
-    return table(["phase", "time"], [...rows, ["**total**", `**${formatSeconds(total)}**`]], "lr");
-}
-/** Runs a trend shows at the most (this one included). */
-const TREND_RUNS = 6;
-/** The share passed by category over this run and the earlier ones: a table, a chart overall. */
-function trendSection(summary, history) {
-    if (history.length === 0)
-        return [];
-    const points = trend([...history.slice(0, TREND_RUNS - 1)].reverse().concat(summary));
-    const last = points.length - 1;
-    const categories = [...new Set(points.flatMap((p) => [...p.byCategory.keys()]))].sort(compare);
-    const rate = (share) => formatPercent(share ?? null);
-    const headers = ["category", ...points.map((p, i) => (i === last ? "this run" : code(p.run_id)))];
-    const rows = [
-        ["**all scenes**", ...points.map((p) => `**${rate(p.passed)}**`)],
-        ...categories.map((c) => [escapeCell(c), ...points.map((p) => rate(p.byCategory.get(c)))]),
-    ];
-    const chart = mermaid([
-        "xychart-beta",
-        '  title "Scenes passed, %, run by run"',
-        `  x-axis [${points.map((p, i) => mermaidText(i === last ? "this run" : p.run_id)).join(", ")}]`,
-        '  y-axis "passed %" 0 --> 100',
-        `  line [${points.map((p) => (100 * (p.passed ?? 0)).toFixed(1)).join(", ")}]`,
-    ]);
-    return [
-        `### Trend over the last ${count(points.length)} runs\n\n` +
-            "Share of the finished scenes that passed, oldest run first.\n\n" +
-            `${table(headers, rows, `l${"r".repeat(points.length)}`)}\n\n${chart}`,
-    ];
-}
-/** What changed since the previous run: counts here, the scenes in the lists below. */
-function changesSection(summary, changes) {
-    if (summary.previous === undefined)
-        return []; // a summary from before it named its previous
-    const heading = "### Since the previous run";
-    if (summary.previous === null) {
-        return [`${heading}\n\nNo earlier run of this module and level to compare with.`];
-    }
-    const run = code(summary.previous.run_id);
-    if (!changes)
-        return [`${heading}\n\nThe previous run ${run}: its summary could not be read.`];
-    const was = changes.previous.totals;
-    const row = [
-        `${count(was.succeeded)} → ${count(summary.totals.succeeded)}`,
-        `${count(was.failed)} → ${count(summary.totals.failed)}`,
-        ...[changes.newlyFailing.length, changes.newlyPassing.length, changes.stillFailing].map(count),
-    ];
-    return [
-        `${heading}\n\nCompared with run ${run} (started ${changes.previous.started_at}).\n\n` +
-            table(["succeeded", "failed", "newly failing", "newly passing", "still failing"], [row], "rrrrr"),
-    ];
-}
-/** Results and durations by category, and a bar chart of the share passed. */
-function categorySection(categories) {
-    const headers = [
-        "category",
-        "scenes",
-        "succeeded",
-        "failed",
-        "pending",
-        "flaky",
-        "passed",
-        "median",
-        "p90",
-        "max",
-        "failures",
-    ];
-    const rows = categories.map((c) => [
-        escapeCell(report_oneLine(c.category)),
-        ...[c.total, c.succeeded, c.failed, c.pending, c.flaky].map(count),
-        formatPercent(passRate(c)),
-        formatSeconds(c.durations.p50),
-        formatSeconds(c.durations.p90),
-        formatSeconds(c.durations.max),
-        escapeCell(c.failures.map(([failure, n]) => `${failure} ${count(n)}`).join(", ")),
-    ]);
-    const charted = categories
-        .filter((c) => passRate(c) !== null)
-        .sort((a, b) => b.total - a.total || compare(a.category, b.category))
-        .slice(0, CHART_CATEGORIES);
-    const more = categories.length > charted.length ? ` (the ${charted.length} largest)` : "";
-    const chart = charted.length === 0
-        ? []
-        : [
-            mermaid([
-                "xychart-beta",
-                `  title "Scenes passed by category, %${more}"`,
-                `  x-axis [${charted.map((c) => mermaidText(c.category)).join(", ")}]`,
-                '  y-axis "passed %" 0 --> 100',
-                `  bar [${charted.map((c) => (100 * (passRate(c) ?? 0)).toFixed(1)).join(", ")}]`,
-            ]),
-        ];
-    return ["### Results by category", table(headers, rows, "lrrrrrrrrrl"), ...chart].join("\n\n");
-}
-/** Of the scenes that finished, the share that succeeded; null when none finished. */
-function passRate(c) {
-    return passShare(c.succeeded, c.failed);
-}
-function failureClassSection(failureClasses) {
-    const rows = failureClasses.map(([failure, n]) => [failure, count(n)]);
-    const slices = failureClasses.map(([failure, n]) => `  ${mermaidText(failure)} : ${n}`);
-    return [
-        table(["failure class", "scenes"], rows, "lr"),
-        mermaid(["pie title Failed scenes by failure class", ...slices]),
-    ].join("\n\n");
-}
-/** A list of scenes under a heading (on the first chunk), one line each: category and `what`. */
-function* sceneList(title, scenes, what) {
-    let first = true;
-    for (const scene of scenes) {
-        const heading = first ? `### ${title} (${count(scenes.length)})\n\n` : "";
-        first = false;
-        const detail = [categoryOf(scene), what(scene)].filter((part) => part !== "");
-        yield `${heading}- ${code(scene.name)} — ${report_oneLine(detail.join(" · "))}\n`;
-    }
-    if (!first)
-        yield "\n";
-}
-/** Failed scenes: a heading line each, the attempts when retried, and the log excerpt. */
-function* failureDetails(failed, link) {
-    let first = true;
-    for (const scene of failed) {
-        const heading = first ? `### Failed scenes (${count(failed.length)})\n\n` : "";
-        first = false;
-        yield heading + failureDetail(scene, link);
-    }
-}
-function failureDetail(scene, link) {
-    const facts = [
-        categoryOf(scene),
-        scene.failure_class ?? "unknown failure",
-        plural(scene.attempts, "attempt"),
-        scene.exit_code === null ? "no exit code" : `exit code ${scene.exit_code}`,
-        ...(scene.node ? [`node ${code(scene.node)}`] : []),
-        ...(scene.outputs.log ? [mdLink("log", link(scene.outputs.log).href)] : []),
-    ];
-    const parts = [`#### ${STATUS_ICON.FAILED} ${code(scene.name)} — ${facts.join(" · ")}`];
-    if (scene.history.length > 1) {
-        parts.push(`Attempts: ${scene.history.map(attemptText).join(" → ")}`);
-    }
-    parts.push(scene.log_excerpt === null
-        ? "_No log excerpt._"
-        : `<details><summary>log</summary>\n\n${fenced(cleanExcerpt(scene.log_excerpt))}\n\n</details>`);
-    return parts.join("\n\n") + "\n\n";
-}
-function attemptOutcome(attempt) {
-    return attempt.failure_class ?? "ok";
-}
-function attemptText(attempt) {
-    const what = attempt.failure_class ?? "ok";
-    const exit = attempt.exit_code === null ? "" : `, exit ${attempt.exit_code}`;
-    const took = attempt.duration_s === null ? "" : `, ${formatSeconds(attempt.duration_s)}`;
-    return `${attempt.attempt}. ${what}${exit}${took}`;
-}
-/** The per-scene table, one chunk per row; the heading and header row travel with the first. */
-function* sceneTable(scenes, link) {
-    const headers = [
-        "scene",
-        "category",
-        "status",
-        "attempts",
-        "duration",
-        "failure",
-        "history",
-        "log",
-        "videos",
-    ];
-    let first = true;
-    for (const scene of scenes) {
-        const head = first ? `### Scenes\n\n${tableHead(headers, "lllrrllll")}\n` : "";
-        first = false;
-        yield head + sceneRow(scene, link) + "\n";
-    }
-}
-function sceneRow(scene, link) {
-    const { history, log, videos } = scene.outputs;
-    const videoLabel = (i) => (videos.length > 1 ? `video ${i + 1}` : "video");
-    return tableRow([
-        code(scene.name),
-        report_oneLine(categoryOf(scene)),
-        `${STATUS_ICON[scene.status]} ${scene.status}${scene.resumed ? " (resumed)" : ""}`,
-        String(scene.attempts),
-        formatSeconds(scene.duration_s),
-        scene.failure_class ?? "",
-        outputLink("history", history, link),
-        outputLink("log", log, link),
-        videos.map((key, i) => outputLink(videoLabel(i), key, link)).join("<br>"),
-    ].map(escapeCell));
-}
-function outputLink(label, key, link) {
-    if (key === null)
-        return "—";
-    const target = link(key);
-    return `${mdLink(label, target.href)} ${code(target.uri)}`;
-}
-/** `_… <what> (the cap). Full table: …. Full results: run-summary.json_`. */
-function truncationNote(what, budgetBytes, full, maxRows, fullReport) {
-    const caps = [
-        `the report is capped at ${report_formatBytes(budgetBytes)}`,
-        ...(maxRows !== undefined ? [`${count(maxRows)} rows`] : []),
-    ];
-    const table = fullReport ? ` The full table: ${fullReport}.` : "";
-    return (`\n_… ${what} (${caps.join(" and ")}).${table} ` +
-        `Full results: ${mdLink("run-summary.json", full.href)} ${code(full.uri)}_\n\n`);
-}
-function createBudget(bytes) {
-    return { parts: [], left: bytes };
-}
-/**
- * The header, then each list while it fits its share, each cut short with its note. Room for
- * every note is set aside before anything else is added, so a note always fits; when even the
- * header does not, only `headerless()` (a note) is.
- */
-function addLists(header, lists, budgetBytes, headerless) {
-    const reserved = lists.map((list) => (list.total > 0 ? byteLength(list.note(list.total)) : 0));
-    const all = reserved.reduce((sum, n) => sum + n, 0);
-    const out = createBudget(budgetBytes - all);
-    if (add(out, header)) {
-        lists.forEach((list, i) => {
-            const shown = addWhileFits(out, list.chunks, Math.floor(out.left * list.share));
-            out.left += reserved[i] ?? 0;
-            if (shown < list.total)
-                add(out, list.note(list.total - shown));
-        });
-    }
-    else {
-        out.left += all;
-        add(out, headerless());
-    }
-    return clampBytes(out.parts.join("").trimEnd() + "\n", budgetBytes);
-}
-function add(out, chunk) {
-    return addWhileFits(out, [chunk], out.left) === 1;
-}
-/** Add chunks in order until one would exceed `limit` (or the budget); returns how many went in. */
-function addWhileFits(out, chunks, limit) {
-    let added = 0;
-    let used = 0;
-    for (const chunk of chunks) {
-        const size = byteLength(chunk);
-        if (used + size > limit || size > out.left)
-            break;
-        out.parts.push(chunk);
-        out.left -= size;
-        used += size;
-        added++;
-    }
-    return added;
-}
-/** Last resort for absurdly small budgets: cut at a UTF-8 character boundary. */
-function clampBytes(text, maxBytes) {
-    const buffer = Buffer.from(text);
-    if (buffer.length <= maxBytes)
-        return text;
-    let end = maxBytes;
-    while (end > 0 && ((buffer[end] ?? 0) & 0xc0) === 0x80)
-        end--;
-    return buffer.subarray(0, end).toString();
-}
-function byteLength(text) {
-    return Buffer.byteLength(text);
-}
-// ── Markdown helpers ──────────────────────────────────────────────────────────────────────────
-function table(headers, rows, align) {
-    return [tableHead(headers, align), ...rows.map(tableRow)].join("\n");
-}
-function tableHead(headers, align) {
-    const rule = headers.map((_, i) => (align[i] === "r" ? "---:" : "---"));
-    return `${tableRow(headers)}\n${tableRow(rule)}`;
-}
-function tableRow(cells) {
-    return `| ${cells.join(" | ")} |`;
-}
-/** A table cell stays one cell: `|` escaped (GFM honours `\|` even in code spans), no newlines. */
-function escapeCell(text) {
-    return text.replace(/\|/g, "\\|").replace(/\r\n|\r|\n/g, " ");
-}
-/** Inline code that survives backticks in the text. */
-function code(text) {
-    const runs = text.match(/`+/g) ?? [];
-    const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length), 0) + 1);
-    const pad = text.startsWith("`") || text.endsWith("`") ? " " : "";
-    return `${fence}${pad}${report_oneLine(text)}${pad}${fence}`;
-}
-/** A fenced block longer than any backtick run inside, so ``` in a log cannot close it. */
-function fenced(text) {
-    const runs = text.match(/`{3,}/g) ?? [];
-    const fence = "`".repeat(runs.reduce((max, run) => Math.max(max, run.length + 1), 3));
-    return `${fence}text\n${text}\n${fence}`;
-}
-function mermaid(lines) {
-    return ["```mermaid", ...lines, "```"].join("\n");
-}
-/** A quoted Mermaid label: no quotes, backticks or line breaks inside; at most 40 characters. */
-function mermaidText(text) {
-    const clean = report_oneLine(text).replace(/["`\\]/g, "'");
-    return JSON.stringify([...clean].length > 40 ? `${[...clean].slice(0, 39).join("")}…` : clean);
-}
-function mdLink(label, href) {
-    // Characters that would end or break a Markdown link destination (or a table cell).
-    const safe = href.replace(/[\s()<>|\\`]/g, (c) => c === "(" ? "%28" : c === ")" ? "%29" : encodeURIComponent(c));
-    return `[${label}](${safe})`;
-}
-/** Log text fit for a code block: no ANSI colours or control characters, last ~2 KiB of lines. */
-function cleanExcerpt(text) {
-    const clean = text
-        .replace(/\r\n?/g, "\n")
-        // eslint-disable-next-line no-control-regex
-        .replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, "")
-        // eslint-disable-next-line no-control-regex
-        .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "")
-        .trimEnd();
-    const buffer = Buffer.from(clean);
-    if (buffer.length <= EXCERPT_MAX_BYTES)
-        return clean;
-    let start = buffer.length - EXCERPT_MAX_BYTES;
-    while (start < buffer.length && ((buffer[start] ?? 0) & 0xc0) === 0x80)
-        start++;
-    let tail = buffer.subarray(start).toString();
-    const newline = tail.indexOf("\n");
-    if (newline >= 0 && newline < tail.length - 1)
-        tail = tail.slice(newline + 1);
-    return `… (earlier lines cut)\n${tail}`;
-}
-// ── terminal ──────────────────────────────────────────────────────────────────────────────────
-/** A plain-text aligned table (failed scenes first) with the totals below. */
-function renderTerminal(summary, maxRows = 50) {
-    const scenes = orderScenes(summary.scenes);
-    const shown = scenes.slice(0, Math.max(0, Math.floor(maxRows)));
-    const rows = [
-        ["SCENE", "STATUS", "ATTEMPTS", "DURATION", "FAILURE"],
-        ...shown.map((scene) => [
-            report_oneLine(scene.name),
-            scene.status + (scene.resumed ? " (resumed)" : ""),
-            String(scene.attempts),
-            formatSeconds(scene.duration_s, "-"),
-            scene.failure_class ?? "",
-        ]),
-    ];
-    const lines = alignColumns(rows, [false, false, true, true, false]);
-    if (scenes.length > shown.length)
-        lines.push(`… ${count(scenes.length - shown.length)} more`);
-    const t = summary.totals;
-    const resumed = summary.scenes.filter((scene) => scene.resumed).length;
-    return [
-        `${summary.module} ${summary.metadata} run ${summary.run_id}: ${outcomeText(summary)}`,
-        "",
-        ...lines,
-        "",
-        `total ${count(t.total)} · succeeded ${count(t.succeeded)} · failed ${count(t.failed)} · ` +
-            `pending ${count(t.pending)} · retried ${count(t.retried)} · resumed ${count(resumed)}`,
-    ].join("\n");
-}
-function alignColumns(rows, right) {
-    const widths = [];
-    for (const row of rows) {
-        row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, [...cell].length)));
-    }
-    return rows.map((row) => row
-        .map((cell, i) => {
-        const pad = " ".repeat((widths[i] ?? 0) - [...cell].length);
-        return right[i] ? pad + cell : cell + pad;
-    })
-        .join("  ")
-        .trimEnd());
-}
-// ── shared ────────────────────────────────────────────────────────────────────────────────────
-/** Failed scenes first, then the rest; each group by name. */
-function orderScenes(scenes) {
-    const failedFirst = (scene) => (scene.status === "FAILED" ? 0 : 1);
-    return [...scenes].sort((a, b) => failedFirst(a) - failedFirst(b) || compare(a.name, b.name));
-}
-function formatPercent(share) {
-    return share === null ? "—" : `${(100 * share).toFixed(1)}%`;
-}
-function formatSeconds(seconds, none = "—") {
-    if (seconds === null || !Number.isFinite(seconds))
-        return none;
-    if (seconds < 60)
-        return `${seconds.toFixed(1)} s`;
-    const s = Math.round(seconds);
-    const pad = (n) => String(n).padStart(2, "0");
-    if (s < 3600)
-        return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
-    return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
-}
-function report_formatBytes(bytes) {
-    if (bytes < 1024)
-        return `${bytes} bytes`;
-    const kib = bytes / 1024;
-    return `${Number.isInteger(kib) ? kib : kib.toFixed(1)} KiB`;
-}
-function count(n) {
-    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-}
-function plural(n, word) {
-    return `${count(n)} ${noun(n, word)}`;
-}
-function noun(n, word) {
-    return n === 1 ? word : `${word}s`;
-}
-function scenesText(n) {
-    return plural(n, "scene");
-}
-function report_oneLine(text) {
-    return text.replace(/\s*[\r\n]+\s*/g, " ");
-}
-
 ;// CONCATENATED MODULE: ./src/engine.ts
 /**
  * The engine, in the one direction of DESIGN §3: request → module → plan → run → results → report.
@@ -89140,6 +89359,7 @@ async function evaluate(req, env, target, { progress, runId, onPlan, fullReport 
         summaryText,
         markdown: renderMarkdown(summary, options),
         fullMarkdown: renderFullMarkdown(summary, options),
+        previous: history[0],
         phases,
         exitCode: outcomeCode(summary),
     };
@@ -89385,7 +89605,10 @@ async function main(argv) {
     if (command === "combine") {
         if (!values.summaries)
             throw new InputError("summaries", "is required: a directory of run summaries");
-        const previous = values.previous && (0,external_node_fs_.existsSync)(values.previous) ? findSummaries(values.previous) : [];
+        // The previous runs: a folder of their summaries, or what each run's artifact carries.
+        const previous = values.previous && (0,external_node_fs_.existsSync)(values.previous)
+            ? findSummaries(values.previous)
+            : findSummaries(values.summaries, true);
         process.stdout.write(renderCombined(findSummaries(values.summaries), previous, values.title));
         return 0;
     }

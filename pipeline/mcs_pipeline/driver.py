@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import scene_task
+from .nodes import cluster_nodes
 from .scene_set import SceneSetError, fetch_logged
 from .scene_task import RETRYABLE, excerpt, run_scene
 from .schedule import expected_costs, longest_first
@@ -284,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
                     print(progress.line(name, result), flush=True)
                 writer.flush_if_due()
         summary.finish("finished")
+        if ray:
+            summary.set_nodes(cluster_nodes(plan))
         writer.save()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Interrupted
         # A second Ctrl-C, a forwarded SIGTERM or a hang-up must not cut the clean-up short.
@@ -292,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
         refs = list(in_flight) if ray else []
         cancel(ray, refs, force=False)  # running scenes clean up while the summary is saved
         summary.finish("interrupted")
+        if ray:
+            summary.set_nodes(cluster_nodes(plan))
         writer.save()
         print(f"mcs-pipeline: interrupted; {len(refs)} scenes cancelled; the summary keeps "
               "what finished (re-run with --resume)", flush=True)

@@ -255,6 +255,11 @@ class RunSummary:
         self.doc["state"] = state
         self.doc["finished_at"] = utc_now()
 
+    def set_nodes(self, nodes: list[dict] | None) -> None:
+        """The cluster's nodes (nodes.cluster_nodes), for the cost estimate; None: unknown."""
+        if nodes is not None:
+            self.doc["nodes"] = nodes
+
     def pointer_bytes(self, previous: Previous) -> bytes:
         """The latest-run pointer naming this run (and the run it followed)."""
         return json.dumps({

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -500,3 +501,21 @@ def test_node_lost_every_time_ends(make_plan):
     # NODE_LOST_REQUEUES free re-runs, then the scene's own retry, then it counts as failed.
     assert scene["status"] == "FAILED" and scene["failure_class"] == "node_lost"
     assert [h["failure_class"] for h in scene["history"]] == ["node_lost"] * 5
+
+
+def test_nodes_recorded_for_the_cost_estimate(make_plan):
+    """The summary names the cluster's nodes from Ray's node table, typed and priced by the plan."""
+    price = {"instance_type": "m5.large", "head": True, "spot": False, "usd_per_hour": 0.096,
+             "price_source": "on-demand list, us-east-1, 2026-06"}
+    plan = make_plan(node_types={"ray.head.default": price})
+    plan.scene("s_one", 3)
+    before = time.time()
+    assert plan.run().returncode == 0
+    summary = plan.summary()
+    [node] = summary["nodes"]  # the session's one local Ray node
+    assert node["head"] is True and node["node_type"] == "ray.head.default"
+    assert node["instance_type"] == "m5.large" and node["usd_per_hour"] == 0.096
+    assert node["ended_at"] is None  # alive when the driver saved
+    assert node["address"] == summary["scenes"][0]["node"]
+    started = datetime.fromisoformat(node["started_at"].replace("Z", "+00:00")).timestamp()
+    assert started < before  # the node was up before this run started

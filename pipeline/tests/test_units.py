@@ -285,3 +285,64 @@ def test_scene_task_ships_by_value_to_nodes_without_the_package(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "run_scene"
+
+
+# -- nodes.node_records (Ray's own node-table message type) -------------------------------------
+def gcs_node(node_id: int, start_ms: int, end_ms: int = 0, head=False, node_type="",
+             instance_type="", labels=None):
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    info = GcsNodeInfo(node_id=bytes([node_id]) * 28, node_manager_address=f"10.0.0.{node_id}",
+                       start_time_ms=start_ms, end_time_ms=end_ms, is_head_node=head,
+                       node_type_name=node_type, instance_type_name=instance_type)
+    info.labels.update(labels or {})
+    return info
+
+
+DEMO_TYPES = {
+    "ray.head.default": {"instance_type": "m5.large", "head": True, "spot": False,
+                         "usd_per_hour": 0.096, "price_source": "list"},
+    "ray.worker.default": {"instance_type": "m5.large", "head": False, "spot": False,
+                           "usd_per_hour": 0.096, "price_source": "list"},
+    "ray.worker.spot": {"instance_type": "p3.2xlarge", "head": False, "spot": True,
+                        "usd_per_hour": 0.95, "price_source": "configs/demo_aws.ini [prices]"},
+}
+
+
+def test_node_records_types_prices_and_lifetimes():
+    from mcs_pipeline.nodes import node_records
+
+    table = [
+        gcs_node(3, 1_700_000_100_000, 1_700_000_160_500, node_type="ray.worker.spot",
+                 instance_type="p3.2xlarge"),
+        gcs_node(1, 1_700_000_000_000, head=True, node_type="ray.head.default"),
+        gcs_node(2, 1_700_000_050_000, labels={"ray.io/node-group": "ray.worker.default"}),
+        gcs_node(4, 1_700_000_200_000),  # v1 worker, no type; two worker types: unknown
+    ]
+    records = node_records(table, DEMO_TYPES)
+    assert [r["address"] for r in records] == ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    head, labelled, spot, untyped = records
+    assert head == {"node_id": "01" * 28, "address": "10.0.0.1", "node_type": "ray.head.default",
+                    "instance_type": "m5.large", "head": True, "spot": False,
+                    "started_at": "2023-11-14T22:13:20.000Z", "ended_at": None,
+                    "usd_per_hour": 0.096, "price_source": "list"}
+    assert labelled["node_type"] == "ray.worker.default" and labelled["usd_per_hour"] == 0.096
+    assert spot["spot"] is True and spot["usd_per_hour"] == 0.95
+    assert spot["started_at"] == "2023-11-14T22:15:00.000Z"
+    assert spot["ended_at"] == "2023-11-14T22:16:00.500Z"
+    assert untyped["node_type"] is None and untyped["usd_per_hour"] is None
+    assert untyped["instance_type"] is None
+
+
+def test_node_records_imply_the_only_type():
+    from mcs_pipeline.nodes import node_records
+
+    local = {"local.cluster.node": {"instance_type": None, "head": True, "spot": False,
+                                    "usd_per_hour": 0.5, "price_source": "module"}}
+    records = node_records([gcs_node(1, 1, head=True), gcs_node(2, 2)], local)
+    assert [r["node_type"] for r in records] == ["local.cluster.node"] * 2
+    assert [r["usd_per_hour"] for r in records] == [0.5, 0.5]
+    one_worker_type = {k: v for k, v in DEMO_TYPES.items() if k != "ray.worker.spot"}
+    records = node_records([gcs_node(1, 1, head=True), gcs_node(2, 2)], one_worker_type)
+    assert [r["node_type"] for r in records] == ["ray.head.default", "ray.worker.default"]
+    assert [r["node_type"] for r in node_records([gcs_node(1, 1, head=True)], {})] == [None]

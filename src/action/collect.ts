@@ -67,6 +67,7 @@ export async function collectRun(
       summaryText: text,
       markdown: renderMarkdown(summary, options),
       fullMarkdown: renderFullMarkdown(summary, options),
+      previous: history[0],
       exitCode: outcomeCode(summary),
     };
   } finally {

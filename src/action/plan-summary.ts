@@ -69,7 +69,7 @@ export function renderPlanSummary(plan: Plan, region: string): string {
     `| per scene | ${cell(resources)} |`,
     `| resume | ${plan.resume ? "yes: scenes that succeeded in the latest run are skipped" : "no"} |`,
     "",
-    ...nodeTypes(cluster),
+    ...nodeTypes(cluster, plan.node_types ?? {}),
     `### Scenes, longest first`,
     "",
     plan.sceneSet
@@ -102,7 +102,7 @@ function resultsCell(plan: Plan, region: string): string {
   return `${code(folder)} ([console](${s3FolderUrl(plan.store, region, plan.names.folder)}))`;
 }
 
-function nodeTypes(cluster: ClusterYaml): string[] {
+function nodeTypes(cluster: ClusterYaml, prices: NonNullable<Plan["node_types"]>): string[] {
   const types = Object.entries(cluster.available_node_types ?? {});
   if (types.length === 0) return [];
   const lines = [
@@ -110,18 +110,20 @@ function nodeTypes(cluster: ClusterYaml): string[] {
     "",
     `Up to ${cell(cluster.max_workers)} workers besides the head.`,
     "",
-    "| node type | instance | workers (min–max) | resources |",
-    "| --- | --- | --- | --- |",
+    "| node type | instance | workers (min–max) | resources | price/hour |",
+    "| --- | --- | --- | --- | ---: |",
   ];
   for (const [name, type] of types) {
     const head = name === cluster.head_node_type;
     const spot = type.node_config?.InstanceMarketOptions?.MarketType === "spot";
+    const price = prices[name]?.usd_per_hour;
     const resources = Object.entries(type.resources ?? {})
       .map(([k, v]) => `${cell(v)} ${cell(k)}`)
       .join(", ");
     lines.push(
       `| ${cell(name)}${head ? " (head)" : ""} | ${cell(type.node_config?.InstanceType)}${spot ? " (spot)" : ""} | ` +
-        `${head ? "–" : `${cell(type.min_workers ?? 0)}–${cell(type.max_workers)}`} | ${resources || "–"} |`,
+        `${head ? "–" : `${cell(type.min_workers ?? 0)}–${cell(type.max_workers)}`} | ${resources || "–"} | ` +
+        `${price === null || price === undefined ? "–" : `$${price}`} |`,
     );
   }
   lines.push("");

@@ -6,6 +6,7 @@ import { s3FolderUrl } from "../aws/s3.js";
 import type { Outcome } from "../engine.js";
 import type { Plan } from "../plan.js";
 import { FULL_REPORT_FILE, outcomeText } from "../report.js";
+import { PREVIOUS_SUMMARY_FILE } from "../combine.js";
 import type { RunSummary } from "../summary.js";
 
 /** GitHub shows at most 10 error annotations per step; the rest are counted in one more. */
@@ -14,7 +15,7 @@ const MAX_ANNOTATIONS = 9;
 /** What publish needs: a run's summary and report (a run's Outcome, or a collect's). */
 export type Publishable = Pick<
   Outcome,
-  "summary" | "summaryText" | "markdown" | "fullMarkdown" | "exitCode"
+  "summary" | "summaryText" | "markdown" | "fullMarkdown" | "previous" | "exitCode"
 > & { plan: Pick<Plan, "dir" | "store"> & { names: Pick<Plan["names"], "folder"> } };
 
 /**
@@ -31,6 +32,11 @@ export async function publish(outcome: Publishable, region: string, note = ""): 
   // The whole per-scene table, uploaded with the summary (eval.yml uploads this directory).
   if (outcome.fullMarkdown) {
     writeFileSync(path.join(path.dirname(summaryPath), FULL_REPORT_FILE), outcome.fullMarkdown);
+  }
+  // The run compared with, so a report of several runs (the PR comment) can compare too.
+  if (outcome.previous) {
+    const previousPath = path.join(path.dirname(summaryPath), PREVIOUS_SUMMARY_FILE);
+    writeFileSync(previousPath, JSON.stringify(outcome.previous));
   }
 
   const failed = summary.scenes.filter((s) => s.status === "FAILED");
