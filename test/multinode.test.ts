@@ -108,7 +108,7 @@ function expectCost(run: ActionRun, summary: SummaryFile, testStart: number) {
     hours += (end - started) / 3_600_000;
   }
   expect(run.summary).toContain(`### Cost (estimate): $${(hours * USD_PER_HOUR).toFixed(2)}`);
-  expect(run.summary).toContain(`| local.cluster.node | 3 | ${hours.toFixed(2)} | $0.5 |`);
+  expect(run.summary).toContain(`| local.cluster.node | 3 | ${hours.toFixed(2)} | $0.50 |`);
   expect(run.summary).toContain("configs/demo_aws.ini [prices]");
 }
 
