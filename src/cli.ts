@@ -1,7 +1,7 @@
 /**
  * The local CLI: `run` an evaluation on this machine's Ray, `plan` one (validate, start nothing),
- * or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some failed, 2 bad input,
- * 3 the machine could not run it, 130 interrupted.
+ * `preflight` a module's AWS side, or `setup` the pinned Ray venv. Exit: 0 all succeeded, 1 some
+ * failed, 2 bad input (or a preflight error), 3 the machine could not run it, 130 interrupted.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -10,11 +10,12 @@ import { parseArgs } from "node:util";
 import { prCommentCommand } from "./action/pr-comment.js";
 import { affectedModules } from "./affected.js";
 import { findSummaries, renderCombined } from "./combine.js";
-import { knownModules } from "./module.js";
+import { credentialsFinding, preflight } from "./aws/preflight.js";
+import { knownModules, loadModule, mcsSection } from "./module.js";
 import { describePlan } from "./plan.js";
 import { capture } from "./proc.js";
 import { evaluate, planRun, type Environment } from "./engine.js";
-import { EnvironmentError, InputError } from "./errors.js";
+import { EnvironmentError, InputError, type Finding } from "./errors.js";
 import { ensureRay } from "./ray/install.js";
 import { FULL_REPORT_FILE, renderTerminal } from "./report.js";
 import { parseRequest, type RawRequest } from "./request.js";
@@ -25,6 +26,8 @@ const USAGE = `usage: node dist/cli/index.js <command> [options]
 commands:
   run     run an evaluation on this machine's Ray; results, report.md under --out
   plan    build and print the plan, validating every input; starts nothing
+  preflight  check a module's AWS side with the credentials of the environment: the bucket
+          (in the region, writable), AMIs, instance profile, subnets, zones, vCPU quotas
   setup   create the Python venv with the pinned Ray (run and plan do this when needed)
   affected  print (JSON) the modules a git change affects: --base REF [--head REF]
   combine   one Markdown report of several runs: --summaries DIR [--previous DIR] [--title T]
@@ -41,8 +44,11 @@ options (run, plan):
   --resume                   skip scenes that succeeded in the latest run of this module and level
   --out DIR                  runs and the local results store (default .mcs-local)
   --num-cpus N               Ray CPU slots (default: all cores)
+options (preflight):
+  --module M --metadata LEVEL  as for run
+  --region R                 default: the cluster YAML's provider.region (AWS_ENDPOINT_URL is honoured)
 options (setup):
-  --dev                      also install the test tools (pytest, moto)
+  --dev                      also install the test tools (pytest, moto, cfn-lint)
 `;
 
 const OPTIONS = {
@@ -55,6 +61,7 @@ const OPTIONS = {
   resume: { type: "boolean" },
   out: { type: "string" },
   "num-cpus": { type: "string" },
+  region: { type: "string" },
   dev: { type: "boolean" },
   base: { type: "string" },
   head: { type: "string" },
@@ -129,10 +136,12 @@ async function main(argv: string[]): Promise<number> {
     await prCommentCommand(readFileSync(values.body, "utf8"));
     return 0;
   }
+  if (command === "preflight")
+    return preflightCommand(env, values.module, values.metadata, values.region);
   if (command !== "run" && command !== "plan") {
     throw new InputError(
       "command",
-      `unknown command "${command}": use run, plan, setup, affected or combine`,
+      `unknown command "${command}": use run, plan, preflight, setup, affected or combine`,
     );
   }
   const raw: RawRequest = {
@@ -162,6 +171,51 @@ async function main(argv: string[]): Promise<number> {
   writeFileSync(path.join(runDir(outcome.plan), FULL_REPORT_FILE), outcome.fullMarkdown!);
   console.log(`\n${renderTerminal(outcome.summary!)}\nreport: ${reportPath}`);
   return outcome.exitCode;
+}
+
+/**
+ * The action's preflight for a module and level, with the environment's credentials (checked
+ * first): each finding one line on stderr; 2 when any is an error.
+ */
+async function preflightCommand(
+  env: Environment,
+  module: string | undefined,
+  metadata: string | undefined,
+  region: string | undefined,
+): Promise<number> {
+  const request = parseRequest({ module, metadata }, "aws");
+  const mod = loadModule(env.workspace, request.module, request.metadata);
+  const rel = (file: string) => path.relative(env.workspace, file);
+  const provider = mod.cluster.provider as { type?: string; region?: string };
+  const yamlRegion = provider.type === "aws" ? provider.region : undefined;
+  if (region && yamlRegion && region !== yamlRegion) {
+    throw new InputError(
+      "region",
+      `is ${region} but ${rel(mod.clusterYamlPath)} runs in ${yamlRegion}: make them agree`,
+    );
+  }
+  const where = region || yamlRegion || process.env.AWS_REGION || "us-east-1";
+  const start = performance.now();
+  let findings: Finding[] = await credentialsFinding(where);
+  if (findings.length === 0) {
+    findings = await preflight({
+      region: where,
+      bucket: mcsSection(mod.mcsConfig, rel(mod.mcsConfigPath)).get("s3_bucket")!,
+      bucketSource: rel(mod.mcsConfigPath),
+      cluster: mod.cluster,
+      clusterSource: rel(mod.clusterYamlPath),
+    });
+  }
+  for (const { level, text } of findings)
+    console.error(`mcs-pipeline: preflight ${level}: ${text}`);
+  const errors = findings.filter((f) => f.level === "error").length;
+  const seconds = ((performance.now() - start) / 1000).toFixed(1);
+  console.log(
+    errors
+      ? `preflight: ${errors} error(s) in ${where}; fix them before a run (${seconds} s)`
+      : `preflight: ${mod.name} ${mod.metadata} passed in ${where}${findings.length ? ` with ${findings.length} warning(s)` : ""} (${seconds} s)`,
+  );
+  return errors ? 2 : 0;
 }
 
 /** CLI spellings of the request's inputs, for error lines. */

@@ -106,6 +106,31 @@ export interface RunSshKey {
   keyPairName: string;
 }
 
+/** Where the plan installs Ray on a node: a venv in the SSH user's home. */
+export const NODE_VENV = "ray-venv";
+
+/**
+ * The commands that install the pinned Ray on a node booted from a stock Ubuntu or Debian image,
+ * which has python3 but neither pip nor venv's ensurepip: python3-venv first (when missing), then
+ * a venv with `ray[default]` and boto3, put first on PATH through ~/.bashrc, which Ray sources in
+ * the `bash --login -i` of every later command (`ray start`, the watchdog's and the driver's
+ * `python3`). A venv, not pip into the system Python (Ubuntu 24.04 refuses that: PEP 668).
+ * A fresh instance's own apt runs (cloud-init, apt-daily) may hold apt's locks for a while:
+ * `apt-get update` is tried again (it fails at once on its lock), `install` waits for dpkg's.
+ * Each command is harmless to repeat (`ray up` reruns them when the config changes).
+ */
+export function rayInstallCommands(rayVersion: string): string[] {
+  const apt = "sudo DEBIAN_FRONTEND=noninteractive apt-get";
+  return [
+    `python3 -c 'import ensurepip, venv' 2>/dev/null || {` +
+      ` for try in 1 2 3 4 5 6; do ${apt} update -q && break; sleep 20; done;` +
+      ` ${apt} -o DPkg::Lock::Timeout=600 install -y -q python3-venv; }`,
+    `test -x ~/${NODE_VENV}/bin/python || python3 -m venv ~/${NODE_VENV}`,
+    `grep -qsF '${NODE_VENV}/bin' ~/.bashrc || echo 'export PATH="$HOME/${NODE_VENV}/bin:$PATH"' >> ~/.bashrc`,
+    `~/${NODE_VENV}/bin/python -m pip install -q --disable-pip-version-check "ray[default]==${rayVersion}" boto3`,
+  ];
+}
+
 export function renderClusterYaml(
   mod: Module,
   clusterName: string,
@@ -133,10 +158,12 @@ export function renderClusterYaml(
       `${source} installs Ray ${other} on the cluster but the client is Ray ${rayVersion}: make them equal`,
     );
   }
+  // No Ray of the module's own: the pinned one first, so the module's setup commands find the
+  // venv's python and pip first on PATH.
   if (pins.length === 0) {
     cluster.setup_commands = [
+      ...rayInstallCommands(rayVersion),
       ...commands(cluster, "setup_commands", source),
-      `pip install -q "ray[default]==${rayVersion}" boto3`,
     ];
   }
   const mounts = (cluster.file_mounts ?? {}) as Record<string, string>;

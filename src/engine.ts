@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import { defaultS3Access, isS3Uri, listS3Scenes, type S3SceneSet } from "./aws/scene-set.js";
-import { EnvironmentError } from "./errors.js";
+import { EnvironmentError, PreflightError, type Finding } from "./errors.js";
 import { loadModule, type Module } from "./module.js";
 import { buildPlan, newRunId, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
@@ -63,6 +63,11 @@ export interface Target {
   link(plan: Plan, key: string): LinkTarget;
   /** Let go of what run() held for readText (the AWS target's credential server). */
   release?(): Promise<void>;
+  /**
+   * Checks, after the plan and before anything starts, that the run's cloud side is ready (AWS:
+   * the role, bucket, AMIs, instance profile, network, quotas). Undefined: nothing was checked.
+   */
+  preflight?(plan: Plan, dryRun: boolean): Promise<Finding[] | undefined>;
 }
 
 export interface Outcome {
@@ -122,6 +127,8 @@ export interface EvaluateOptions {
   onPlan?: (plan: Plan) => void;
   /** Where the report says the full per-scene table is (Markdown). */
   fullReport?: string;
+  /** The preflight's findings (none: it passed), each to be shown as its own line. */
+  onFindings?: (findings: Finding[]) => void;
 }
 
 export async function evaluate(
@@ -132,6 +139,7 @@ export async function evaluate(
     progress,
     runId,
     onPlan,
+    onFindings,
     fullReport = `\`${FULL_REPORT_FILE}\` in the run's artifact`,
   }: EvaluateOptions,
 ): Promise<Outcome> {
@@ -150,11 +158,18 @@ export async function evaluate(
   let plan: Plan;
   try {
     plan = await hooks.phase("plan", () => planRun(req, env, target, runId));
+    onPlan?.(plan);
+    // Before the Ray install and before anything is created: a wrong setup fails in seconds.
+    const check = target.preflight;
+    const findings = check && (await hooks.phase("preflight", () => check(plan, req.dryRun)));
+    if (findings) {
+      onFindings?.(findings);
+      if (findings.some((f) => f.level === "error")) throw new PreflightError(findings);
+    }
   } catch (error) {
-    await target.release?.(); // listing an s3:// set may have authenticated
+    await target.release?.(); // listing an s3:// set or the preflight may have authenticated
     throw error;
   }
-  onPlan?.(plan);
   if (req.dryRun) {
     await target.release?.();
     return { plan, phases, exitCode: 0 };

@@ -17,3 +17,21 @@ export class InputError extends Error {
 export class EnvironmentError extends Error {
   override name = "EnvironmentError";
 }
+
+/** One preflight finding (aws/preflight.ts): one line that names the problem and its fix. */
+export interface Finding {
+  level: "error" | "warning";
+  text: string;
+}
+
+/**
+ * The preflight found what would fail the run, before anything was created. The front end has
+ * shown every finding already (each its own line); the CLI exits 2, the action fails with 2.
+ */
+export class PreflightError extends Error {
+  override name = "PreflightError";
+  constructor(readonly findings: Finding[]) {
+    const errors = findings.filter((f) => f.level === "error").length;
+    super(`the preflight found ${errors} problem${errors === 1 ? "" : "s"}; nothing was started`);
+  }
+}

@@ -13,7 +13,7 @@ import { publish } from "./action/publish.js";
 import { s3FolderUrl } from "./aws/s3.js";
 import { clusterYamlPath, validateWithRaySchema } from "./cluster.js";
 import { evaluate } from "./engine.js";
-import { InputError } from "./errors.js";
+import { InputError, PreflightError, type Finding } from "./errors.js";
 import { describePlan } from "./plan.js";
 import { stopRunningRay } from "./ray/cli.js";
 import { ensureRay } from "./ray/install.js";
@@ -56,6 +56,7 @@ async function main(): Promise<void> {
       core.setOutput("run-id", plan.run_id);
       core.info(describePlan(plan));
     },
+    onFindings: showFindings,
   });
   if (inputs.request.dryRun) {
     // Ray's own schema check, as `ray up` would make it: the pinned Ray (installed once, no
@@ -87,6 +88,18 @@ async function main(): Promise<void> {
     target.handedOver() ? handOverNote(inputs, summary.run_id) : "",
   );
   settle(inputs, summary.totals, outcome.exitCode, summary.state);
+}
+
+/** Each finding its own annotation (one line naming the fix); none: one line saying it passed. */
+function showFindings(findings: Finding[]): void {
+  for (const { level, text } of findings) {
+    if (level === "error") core.error(`preflight: ${text}`);
+    else core.warning(`preflight: ${text}`);
+  }
+  if (!findings.some((f) => f.level === "error")) {
+    const warnings = findings.length ? ` with ${findings.length} warning(s)` : "";
+    core.info(`preflight: passed${warnings}`);
+  }
 }
 
 /** How to collect a run the step handed over to its cluster (follow-minutes). */
@@ -149,7 +162,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 main().catch((error: unknown) => {
   if (cancelled) return; // the cancel has said what happened
   stopRunningRay("SIGTERM");
-  if (error instanceof InputError) {
+  if (error instanceof PreflightError) {
+    // Its findings are the step's error annotations already; 2, the CLI's code for bad input.
+    process.exitCode = 2;
+  } else if (error instanceof InputError) {
     core.setFailed(`input ${error.input}: ${error.message}`);
   } else {
     core.setOutput("status", "failure");

@@ -875,9 +875,11 @@ describe("the action, as the runner runs it, against loopback AWS, OIDC and a re
         const seen = traffic();
         const { result: main, seen: onNode } = await watchNode(() => job.run("main"));
         const ctx = context(main);
-        expect(main.code, ctx).toBe(1);
+        // The preflight's finding: exit 2, as for any setup it finds wrong.
+        expect(main.code, ctx).toBe(2);
         expect(errors(main), ctx).toHaveLength(1);
         const message = errors(main)[0]!.message;
+        expect(message).toMatch(/^preflight: role-to-assume: /);
         expect(message).toContain(UNTRUSTED_ROLE);
         expect(message).toMatch(/trust policy/);
         expect(message).toMatch(/AccessDenied/);

@@ -31,6 +31,8 @@ import { TEST_REGION } from "./support/moto.js";
 import { REPO, removeTemps } from "./support/workspace.js";
 
 const RAY_DEFAULT_KEY_PAIR = /^ray-autoscaler_/;
+const UBUNTU_LTS_AMI =
+  "resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id";
 let serial = 0;
 /** A run id unique in this file (the AWS target names the cluster after it). */
 const runId = () => `${Date.now().toString(36)}-${++serial}`;
@@ -128,6 +130,9 @@ async function launchAndTearDown(account: IamAccount): Promise<string> {
   for (const [, node] of nodes) {
     expect(node.tags["ray-cluster-name"]).toBe(run.clusterName);
     expect(node.key_name).toBe(run.clusterName);
+    // The demo's ImageId names Canonical's public SSM parameter: Ray's bootstrap and node provider
+    // hand it to RunInstances unchanged, for EC2 to resolve per region at launch.
+    expect(node.image_id).toBe(UBUNTU_LTS_AMI);
     expect(node.security_groups).toHaveLength(1);
   }
   const head = nodes.find(([, n]) => n.kind === "head")![1];

@@ -179,7 +179,7 @@ const CASES: Case[] = [
     name: "unknown command",
     argv: ["frob", "--module", "demo"],
     input: "command",
-    line: /^command: unknown command "frob": use run, plan, setup, affected or combine$/,
+    line: /^command: unknown command "frob": use run, plan, preflight, setup, affected or combine$/,
   },
   {
     name: "a stray argument",

@@ -18,6 +18,7 @@ import {
   clusterNameFor,
   clusterYamlPath,
   NAME_SAFE,
+  rayInstallCommands,
   remotePlanDir,
   watchdogCommand,
   watchdogLogPath,
@@ -344,9 +345,31 @@ describe("the rendered YAML: the cluster's Ray equals the client's", () => {
           : `setup_commands: []\n${list}:\n  - pip install -q ray==${version}`,
       );
 
-  it("no pin in the module: the client's version is installed", () => {
+  it("no pin in the module: the client's version is installed, in a venv first on PATH, on a stock image too", () => {
     const { cluster } = planFor((y) => y)();
-    expect(setup(cluster)).toEqual([`pip install -q "ray[default]==${PIN}" boto3`]);
+    expect(setup(cluster)).toEqual(rayInstallCommands(PIN));
+    expect(setup(cluster)).toEqual([
+      // What a stock Ubuntu/Debian image lacks (test/bare-node.test.ts runs these on one).
+      "python3 -c 'import ensurepip, venv' 2>/dev/null ||" +
+        " { for try in 1 2 3 4 5 6; do sudo DEBIAN_FRONTEND=noninteractive apt-get update -q && break; sleep 20; done;" +
+        " sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-venv; }",
+      "test -x ~/ray-venv/bin/python || python3 -m venv ~/ray-venv",
+      `grep -qsF 'ray-venv/bin' ~/.bashrc || echo 'export PATH="$HOME/ray-venv/bin:$PATH"' >> ~/.bashrc`,
+      `~/ray-venv/bin/python -m pip install -q --disable-pip-version-check "ray[default]==${PIN}" boto3`,
+    ]);
+  });
+
+  it("no pin, setup commands of the module's own: they run after Ray's, with the venv first on PATH", () => {
+    const { cluster } = planFor((y) =>
+      y.replace(
+        /^setup_commands: \[\]$/m,
+        "setup_commands:\n  - pip install -q machine-common-sense",
+      ),
+    )();
+    expect(setup(cluster)).toEqual([
+      ...rayInstallCommands(PIN),
+      "pip install -q machine-common-sense",
+    ]);
   });
 
   it("a pin equal to the client's: kept, nothing added", () => {

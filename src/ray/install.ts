@@ -45,7 +45,7 @@ export async function ensureRay(options: InstallOptions): Promise<string> {
   const pinned = pinnedRayVersion(toolRoot);
   const version = options.version ?? pinned;
   const python = venvPython(venvDir);
-  const modules = dev ? "ray, boto3, pytest, moto" : "ray, boto3";
+  const modules = dev ? "ray, boto3, pytest, moto, cfnlint" : "ray, boto3";
   if ((await installedRay(python, modules)) === version) {
     log(`Ray ${version} is already installed in ${venvDir}`);
     return python;

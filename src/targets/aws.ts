@@ -1,13 +1,17 @@
 /**
- * The AWS target: a Ray cluster per run. Self-refreshing OIDC credentials → state saved →
+ * The AWS target: a Ray cluster per run. Self-refreshing OIDC credentials → the preflight (before
+ * the Ray install: aws/preflight.ts) → state saved →
  * `ray up` → one `ray rsync-up` of the plan → one `ray exec` that starts the driver on the head,
  * detached from SSH, and follows it (reconnecting when the connection drops) → `ray down` unless
  * kept. The post step (post.ts) stops the driver and tears down whatever the state says is up.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import * as core from "@actions/core";
+import { parse as parseYaml } from "yaml";
 import { roleCredentials, type CredentialServer } from "../aws/oidc.js";
-import { s3Link, s3TextReader } from "../aws/s3.js";
+import { preflight } from "../aws/preflight.js";
+import { parseS3Uri, s3Link, s3TextReader } from "../aws/s3.js";
 import { listS3Scenes } from "../aws/scene-set.js";
 import {
   clusterNameFor,
@@ -20,7 +24,7 @@ import {
   type WatchdogSettings,
 } from "../cluster.js";
 import type { Hooks, Target } from "../engine.js";
-import { EnvironmentError, InputError } from "../errors.js";
+import { EnvironmentError, InputError, type Finding } from "../errors.js";
 import { mcsSection, type Module } from "../module.js";
 import type { Plan } from "../plan.js";
 import { rayBinary, runRay, stopRunningRay } from "../ray/cli.js";
@@ -137,6 +141,23 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         credentials: session.credentials.provider,
       });
     },
+    preflight: async (plan, dryRun) => {
+      if (!settings.roleArn) {
+        core.info("preflight: skipped (no role-to-assume to check with)");
+        return undefined;
+      }
+      try {
+        session.credentials ??= await authenticate(settings, plan.run_id);
+      } catch (error) {
+        // A role whose trust policy refuses the token is a finding; a dry run without an OIDC
+        // token (a fork's pull request, no id-token permission) only checks nothing.
+        if (error instanceof InputError) return [roleFinding(error)];
+        if (!dryRun) throw error;
+        core.info(`preflight: skipped (${(error as Error).message})`);
+        return undefined;
+      }
+      return preflightPlan(plan, settings.region, session.credentials);
+    },
     run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
     readText: (plan, key) => {
       session.read ??= s3TextReader(plan.store, settings.region, session.credentials?.provider);
@@ -173,7 +194,7 @@ async function runOnCluster(
 ) {
   const yaml = clusterYamlPath(plan.dir);
   await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
-  // Already there when the plan listed an s3:// scene set.
+  // Already there from the preflight (or from listing an s3:// scene set).
   session.credentials ??= await hooks.phase("authenticate", () =>
     authenticate(settings, plan.run_id),
   );
@@ -262,6 +283,23 @@ async function runOnCluster(
     core.info(`keep-cluster: cluster ${plan.cluster_name} is left running (not torn down)`);
   }
 }
+
+/** The preflight (aws/preflight.ts) of a plan: its rendered cluster YAML and its store. */
+function preflightPlan(plan: Plan, region: string, credentials: CredentialServer) {
+  return preflight({
+    region,
+    bucket: parseS3Uri(plan.store).bucket,
+    bucketSource: `configs/mcs_config_${plan.module}_${plan.metadata}.ini`,
+    cluster: parseYaml(readFileSync(clusterYamlPath(plan.dir), "utf8")) as Record<string, unknown>,
+    clusterSource: `autoscaler/ray_${plan.module}_aws.yaml`,
+    credentials: credentials.provider,
+  });
+}
+
+const roleFinding = (error: InputError): Finding => ({
+  level: "error",
+  text: `${error.input}: ${error.message}`,
+});
 
 function authenticate(settings: AwsSettings, runId: string): Promise<CredentialServer> {
   return roleCredentials({

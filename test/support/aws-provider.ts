@@ -241,6 +241,7 @@ export interface RayAwsOutput {
       kind: string;
       tags: Record<string, string>;
       key_name: string | null;
+      image_id: string;
       security_groups: string[];
       iam_instance_profile: string | null;
     }

@@ -59,9 +59,12 @@ function exited(child: ChildProcess): Promise<void> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Starts `python -m moto.server` on a free loopback port; resolves once it listens. */
+/**
+ * Starts `python -m moto.server` on a free loopback port; resolves once it listens. `script`: a
+ * Python file to run instead, which takes moto.server's arguments (e.g. moto_cfn.py).
+ */
 export async function startMoto(
-  options: { venv?: string; env?: Record<string, string> } = {},
+  options: { venv?: string; env?: Record<string, string>; script?: string } = {},
 ): Promise<MotoServer> {
   const python = path.join(options.venv ?? VENV, "bin", "python");
   const dir = mkdtempSync(path.join(os.tmpdir(), "mcs-moto-"));
@@ -69,7 +72,8 @@ export async function startMoto(
   // moto logs every request: a file, not a pipe nobody drains.
   const out = openSync(log, "a");
   installExitHook();
-  const child = spawn(python, ["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"], {
+  const entry = options.script ? [options.script] : ["-m", "moto.server"];
+  const child = spawn(python, [...entry, "-H", "127.0.0.1", "-p", "0"], {
     stdio: ["ignore", out, out],
     env: {
       PATH: process.env.PATH,
@@ -80,7 +84,7 @@ export async function startMoto(
   });
   closeSync(out);
   const pid = child.pid;
-  if (pid === undefined) throw new Error(`could not start ${python} -m moto.server`);
+  if (pid === undefined) throw new Error(`could not start ${python} ${entry.join(" ")}`);
   live.set(child, dir);
   const stop = async () => {
     if (live.has(child)) {

@@ -153,6 +153,8 @@ def launch(config_file, out):
             "kind": provider.node_tags(node)[TAG_RAY_NODE_KIND],
             "tags": instance_tags(provider, node),
             "key_name": provider._get_node(node).key_name,
+            # As RunInstances received it: moto keeps a `resolve:ssm:` ImageId as sent.
+            "image_id": provider._get_node(node).image_id,
             "security_groups": [g["GroupId"] for g in provider._get_node(node).security_groups],
             "iam_instance_profile": (provider._get_node(node).iam_instance_profile or {}).get(
                 "Arn"

@@ -1,0 +1,598 @@
+/**
+ * The preflight: after the plan, before `ray up`, in seconds, with the run's own credentials. It
+ * asks AWS what `ray up` and the run will need and reports each problem as one finding, one line
+ * that names the fix: the results bucket (in the region, and writable: a probe object written and
+ * deleted), each node type's AMI (`resolve:ssm:` parameters resolved first), the instance profile,
+ * the subnets and availability zones, and the account's vCPU quotas for the cluster at its largest
+ * (a warning: a quota may be raised in time, and running instances share it). Errors stop the run
+ * (exit 2) before anything is created; checks it could not make are warnings that say why.
+ * Whether the role can be assumed is the caller's part (the AWS target assumes it; the CLI checks
+ * the environment's credentials with `credentialsFinding`).
+ */
+import { randomUUID } from "node:crypto";
+import {
+  DescribeAvailabilityZonesCommand,
+  DescribeImagesCommand,
+  DescribeInstanceTypesCommand,
+  DescribeSubnetsCommand,
+  EC2Client,
+  type _InstanceType,
+} from "@aws-sdk/client-ec2";
+import { GetInstanceProfileCommand, IAMClient } from "@aws-sdk/client-iam";
+import {
+  DeleteObjectCommand,
+  GetBucketLocationCommand,
+  PutObjectCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
+import {
+  GetAWSDefaultServiceQuotaCommand,
+  GetServiceQuotaCommand,
+  ServiceQuotasClient,
+} from "@aws-sdk/client-service-quotas";
+import { GetParametersCommand, SSMClient } from "@aws-sdk/client-ssm";
+import { GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
+import type { AwsCredentialIdentityProvider } from "@aws-sdk/types";
+import type { Finding } from "../errors.js";
+
+export type { Finding } from "../errors.js";
+
+export interface PreflightInput {
+  region: string;
+  bucket: string;
+  /** Where `s3_bucket` is set (configs/mcs_config_M_LEVEL.ini), for the fix. */
+  bucketSource: string;
+  /** The cluster YAML, parsed. Only Ray's AWS provider gets the EC2 and IAM checks. */
+  cluster: Record<string, unknown>;
+  /** Its file (autoscaler/ray_M_aws.yaml), for the fix. */
+  clusterSource: string;
+  /** The run's credentials; absent: the SDK's default chain. */
+  credentials?: AwsCredentialIdentityProvider;
+}
+
+/** Where the probe object goes (and is deleted at once): the role needs s3:PutObject there. */
+export const PROBE_PREFIX = "mcs-preflight/";
+
+/** Ray's instance profile for the head when its node_config names none (aws/config.py). */
+export const RAY_DEFAULT_PROFILE = "ray-autoscaler-v1";
+/** Ray's choice instead when the provider configures the CloudWatch agent (cloudwatch_helper.py). */
+const RAY_CLOUDWATCH_PROFILE = "ray-autoscaler-cloudwatch-v1";
+
+/** What Ray's bootstrap calls to create its default profile (and role) on the first `ray up`. */
+const CREATE_PROFILE_PERMISSIONS =
+  "iam:CreateInstanceProfile, iam:GetRole, iam:CreateRole, iam:AttachRolePolicy, iam:AddRoleToInstanceProfile and iam:PassRole";
+
+const error = (text: string): Finding => ({ level: "error", text });
+const warning = (text: string): Finding => ({ level: "warning", text });
+const nameOf = (e: unknown) => (e as { name?: string }).name ?? "Error";
+const status = (e: unknown) =>
+  (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+/** The error's code; the bare HTTP status when AWS's answer carried none the SDK could read. */
+const code = (e: unknown) =>
+  /^(Unknown|SyntaxError|Error)$/.test(nameOf(e)) && status(e) ? `HTTP ${status(e)}` : nameOf(e);
+const oneLine = (e: unknown) =>
+  code(e).startsWith("HTTP ")
+    ? code(e)
+    : `${code(e)}: ${(e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ").trim()}`;
+/** Refused for want of a permission (whatever the code, or none: a 403). */
+const denied = (e: unknown) =>
+  /AccessDenied|UnauthorizedOperation|Forbidden|NotAuthorized/i.test(nameOf(e)) ||
+  status(e) === 403;
+
+interface NodeType {
+  name: string;
+  head: boolean;
+  /** How many workers of this type the cluster may run (capped by the cluster's max_workers). */
+  maxWorkers: number;
+  config: Record<string, unknown>;
+}
+
+interface Clients {
+  s3: S3Client;
+  ec2: EC2Client;
+  ssm: SSMClient;
+  iam: IAMClient;
+  quotas: ServiceQuotasClient;
+}
+
+/** Every check, in parallel; the findings in a fixed order (bucket, images, profiles, network, quotas). */
+export async function preflight(input: PreflightInput): Promise<Finding[]> {
+  const config = { region: input.region, credentials: input.credentials };
+  const clients: Clients = {
+    // Path-style works with S3-compatible endpoints (AWS_ENDPOINT_URL) as well as AWS itself;
+    // a bucket of another region is asked again where S3 redirects (its own region).
+    s3: new S3Client({
+      ...config,
+      forcePathStyle: Boolean(process.env.AWS_ENDPOINT_URL),
+      followRegionRedirects: true,
+    }),
+    ec2: new EC2Client(config),
+    ssm: new SSMClient(config),
+    iam: new IAMClient(config),
+    quotas: new ServiceQuotasClient(config),
+  };
+  const provider = (input.cluster.provider ?? {}) as Record<string, unknown>;
+  const aws = provider.type === "aws";
+  const types = aws ? nodeTypes(input.cluster) : [];
+  const check = (what: string, work: () => Promise<Finding[]>) =>
+    work().catch((e: unknown) => [
+      warning(`could not check ${what}: ${denied(e) ? code(e) : oneLine(e)}`),
+    ]);
+  try {
+    const results = await Promise.all([
+      check(`bucket ${input.bucket}`, () => checkBucket(input, clients.s3)),
+      ...(aws
+        ? [
+            check("the AMIs", () => checkImages(input, types, clients)),
+            check("the instance profile", () => checkProfiles(input, types, provider, clients.iam)),
+            check("the subnets and zones", () => checkNetwork(input, types, provider, clients.ec2)),
+            check("the vCPU quotas", () => checkQuotas(input, types, clients)),
+          ]
+        : []),
+    ]);
+    return results.flat();
+  } finally {
+    for (const client of Object.values(clients)) client.destroy();
+  }
+}
+
+/** The credentials of the environment (CLI): one finding when AWS refuses them, else none. */
+export async function credentialsFinding(region: string): Promise<Finding[]> {
+  const sts = new STSClient({ region });
+  try {
+    await sts.send(new GetCallerIdentityCommand({}));
+    return [];
+  } catch (e) {
+    return [
+      error(
+        `AWS credentials: ${oneLine(e)}: give this shell the credentials of the role that runs ` +
+          "the pipeline (AWS_PROFILE, or AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN)",
+      ),
+    ];
+  } finally {
+    sts.destroy();
+  }
+}
+
+/** The node types as Ray reads them: a type's max_workers defaults to, and is capped by, the cluster's. */
+function nodeTypes(cluster: Record<string, unknown>): NodeType[] {
+  const all = (cluster.available_node_types ?? {}) as Record<string, Record<string, unknown>>;
+  const global = typeof cluster.max_workers === "number" ? cluster.max_workers : 2;
+  return Object.entries(all).map(([name, type]) => ({
+    name,
+    head: name === cluster.head_node_type,
+    maxWorkers: Math.min(typeof type.max_workers === "number" ? type.max_workers : global, global),
+    config: (type.node_config ?? {}) as Record<string, unknown>,
+  }));
+}
+
+/** `key → the node types that have it`, in the YAML's order. */
+function byValue(
+  types: NodeType[],
+  key: (t: NodeType) => string | undefined,
+): Map<string, string[]> {
+  const map = new Map<string, string[]>();
+  for (const type of types) {
+    const value = key(type);
+    if (value) map.set(value, [...(map.get(value) ?? []), type.name]);
+  }
+  return map;
+}
+
+const named = (types: string[]) => `node type${types.length > 1 ? "s" : ""} ${types.join(", ")}`;
+
+// ── the bucket ───────────────────────────────────────────────────────────────────────────────
+
+async function checkBucket(input: PreflightInput, s3: S3Client): Promise<Finding[]> {
+  const { bucket, region } = input;
+  const subject = `bucket ${bucket} (s3_bucket in ${input.bucketSource})`;
+  let where: string;
+  try {
+    // GetBucketLocation (s3:GetBucketLocation) answers for a bucket of any region; us-east-1's
+    // buckets have no location constraint, the oldest of eu-west-1 say "EU".
+    const out = await s3.send(new GetBucketLocationCommand({ Bucket: bucket }));
+    const constraint: string = out.LocationConstraint ?? "";
+    where = constraint === "" ? "us-east-1" : constraint === "EU" ? "eu-west-1" : constraint;
+  } catch (e) {
+    if (/^(NotFound|NoSuchBucket)$/.test(nameOf(e))) {
+      return [
+        error(
+          `${subject} does not exist: create it in ${region} (the setup stack does), or name an existing bucket in s3_bucket`,
+        ),
+      ];
+    }
+    if (denied(e)) {
+      return [
+        error(
+          `${subject}: the role may not read its region (GetBucketLocation: ${code(e)}): allow s3:GetBucketLocation on arn:aws:s3:::${bucket}, or name a bucket of this account in s3_bucket`,
+        ),
+      ];
+    }
+    throw e;
+  }
+  if (where !== region) {
+    return [
+      error(
+        `${subject} is in ${where}, not ${region}: run in ${where} (aws-region and provider.region of ${input.clusterSource}), or use a bucket in ${region}`,
+      ),
+    ];
+  }
+  const key = `${PROBE_PREFIX}${randomUUID()}`;
+  const allow = `allow s3:PutObject and s3:DeleteObject on arn:aws:s3:::${bucket}/${PROBE_PREFIX}*`;
+  try {
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: "mcs-pipeline preflight probe: deleted at once\n",
+      }),
+    );
+  } catch (e) {
+    if (!denied(e)) throw e;
+    return [error(`${subject}: the role may not write to it (PutObject: ${code(e)}): ${allow}`)];
+  }
+  try {
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+  } catch (e) {
+    return [
+      error(
+        `${subject}: the role wrote s3://${bucket}/${key} but may not delete it (${code(e)}): ${allow}, and delete that object`,
+      ),
+    ];
+  }
+  return [];
+}
+
+// ── the AMIs ─────────────────────────────────────────────────────────────────────────────────
+
+const SSM_PREFIX = "resolve:ssm:";
+
+/** Each distinct ImageId once (`resolve:ssm:` through SSM GetParameters, as EC2 resolves it). */
+async function checkImages(input: PreflightInput, types: NodeType[], c: Clients) {
+  const images = byValue(types, (t) =>
+    typeof t.config.ImageId === "string" ? t.config.ImageId : undefined,
+  );
+  const findings = await Promise.all(
+    [...images].map(async ([imageId, users]): Promise<Finding[]> => {
+      const subject = `${named(users)}: ImageId ${imageId}`;
+      let ami = imageId;
+      if (imageId.startsWith(SSM_PREFIX)) {
+        const parameter = imageId.slice(SSM_PREFIX.length);
+        let out;
+        try {
+          out = await c.ssm.send(new GetParametersCommand({ Names: [parameter] }));
+        } catch (e) {
+          if (!denied(e)) throw e;
+          return [
+            error(
+              `${subject}: the role may not read the parameter (${code(e)}), and EC2 resolves it with the role's permissions: allow ssm:GetParameters on arn:aws:ssm:${input.region}::parameter/${parameter.replace(/^\//, "").replace(/:[^/]*$/, "")}`,
+            ),
+          ];
+        }
+        const value = out.Parameters?.[0]?.Value;
+        if (!value) {
+          return [
+            error(
+              `${subject}: SSM has no parameter ${parameter} in ${input.region}: fix the name in ${input.clusterSource} (Ubuntu's are under /aws/service/canonical/ubuntu/server/, e.g. /aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id)`,
+            ),
+          ];
+        }
+        ami = value;
+      }
+      const shown = ami === imageId ? subject : `${subject} (${ami})`;
+      const missing = error(
+        `${shown} does not exist in ${input.region}: AMI IDs differ per region; use an AMI of ${input.region} in ${input.clusterSource}, or resolve:ssm:<a public parameter> to get the region's own`,
+      );
+      try {
+        const out = await c.ec2.send(new DescribeImagesCommand({ ImageIds: [ami] }));
+        const image = out.Images?.[0];
+        if (!image) return [missing];
+        if (image.State && image.State !== "available") {
+          return [
+            error(
+              `${shown} is ${image.State}, not available: use another AMI in ${input.clusterSource}`,
+            ),
+          ];
+        }
+        return [];
+      } catch (e) {
+        if (/^InvalidAMIID\./.test(nameOf(e))) return [missing];
+        if (denied(e)) {
+          return [
+            warning(`${shown}: not checked: the role may not ec2:DescribeImages (${code(e)})`),
+          ];
+        }
+        throw e;
+      }
+    }),
+  );
+  return findings.flat();
+}
+
+// ── the instance profile ─────────────────────────────────────────────────────────────────────
+
+/** `IamInstanceProfile: {Arn}` or `{Name}`: the profile's name (the ARN's last path segment). */
+function profileName(config: Record<string, unknown>): string | undefined {
+  const profile = config.IamInstanceProfile as { Arn?: string; Name?: string } | undefined;
+  return profile?.Name ?? profile?.Arn?.split("/").pop();
+}
+
+/**
+ * The profiles the node types name must exist. A head that names none gets Ray's default, which
+ * Ray's bootstrap creates when it is missing: whether the role may do that cannot be asked (IAM's
+ * policy simulator needs a permission few roles have), so a missing default is a warning naming
+ * the permissions it takes.
+ */
+async function checkProfiles(
+  input: PreflightInput,
+  types: NodeType[],
+  provider: Record<string, unknown>,
+  iam: IAMClient,
+): Promise<Finding[]> {
+  const profiles = byValue(types, (t) => profileName(t.config));
+  const head = types.find((t) => t.head);
+  // Ray's bootstrap gives its default profile to the head only: workers must name one.
+  const bare = types.filter((t) => !t.head && !profileName(t.config)).map((t) => t.name);
+  const workerFindings = bare.length
+    ? [
+        warning(
+          `${named(bare)} ${bare.length > 1 ? "name" : "names"} no IamInstanceProfile: Ray gives one to the head only, so their scenes could not write results to S3; set IamInstanceProfile: {Name: ${RAY_DEFAULT_PROFILE}} (the setup stack's profile) in ${input.clusterSource}`,
+        ),
+      ]
+    : [];
+  const cloudwatch = Boolean((provider.cloudwatch as { agent?: unknown } | undefined)?.agent);
+  const fallback = cloudwatch ? RAY_CLOUDWATCH_PROFILE : RAY_DEFAULT_PROFILE;
+  const checks = [...profiles].map(([name, users]) => ({ name, users, own: true }));
+  if (head && !profileName(head.config))
+    checks.push({ name: fallback, users: [head.name], own: false });
+  const findings = await Promise.all(
+    checks.map(async ({ name, users, own }): Promise<Finding[]> => {
+      const subject = own
+        ? `${named(users)}: instance profile ${name} (IamInstanceProfile)`
+        : `head node type ${users[0]} names no IamInstanceProfile, so Ray uses ${name}, which`;
+      try {
+        const out = await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: name }));
+        if (!own && !out.InstanceProfile?.Roles?.length) {
+          return [
+            warning(
+              `${subject} has no role: Ray adds one on the first ray up, which needs ${CREATE_PROFILE_PERMISSIONS}; give it a role, or set IamInstanceProfile in ${input.clusterSource}`,
+            ),
+          ];
+        }
+        return [];
+      } catch (e) {
+        if (nameOf(e) === "NoSuchEntityException" || nameOf(e) === "NoSuchEntity") {
+          return own
+            ? [
+                error(
+                  `${subject} does not exist: create it (the setup stack's node instance profile) or fix IamInstanceProfile in ${input.clusterSource}`,
+                ),
+              ]
+            : [
+                warning(
+                  `${subject} does not exist: Ray creates it on the first ray up, which needs ${CREATE_PROFILE_PERMISSIONS}; set IamInstanceProfile (the setup stack's profile) in ${input.clusterSource}, or create ${name} once`,
+                ),
+              ];
+        }
+        if (denied(e)) {
+          // Ray's bootstrap reads the default profile itself; a named one it only passes on.
+          const text = `${subject}: the role may not iam:GetInstanceProfile (${code(e)})`;
+          return own
+            ? [warning(`${text}: not checked`)]
+            : [error(`${text}, which Ray's bootstrap needs: allow iam:GetInstanceProfile`)];
+        }
+        throw e;
+      }
+    }),
+  );
+  return [...workerFindings, ...findings.flat()];
+}
+
+// ── subnets and zones ────────────────────────────────────────────────────────────────────────
+
+function subnetIds(config: Record<string, unknown>): string[] {
+  const ids = [
+    ...(Array.isArray(config.SubnetIds) ? config.SubnetIds : []),
+    ...(typeof config.SubnetId === "string" ? [config.SubnetId] : []),
+    ...(Array.isArray(config.NetworkInterfaces)
+      ? (config.NetworkInterfaces as { SubnetId?: unknown }[]).map((n) => n.SubnetId)
+      : []),
+  ];
+  return ids.filter((id): id is string => typeof id === "string" && id !== "");
+}
+
+async function checkNetwork(
+  input: PreflightInput,
+  types: NodeType[],
+  provider: Record<string, unknown>,
+  ec2: EC2Client,
+): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const zones =
+    typeof provider.availability_zone === "string"
+      ? provider.availability_zone
+          .split(",")
+          .map((z) => z.trim())
+          .filter(Boolean)
+      : [];
+  if (zones.length) {
+    const out = await ec2.send(new DescribeAvailabilityZonesCommand({}));
+    const real = (out.AvailabilityZones ?? []).map((z) => z.ZoneName!).filter(Boolean);
+    const unknown = zones.filter((z) => !real.includes(z));
+    if (unknown.length) {
+      findings.push(
+        error(
+          `provider.availability_zone of ${input.clusterSource} names ${unknown.join(", ")}, not a zone of ${input.region}: list zones of ${input.region} (${real.join(", ")})`,
+        ),
+      );
+    }
+  }
+  const subnets = new Map<string, string[]>();
+  for (const type of types) {
+    for (const id of subnetIds(type.config))
+      subnets.set(id, [...(subnets.get(id) ?? []), type.name]);
+  }
+  if (subnets.size) {
+    const out = await ec2.send(
+      new DescribeSubnetsCommand({ Filters: [{ Name: "subnet-id", Values: [...subnets.keys()] }] }),
+    );
+    const found = new Map((out.Subnets ?? []).map((s) => [s.SubnetId!, s.AvailabilityZone ?? ""]));
+    for (const [id, users] of subnets) {
+      const zone = found.get(id);
+      if (zone === undefined) {
+        findings.push(
+          error(
+            `${named(users)}: subnet ${id} does not exist in ${input.region}: use a subnet of ${input.region} in ${input.clusterSource}`,
+          ),
+        );
+      } else if (zones.length && !zones.includes(zone)) {
+        findings.push(
+          error(
+            `${named(users)}: subnet ${id} is in ${zone}, which provider.availability_zone does not list, so Ray refuses it: add ${zone} to availability_zone or use a subnet of ${zones.join(", ")}`,
+          ),
+        );
+      }
+    }
+  }
+  return findings;
+}
+
+// ── vCPU quotas ──────────────────────────────────────────────────────────────────────────────
+
+interface Quota {
+  code: string;
+  name: string;
+}
+
+/** Prefixes (the letters before the generation digit) of the Standard families' instance types. */
+const STANDARD = new Set(["a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z"]);
+
+/**
+ * The EC2 vCPU quota an instance type counts against (Service Quotas, service code ec2), or
+ * undefined for families this check does not know (then it says so).
+ */
+export function vcpuQuota(instanceType: string, spot: boolean): Quota | undefined {
+  const prefix = /^([a-z]+)\d/.exec(instanceType)?.[1] ?? "";
+  if (STANDARD.has(prefix)) {
+    return spot
+      ? {
+          code: "L-34B43A08",
+          name: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+        }
+      : {
+          code: "L-1216C47A",
+          name: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+        };
+  }
+  if (prefix === "g" || prefix === "gr" || prefix === "vt") {
+    return spot
+      ? { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" }
+      : { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" };
+  }
+  if (prefix === "p") {
+    if (!spot) return { code: "L-417A185B", name: "Running On-Demand P instances" };
+    if (/^p[234]/.test(instanceType)) {
+      return { code: "L-7212CCBC", name: "All P4, P3 and P2 Spot Instance Requests" };
+    }
+  }
+  return undefined;
+}
+
+const isSpot = (config: Record<string, unknown>) =>
+  (config.InstanceMarketOptions as { MarketType?: string } | undefined)?.MarketType === "spot";
+
+/**
+ * Per quota, the most vCPUs the cluster can hold: the head (when of that quota) and the cluster's
+ * max_workers filled with that quota's largest worker types, each up to its own max_workers.
+ */
+async function checkQuotas(
+  input: PreflightInput,
+  types: NodeType[],
+  c: Clients,
+): Promise<Finding[]> {
+  const instanceTypes = byValue(types, (t) =>
+    typeof t.config.InstanceType === "string" ? t.config.InstanceType : undefined,
+  );
+  const vcpus = new Map<string, number>();
+  const typeFindings = await Promise.all(
+    [...instanceTypes].map(async ([instanceType, users]): Promise<Finding[]> => {
+      try {
+        const out = await c.ec2.send(
+          new DescribeInstanceTypesCommand({ InstanceTypes: [instanceType as _InstanceType] }),
+        );
+        const n = out.InstanceTypes?.[0]?.VCpuInfo?.DefaultVCpus;
+        if (n) vcpus.set(instanceType, n);
+        return [];
+      } catch (e) {
+        if (nameOf(e) !== "InvalidInstanceType") throw e;
+        return [
+          error(
+            `${named(users)}: InstanceType ${instanceType} does not exist in ${input.region}: fix it in ${input.clusterSource}`,
+          ),
+        ];
+      }
+    }),
+  );
+  const findings = typeFindings.flat();
+  const global = typeof input.cluster.max_workers === "number" ? input.cluster.max_workers : 2;
+  const groups = new Map<string, { quota: Quota; head?: NodeType; workers: NodeType[] }>();
+  for (const type of types) {
+    const instanceType = type.config.InstanceType as string | undefined;
+    if (!instanceType || !vcpus.has(instanceType)) continue;
+    if (!type.head && type.maxWorkers === 0) continue;
+    const spot = isSpot(type.config);
+    const quota = vcpuQuota(instanceType, spot);
+    if (!quota) {
+      findings.push(
+        warning(
+          `node type ${type.name}: the vCPU quota of ${instanceType}${spot ? " (spot)" : ""} is not checked: see Service Quotas (Amazon EC2) in ${input.region}`,
+        ),
+      );
+      continue;
+    }
+    const group = groups.get(quota.code) ?? { quota, workers: [] };
+    if (type.head) group.head = type;
+    if (type.maxWorkers > 0) group.workers.push(type);
+    groups.set(quota.code, group);
+  }
+  const cpus = (t: NodeType) => vcpus.get(t.config.InstanceType as string)!;
+  const quotaFindings = await Promise.all(
+    [...groups.values()].map(async ({ quota, head, workers }): Promise<Finding[]> => {
+      const parts: string[] = head ? [`head 1 × ${head.config.InstanceType}`] : [];
+      let need = head ? cpus(head) : 0;
+      let slots = global;
+      for (const type of [...workers].sort((a, b) => cpus(b) - cpus(a))) {
+        const n = Math.min(type.maxWorkers, slots);
+        if (n <= 0) continue;
+        need += n * cpus(type);
+        slots -= n;
+        parts.push(`${n} × ${type.config.InstanceType}`);
+      }
+      let value: number | undefined;
+      try {
+        value = await quotaValue(c.quotas, quota.code);
+      } catch (e) {
+        const why = denied(e) ? `${code(e)}: allow servicequotas:GetServiceQuota` : oneLine(e);
+        return [warning(`vCPU quota ${quota.code} (${quota.name}) not checked: ${why}`)];
+      }
+      if (value === undefined || need <= value) return [];
+      return [
+        warning(
+          `the cluster may run ${need} vCPUs of "${quota.name}" (${parts.join(" + ")}) but the account's quota in ${input.region} is ${value}: request ${quota.code} of ${need} or more in Service Quotas, or lower max_workers in ${input.clusterSource}`,
+        ),
+      ];
+    }),
+  );
+  return [...findings, ...quotaFindings.flat()];
+}
+
+/** The applied quota; AWS's default where none is applied (GetServiceQuota's NoSuchResource). */
+async function quotaValue(quotas: ServiceQuotasClient, code: string): Promise<number | undefined> {
+  const ask = { ServiceCode: "ec2", QuotaCode: code };
+  try {
+    return (await quotas.send(new GetServiceQuotaCommand(ask))).Quota?.Value;
+  } catch (e) {
+    if (nameOf(e) !== "NoSuchResourceException") throw e;
+    return (await quotas.send(new GetAWSDefaultServiceQuotaCommand(ask))).Quota?.Value;
+  }
+}

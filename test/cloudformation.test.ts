@@ -1,0 +1,642 @@
+/**
+ * The one-time setup as code (cloudformation/mcs-pipeline-setup.yaml): it passes cfn-lint, and
+ * deployed to moto's CloudFormation it makes the action's role (trusting only the given
+ * repository, carrying exactly docs/iam-policy.json), the results bucket, and the nodes' role and
+ * instance profile ray-autoscaler-v1; its outputs are what the workflows' repository variables take.
+ *
+ * Where moto falls short, and what the tests do instead:
+ * - moto's CloudFormation has no AWS::IAM::OIDCProvider (moto/cloudformation/parsing.py skips the
+ *   type, and then refuses the role's Fn::GetAtt of it). The stacks are deployed with
+ *   CreateOidcProvider=false into an account that already has GitHub's provider, made through
+ *   IAM; the provider resource itself is checked by cfn-lint against AWS's resource schema.
+ * - moto does not split a CommaDelimitedList's default: test/support/cloudformation.py passes the
+ *   defaults as given values, as CloudFormation reads them.
+ * - moto's S3 bucket applies only BucketEncryption and Tags of its properties: the public access
+ *   block, the lifecycle rules and the ownership controls are read from what moto's CloudFormation
+ *   resolved and handed to the bucket (recorded by test/support/moto_cfn.py).
+ * - moto evaluates no web-identity trust conditions, and no condition keys of EC2 or IAM: the
+ *   policies as IAM stores them are evaluated here (StringEquals, StringLike, wildcards), for
+ *   GitHub tokens of the right and wrong repositories, branches, environments and audiences.
+ */
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { DeleteKeyPairCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
+import {
+  AssumeRoleCommand,
+  AssumeRoleWithWebIdentityCommand,
+  STSClient,
+} from "@aws-sdk/client-sts";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { parseIni } from "../src/ini.js";
+import { createRunKeyPair, removeRunResources } from "../src/targets/aws-resources.js";
+import {
+  ACCOUNT,
+  actions,
+  POLICY_FILE,
+  rayAws,
+  renderRun,
+  type IamAccount,
+} from "./support/aws-provider.js";
+import {
+  startMoto,
+  startStsProxy,
+  TEST_KEYS,
+  TEST_REGION,
+  type MotoServer,
+  type StsProxy,
+} from "./support/moto.js";
+import { execCommand, VENV } from "./support/sshd.js";
+import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
+
+const TEMPLATE = path.join(REPO, "cloudformation", "mcs-pipeline-setup.yaml");
+const SUPPORT = path.join(REPO, "test", "support");
+const PYTHON = path.join(VENV, "bin", "python");
+const CFN_LINT = path.join(VENV, "bin", "cfn-lint");
+const GITHUB = "token.actions.githubusercontent.com";
+const NODE_ROLE = "ray-autoscaler-v1";
+
+type Statement = {
+  Sid?: string;
+  Effect: string;
+  Principal?: Record<string, string>;
+  Action: string | string[];
+  Resource?: string | string[];
+  Condition?: Record<string, Record<string, string | string[]>>;
+};
+type Policy = { Version: string; Statement: Statement[] };
+
+interface Deployed {
+  status: string;
+  reason: string | null;
+  outputs: Record<string, string>;
+  resources: Record<string, { type: string; id: string; status: string }>;
+  roles: Record<
+    string,
+    { arn: string; trust: Policy; policies: Record<string, Policy>; attached: unknown[] }
+  >;
+  profiles: Record<string, { arn: string; roles: string[] }>;
+  oidcProvider: string | null;
+  bucket: { exists: boolean; encryption: unknown };
+  /** Each resource's properties as moto's CloudFormation resolved them (moto_cfn.py). */
+  resolved: Record<string, { type: string; properties: Record<string, unknown> }>;
+}
+
+/**
+ * A fresh moto, the template deployed with `parameters`. moto is stopped (by PID) afterwards,
+ * unless `keep`: then the caller stops it.
+ */
+async function deploy(
+  parameters: Record<string, string>,
+  keep?: (moto: MotoServer) => void,
+): Promise<Deployed> {
+  const dir = makeTemp("mcs-cfn-");
+  const record = path.join(dir, "resolved.jsonl");
+  const moto = await startMoto({
+    script: path.join(SUPPORT, "moto_cfn.py"),
+    env: { MOTO_CFN_RECORD: record },
+  });
+  try {
+    const parametersFile = path.join(dir, "parameters.json");
+    const outFile = path.join(dir, "out.json");
+    writeFileSync(parametersFile, JSON.stringify(parameters));
+    const result = await execCommand(
+      PYTHON,
+      [path.join(SUPPORT, "cloudformation.py"), moto.url, TEMPLATE, parametersFile, outFile],
+      { env: { PATH: process.env.PATH, HOME: dir, AWS_EC2_METADATA_DISABLED: "true" } },
+    );
+    if (result.code !== 0) throw new Error(`deploying the template failed:\n${result.stderr}`);
+    const out = JSON.parse(readFileSync(outFile, "utf8")) as Omit<Deployed, "resolved">;
+    const resolved: Deployed["resolved"] = {};
+    for (const line of readFileSync(record, "utf8").split("\n").filter(Boolean)) {
+      const entry = JSON.parse(line) as { logicalId: string } & Deployed["resolved"][string];
+      resolved[entry.logicalId] = { type: entry.type, properties: entry.properties };
+    }
+    return { ...out, resolved };
+  } finally {
+    if (keep) keep(moto);
+    else await moto.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IAM's policy language, as far as these policies use it
+
+/** IAM's wildcards: `*` any run of characters, `?` any one. */
+function like(pattern: string, value: string, ignoreCase = false): boolean {
+  const source = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*");
+  return new RegExp(`^${source.replace(/\?/g, ".")}$`, ignoreCase ? "i" : "").test(value);
+}
+
+const list = (value: string | string[] | undefined): string[] =>
+  value === undefined ? [] : [value].flat();
+
+/** A statement's conditions against a request's context (a key it lacks matches nothing). */
+function conditionsHold(statement: Statement, context: Record<string, string>): boolean {
+  for (const [operator, keys] of Object.entries(statement.Condition ?? {})) {
+    for (const [key, expected] of Object.entries(keys)) {
+      const actual = context[key];
+      if (actual === undefined) return false;
+      const match =
+        operator === "StringEquals"
+          ? (e: string) => e === actual
+          : operator === "StringLike"
+            ? (e: string) => like(e, actual)
+            : undefined;
+      if (!match) throw new Error(`condition operator ${operator} is not evaluated here`);
+      if (!list(expected).some(match)) return false;
+    }
+  }
+  return true;
+}
+
+/** Would the trust policy let GitHub's provider assume the role with a token of these claims? */
+function trustAllows(trust: Policy, provider: string, claims: { sub: string; aud: string }) {
+  const context = { [`${GITHUB}:sub`]: claims.sub, [`${GITHUB}:aud`]: claims.aud };
+  return trust.Statement.some(
+    (s) =>
+      s.Effect === "Allow" &&
+      s.Principal?.Federated === provider &&
+      list(s.Action).includes("sts:AssumeRoleWithWebIdentity") &&
+      conditionsHold(s, context),
+  );
+}
+
+/** Would the identity policy allow `action` on `resource`, with this condition context? */
+function allows(policy: Policy, action: string, resource: string, context = {}): boolean {
+  const matches = (s: Statement) =>
+    list(s.Action).some((a) => like(a, action, true)) &&
+    list(s.Resource).some((r) => like(r, resource)) &&
+    conditionsHold(s, context);
+  const applicable = policy.Statement.filter(matches);
+  return (
+    applicable.some((s) => s.Effect === "Allow") && !applicable.some((s) => s.Effect === "Deny")
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** docs/iam-policy.json with this account and these buckets filled in. */
+function policyFile(results: string, scenes: string): Policy {
+  const text = readFileSync(POLICY_FILE, "utf8")
+    .replaceAll("ACCOUNT", ACCOUNT)
+    .replaceAll("RESULTS_BUCKET", results)
+    .replaceAll("SCENES_BUCKET", scenes);
+  return JSON.parse(text) as Policy;
+}
+
+/** The action role (the one the RoleArn output names). */
+function actionRole(stack: Deployed) {
+  return Object.values(stack.roles).find((r) => r.arn === stack.outputs.RoleArn)!;
+}
+
+/** The lifecycle rules moto's CloudFormation resolved for the bucket (AWS::NoValue dropped). */
+function lifecycleRules(stack: Deployed): Record<string, unknown>[] {
+  const config = stack.resolved.ResultsBucket!.properties.LifecycleConfiguration as
+    { Rules: (Record<string, unknown> | null)[] } | undefined;
+  expect(config, "the results bucket's LifecycleConfiguration").toBeDefined();
+  return config!.Rules.filter((rule) => rule !== null);
+}
+
+/** Would any enabled expiration rule delete `key`? */
+function expires(rules: Record<string, unknown>[], key: string): boolean {
+  return rules.some(
+    (r) =>
+      r.Status === "Enabled" &&
+      r.ExpirationInDays !== undefined &&
+      key.startsWith(r.Prefix as string),
+  );
+}
+
+const BASE = {
+  GitHubRepository: "mcs/pipeline",
+  CreateOidcProvider: "false",
+  ResultsBucketName: "mcs-test-results",
+};
+/** Only main and the prod environment; a scenes bucket; three test folders. */
+const NARROW = {
+  ...BASE,
+  GitHubSubjects: "ref:refs/heads/main,environment:prod",
+  ScenesBucketName: "mcs-test-scenes",
+  TestFolders: "eval-35-test,eval-35-movies-test,demo-eval-test",
+  TestFolderExpirationDays: "7",
+};
+
+let defaults: Deployed;
+let narrow: Deployed;
+/** The moto `defaults` was deployed to, kept for the launch at the end. */
+let defaultsMoto: MotoServer | undefined;
+beforeAll(async () => {
+  defaults = await deploy(BASE, (moto) => (defaultsMoto = moto));
+  narrow = await deploy(NARROW);
+});
+afterAll(async () => {
+  await defaultsMoto?.stop();
+  removeTemps();
+});
+
+describe("the template", () => {
+  it("passes cfn-lint, the version requirements-dev.txt pins", async () => {
+    const pin = /^cfn-lint==(\S+)$/m.exec(
+      readFileSync(path.join(REPO, "pipeline", "requirements-dev.txt"), "utf8"),
+    )?.[1];
+    expect(pin).toBeDefined();
+    const version = await execCommand(CFN_LINT, ["--version"]).catch((error: Error) => {
+      throw new Error(
+        `${CFN_LINT}: ${error.message} (pip install -r pipeline/requirements-dev.txt)`,
+      );
+    });
+    expect(version.stdout.trim()).toBe(`cfn-lint ${pin}`);
+    const lint = await execCommand(CFN_LINT, [TEMPLATE]);
+    expect(lint.stdout + lint.stderr).toBe("");
+    expect(lint.code).toBe(0);
+  });
+});
+
+describe("deployed to moto's CloudFormation", () => {
+  it("(moto cannot create the OIDC provider: CreateOidcProvider=true is refused)", async () => {
+    // When this fails, moto has learnt AWS::IAM::OIDCProvider: deploy with the default instead.
+    await expect(deploy({ ...BASE, CreateOidcProvider: "true" })).rejects.toThrow(
+      /Fn::GetAtt references undefined resource GitHubOidcProvider/,
+    );
+  });
+
+  it("completes with the role, the bucket, the nodes' role and instance profile", () => {
+    for (const stack of [defaults, narrow]) {
+      expect(stack.status, stack.reason ?? "").toBe("CREATE_COMPLETE");
+      expect(
+        Object.entries(stack.resources)
+          .map(([id, r]) => [id, r.type, r.status])
+          .sort(),
+      ).toEqual([
+        ["ActionRole", "AWS::IAM::Role", "CREATE_COMPLETE"],
+        ["NodeInstanceProfile", "AWS::IAM::InstanceProfile", "CREATE_COMPLETE"],
+        ["NodeRole", "AWS::IAM::Role", "CREATE_COMPLETE"],
+        ["ResultsBucket", "AWS::S3::Bucket", "CREATE_COMPLETE"],
+      ]);
+      expect(stack.bucket.exists).toBe(true);
+      expect(Object.keys(stack.roles).sort()).toEqual(
+        [stack.resources.ActionRole!.id, NODE_ROLE].sort(),
+      );
+    }
+  });
+
+  it("its outputs are the values of the repository variables the workflows read", () => {
+    const workflows = path.join(REPO, ".github", "workflows");
+    const read = new Set<string>();
+    for (const file of readdirSync(workflows)) {
+      const text = readFileSync(path.join(workflows, file), "utf8");
+      for (const match of text.matchAll(/\bvars\.(MCS_AWS_\w+)/g)) read.add(match[1]!);
+    }
+    const variables = { MCS_AWS_ROLE_ARN: "RoleArn", MCS_AWS_REGION: "Region" };
+    expect([...read].sort()).toEqual(Object.keys(variables).sort());
+    for (const stack of [defaults, narrow]) {
+      expect(stack.outputs).toEqual({
+        RoleArn: actionRole(stack).arn,
+        Region: "us-east-1",
+        ResultsBucket: "mcs-test-results",
+      });
+      expect(stack.outputs.RoleArn).toMatch(new RegExp(`^arn:aws:iam::${ACCOUNT}:role/`));
+    }
+  });
+
+  it("the role carries exactly docs/iam-policy.json, the buckets filled in", () => {
+    expect(actionRole(narrow).policies).toEqual({
+      "mcs-pipeline": policyFile("mcs-test-results", "mcs-test-scenes"),
+    });
+    // Without a scenes bucket, scene sets are in the results bucket: ListScenes names it.
+    expect(actionRole(defaults).policies).toEqual({
+      "mcs-pipeline": policyFile("mcs-test-results", "mcs-test-results"),
+    });
+    for (const stack of [defaults, narrow]) {
+      expect(actionRole(stack).attached).toEqual([]);
+      // It may hand the nodes their role, and create no IAM role or profile itself.
+      const policy = actionRole(stack).policies["mcs-pipeline"]!;
+      const nodeRole = stack.roles[NODE_ROLE]!.arn;
+      const toEc2 = { "iam:PassedToService": "ec2.amazonaws.com" };
+      expect(allows(policy, "iam:PassRole", nodeRole, toEc2)).toBe(true);
+      expect(allows(policy, "iam:PassRole", actionRole(stack).arn, toEc2)).toBe(false);
+      for (const create of [
+        "iam:CreateRole",
+        "iam:CreateInstanceProfile",
+        "iam:AttachRolePolicy",
+      ]) {
+        expect(allows(policy, create, "*")).toBe(false);
+      }
+    }
+  });
+
+  it("the role trusts GitHub's provider for the repository's chosen branches and environments only", () => {
+    const provider = `arn:aws:iam::${ACCOUNT}:oidc-provider/${GITHUB}`;
+    expect(narrow.oidcProvider).toBe(provider);
+    const token = (sub: string, aud = "sts.amazonaws.com") => ({ sub, aud });
+
+    const trust = actionRole(narrow).trust;
+    expect(trustAllows(trust, provider, token("repo:mcs/pipeline:ref:refs/heads/main"))).toBe(true);
+    expect(trustAllows(trust, provider, token("repo:mcs/pipeline:environment:prod"))).toBe(true);
+    for (const refused of [
+      "repo:mcs/pipeline:ref:refs/heads/feature",
+      "repo:mcs/pipeline:environment:staging",
+      "repo:mcs/pipeline:pull_request",
+      "repo:mcs/pipeline:ref:refs/tags/v1",
+      "repo:other/pipeline:ref:refs/heads/main",
+      "repo:mcs/pipeline-fork:ref:refs/heads/main",
+    ]) {
+      expect(trustAllows(trust, provider, token(refused)), refused).toBe(false);
+    }
+    const main = "repo:mcs/pipeline:ref:refs/heads/main";
+    expect(trustAllows(trust, provider, token(main, "https://github.com/mcs"))).toBe(false);
+    expect(trustAllows(trust, `arn:aws:iam::${ACCOUNT}:oidc-provider/other`, token(main))).toBe(
+      false,
+    );
+    expect(trust.Statement).toHaveLength(1);
+
+    // The default: anything of the repository, nothing of any other.
+    const open = actionRole(defaults).trust;
+    for (const sub of [main, "repo:mcs/pipeline:pull_request", "repo:mcs/pipeline:environment:x"]) {
+      expect(trustAllows(open, provider, token(sub)), sub).toBe(true);
+    }
+    for (const sub of [
+      "repo:other/pipeline:ref:refs/heads/main",
+      "repo:mcs/pipeline2:pull_request",
+    ]) {
+      expect(trustAllows(open, provider, token(sub)), sub).toBe(false);
+    }
+    expect(open.Statement[0]!.Condition).toEqual({
+      StringEquals: { [`${GITHUB}:aud`]: "sts.amazonaws.com" },
+      StringLike: { [`${GITHUB}:sub`]: ["repo:mcs/pipeline:*"] },
+    });
+  });
+
+  it("the bucket is private and encrypted, and what test runs write expires", () => {
+    for (const stack of [defaults, narrow]) {
+      expect(stack.bucket.encryption).toEqual({
+        Rules: [
+          {
+            ApplyServerSideEncryptionByDefault: { SSEAlgorithm: "AES256" },
+            BucketKeyEnabled: false,
+          },
+        ],
+      });
+      const bucket = stack.resolved.ResultsBucket!.properties;
+      expect(bucket.BucketName).toBe("mcs-test-results");
+      expect(bucket.PublicAccessBlockConfiguration).toEqual({
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      });
+      expect(bucket.OwnershipControls).toEqual({
+        Rules: [{ ObjectOwnership: "BucketOwnerEnforced" }],
+      });
+    }
+
+    // The default covers the demo module's pull-request runs: pr-eval.yml appends -test to its
+    // folders (s3_folder+=-test, s3_movies_folder+=-test).
+    const prEval = readFileSync(path.join(REPO, ".github", "workflows", "pr-eval.yml"), "utf8");
+    expect(prEval).toMatch(/s3_folder\+=-test/);
+    expect(prEval).toMatch(/s3_movies_folder\+=-test/);
+    const file = path.join(REPO, "configs", "mcs_config_demo_level2.ini");
+    const config = parseIni(readFileSync(file, "utf8"), file).get("MCS")!;
+    const [folder, movies, name] = ["s3_folder", "s3_movies_folder", "evaluation_name"].map((key) =>
+      config.get(key)!,
+    );
+    const rules = lifecycleRules(defaults);
+    expect(expires(rules, `${folder}-test/${name}_level2_demo_scene_01.json`)).toBe(true);
+    expect(expires(rules, `${movies}-test/${name}_level2_demo_scene_01_visual.mp4`)).toBe(true);
+    expect(expires(rules, `${folder}/${name}_level2_demo_scene_01.json`)).toBe(false);
+    expect(expires(rules, `${movies}/${name}_level2_demo_scene_01_visual.mp4`)).toBe(false);
+    expect(expires(rules, `${folder}-test-other/x.json`)).toBe(false);
+
+    expect(lifecycleRules(narrow)).toEqual([
+      { Id: "test-folder-1", Status: "Enabled", Prefix: "eval-35-test/", ExpirationInDays: 7 },
+      {
+        Id: "test-folder-2",
+        Status: "Enabled",
+        Prefix: "eval-35-movies-test/",
+        ExpirationInDays: 7,
+      },
+      { Id: "test-folder-3", Status: "Enabled", Prefix: "demo-eval-test/", ExpirationInDays: 7 },
+      {
+        Id: "incomplete-uploads",
+        Status: "Enabled",
+        AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 },
+      },
+    ]);
+  });
+
+  it("the nodes' instance profile ray-autoscaler-v1: the bucket only, the watchdog, the autoscaler", () => {
+    for (const [stack, scenes] of [
+      [defaults, "mcs-test-results"],
+      [narrow, "mcs-test-scenes"],
+    ] as const) {
+      expect(stack.profiles).toEqual({
+        [NODE_ROLE]: {
+          arn: `arn:aws:iam::${ACCOUNT}:instance-profile/${NODE_ROLE}`,
+          roles: [NODE_ROLE],
+        },
+      });
+      const role = stack.roles[NODE_ROLE]!;
+      expect(role.arn).toBe(`arn:aws:iam::${ACCOUNT}:role/${NODE_ROLE}`);
+      expect(role.attached).toEqual([]);
+      expect(role.trust.Statement).toEqual([
+        { Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" },
+      ]);
+      expect(Object.keys(role.policies)).toEqual(["mcs-pipeline-node"]);
+      const policy = role.policies["mcs-pipeline-node"]!;
+
+      // S3: the results bucket (and the scenes bucket, read only), nothing else.
+      const results = "arn:aws:s3:::mcs-test-results";
+      for (const action of ["s3:PutObject", "s3:GetObject"]) {
+        expect(allows(policy, action, `${results}/demo-eval/summary.json`)).toBe(true);
+        expect(allows(policy, action, "arn:aws:s3:::another-bucket/x")).toBe(false);
+      }
+      expect(allows(policy, "s3:ListBucket", results)).toBe(true);
+      expect(allows(policy, "s3:GetObject", `arn:aws:s3:::${scenes}/set/scene.json`)).toBe(true);
+      expect(allows(policy, "s3:ListBucket", `arn:aws:s3:::${scenes}`)).toBe(true);
+      expect(allows(policy, "s3:DeleteObject", `${results}/x`)).toBe(false);
+      const s3 = policy.Statement.filter((s) => list(s.Action).some((a) => a.startsWith("s3:")));
+      for (const statement of s3) {
+        for (const resource of list(statement.Resource)) {
+          expect(resource).toMatch(/^arn:aws:s3:::mcs-test-(results|scenes)(\/\*)?$/);
+        }
+      }
+
+      // The watchdog's `ray down` from the head: the README's statements, as they are there.
+      const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
+      const block = [...readme.matchAll(/```json\n([\s\S]*?)```/g)]
+        .map((m) => m[1]!)
+        .find((json) => json.includes('"WatchdogRayDown"'));
+      expect(block, "README: the watchdog's statements").toBeDefined();
+      for (const statement of JSON.parse(block!) as Statement[]) {
+        expect(policy.Statement).toContainEqual(statement);
+      }
+      const cluster = { "ec2:ResourceTag/ray-cluster-name": "mcs-demo-level2-1-1-eval-2" };
+      expect(allows(policy, "ec2:TerminateInstances", "*", cluster)).toBe(true);
+      const other = { "ec2:ResourceTag/ray-cluster-name": "someone-else" };
+      expect(allows(policy, "ec2:TerminateInstances", "*", other)).toBe(false);
+
+      // The head's autoscaler launches workers with this profile, tags them, never stops them.
+      expect(allows(policy, "ec2:RunInstances", "*")).toBe(true);
+      expect(allows(policy, "ec2:CreateTags", "*", { "ec2:CreateAction": "RunInstances" })).toBe(
+        true,
+      );
+      expect(allows(policy, "ec2:CreateTags", "*", cluster)).toBe(true);
+      expect(allows(policy, "ec2:CreateTags", "*", other)).toBe(false);
+      // An ImageId that names an SSM parameter (resolve:ssm:NAME): RunInstances reads it.
+      for (const file of readdirSync(path.join(REPO, "autoscaler"))) {
+        const yaml = readFileSync(path.join(REPO, "autoscaler", file), "utf8");
+        for (const [, name] of yaml.matchAll(/^\s*ImageId:\s*resolve:ssm:(\S+)/gm)) {
+          const parameter = `arn:aws:ssm:${TEST_REGION}::parameter${name}`;
+          expect(allows(policy, "ssm:GetParameters", parameter), `${file}: ${name}`).toBe(true);
+        }
+      }
+      expect(
+        allows(policy, "ssm:GetParameters", `arn:aws:ssm:${TEST_REGION}:${ACCOUNT}:parameter/x`),
+      ).toBe(false);
+      const toEc2 = { "iam:PassedToService": "ec2.amazonaws.com" };
+      expect(allows(policy, "iam:PassRole", role.arn, toEc2)).toBe(true);
+      expect(allows(policy, "iam:PassRole", actionRole(stack).arn, toEc2)).toBe(false);
+      for (const never of ["ec2:StopInstances", "iam:CreateRole", "iam:CreateInstanceProfile"]) {
+        expect(allows(policy, never, "*", cluster)).toBe(false);
+      }
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The stack's roles, used by Ray's own AWS code (test/support/ray_aws_provider.py), IAM enforced
+
+type Keys = IamAccount["credentials"];
+
+/** The role's credentials from moto's STS (before IAM is enforced): as the action, or as EC2. */
+async function assume(endpoint: string, roleArn: string, as: "github" | "ec2"): Promise<Keys> {
+  const sts = new STSClient({ region: TEST_REGION, endpoint, credentials: TEST_KEYS });
+  try {
+    const session = { RoleArn: roleArn, RoleSessionName: "mcs-cfn-test", DurationSeconds: 3600 };
+    const out =
+      as === "github"
+        ? await sts.send(
+            new AssumeRoleWithWebIdentityCommand({ ...session, WebIdentityToken: "stand-in" }),
+          )
+        : await sts.send(new AssumeRoleCommand(session));
+    const c = out.Credentials!;
+    return {
+      accessKeyId: c.AccessKeyId!,
+      secretAccessKey: c.SecretAccessKey!,
+      sessionToken: c.SessionToken!,
+    };
+  } finally {
+    sts.destroy();
+  }
+}
+
+/** What test/support/aws-provider.ts's helpers take, for one of the stack's roles. */
+function stackAccount(
+  moto: MotoServer,
+  recorder: StsProxy,
+  roleArn: string,
+  credentials: Keys,
+): IamAccount {
+  const clients: EC2Client[] = [];
+  return {
+    moto,
+    recorder,
+    roleArn,
+    credentials,
+    stored: { policies: [], attachedPolicies: [], policy: undefined },
+    ec2: (recorded = false) => {
+      const endpoint = recorded ? recorder.url : moto.url;
+      const client = new EC2Client({ region: TEST_REGION, endpoint, credentials, maxAttempts: 1 });
+      clients.push(client);
+      return client;
+    },
+    calls: (from = 0) => recorder.requests.slice(from),
+    credentialServer: () => ({
+      env: {},
+      childEnv: (base = process.env) => base,
+      provider: () => Promise.resolve(credentials),
+      close: () => Promise.resolve(),
+    }),
+    stop: () => {
+      for (const client of clients) client.destroy();
+      return Promise.resolve();
+    },
+  };
+}
+
+const refused = (calls: { action?: string; status: number }[]) =>
+  calls.filter((c) => c.status >= 400).map((c) => `${c.action} ${c.status}`);
+
+describe("the stack's roles with Ray's own AWS code, IAM enforced", () => {
+  it("the action's role launches a cluster with the stack's profile; the nodes' role tears it down from the head", async () => {
+    const moto = defaultsMoto!;
+    // moto's CloudFormation stores an inline policy as Python's repr of it, which moto's own
+    // access control cannot parse (json.loads): put each back, unchanged, as JSON through IAM.
+    const iam = new IAMClient({ region: TEST_REGION, endpoint: moto.url, credentials: TEST_KEYS });
+    for (const [role, { policies }] of Object.entries(defaults.roles)) {
+      for (const [name, document] of Object.entries(policies)) {
+        await iam.send(
+          new PutRolePolicyCommand({
+            RoleName: role,
+            PolicyName: name,
+            PolicyDocument: JSON.stringify(document),
+          }),
+        );
+      }
+    }
+    iam.destroy();
+    const action = await assume(moto.url, defaults.outputs.RoleArn!, "github");
+    const node = await assume(moto.url, defaults.roles[NODE_ROLE]!.arn, "ec2");
+    // From here on moto authorizes every request by the caller's policies (not their conditions).
+    const enforce = await fetch(`${moto.url}/moto-api/reset-auth`, { method: "POST", body: "0" });
+    expect(enforce.ok).toBe(true);
+    const recorder = await startStsProxy(moto.url);
+    const runner = stackAccount(moto, recorder, defaults.outputs.RoleArn!, action);
+    const head = stackAccount(moto, recorder, defaults.roles[NODE_ROLE]!.arn, node);
+    try {
+      const run = renderRun(`cfn-${Date.now().toString(36)}`);
+      vi.stubEnv("AWS_ENDPOINT_URL", recorder.url); // the action's own SDK clients
+      await createRunKeyPair(run.sshKey, run.clusterName, TEST_REGION, runner.credentialServer());
+      const up = await rayAws(runner, "launch", run);
+      expect(up.error, up.traceback ?? up.log).toBeUndefined();
+      const launched = runner.calls();
+      expect(refused(launched)).toEqual([]);
+      // Ray's bootstrap found the stack's profile, with its role: it created no IAM anything.
+      expect(actions(launched)).toContain("GetInstanceProfile");
+      expect(
+        actions(launched).filter((a) => /^(Create|Add|Attach)\w*(Role|Profile)/.test(a)),
+      ).toEqual([]);
+      const nodes = Object.values(up.nodes!);
+      expect(nodes.find((n) => n.kind === "head")!.iam_instance_profile).toBe(
+        defaults.profiles[NODE_ROLE]!.arn,
+      );
+
+      // The head's watchdog: `ray down` with the head's credentials, the nodes' role.
+      const from = recorder.requests.length;
+      const down = await rayAws(head, "down", run);
+      expect(down.error, down.traceback ?? down.log).toBeUndefined();
+      expect(refused(head.calls(from))).toEqual([]);
+      expect(actions(head.calls(from))).toContain("TerminateInstances");
+      expect(down.left).toEqual([]);
+      expect(down.network).toEqual([]);
+      // The nodes' role is held to its policy: the run's key pair is the action's to delete.
+      await expect(
+        head.ec2().send(new DeleteKeyPairCommand({ KeyName: run.clusterName })),
+      ).rejects.toThrow(/not authorized to perform: ec2:DeleteKeyPair/);
+      const cleanup = await removeRunResources(
+        run.clusterName,
+        TEST_REGION,
+        runner.credentialServer(),
+        run.sshKey.privateKeyFile,
+      );
+      expect(cleanup.keyPair).toBe(run.clusterName);
+      expect(refused(runner.calls(from))).toEqual([]);
+    } finally {
+      vi.unstubAllEnvs();
+      await runner.stop();
+      await head.stop();
+      await recorder.close();
+    }
+  });
+});
