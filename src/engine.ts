@@ -6,7 +6,7 @@ import path from "node:path";
 import { defaultS3Access, isS3Uri, listS3Scenes, type S3SceneSet } from "./aws/scene-set.js";
 import { EnvironmentError, PreflightError, type Finding } from "./errors.js";
 import { loadModule, type Module } from "./module.js";
-import { buildPlan, newRunId, type Plan } from "./plan.js";
+import { buildPlan, newRunId, runNames, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
 import {
   FULL_REPORT_FILE,
@@ -110,11 +110,13 @@ export function preparePlan(
 ): Plan {
   const mod = loadModule(env.workspace, req.module, req.metadata);
   const scenes = s3Set ?? loadScenes(path.resolve(env.workspace, req.scenes), req.scenes);
+  // The store is the bucket of the run's own config: overrides (s3_bucket=, results-bucket) count.
+  const configured = { ...mod, mcsConfig: runNames(req, mod).mcsConfig };
   const plan = buildPlan(req, mod, scenes, {
     toolRoot: env.toolRoot,
     runId,
     rayVersion: env.rayVersion ?? pinnedRayVersion(env.toolRoot),
-    ...target.place(mod, runId),
+    ...target.place(configured, runId),
   });
   target.stage?.(plan, mod);
   return plan;

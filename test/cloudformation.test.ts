@@ -17,17 +17,26 @@
  * - moto evaluates no web-identity trust conditions, and no condition keys of EC2 or IAM: the
  *   policies as IAM stores them are evaluated here (StringEquals, StringLike, wildcards), for
  *   GitHub tokens of the right and wrong repositories, branches, environments and audiences.
+ * - moto's access control checks every SSM request against the resource "*", which the policy's
+ *   parameter ARN does not match, and its SSM has no Canonical parameters: the preflight and the
+ *   launch with the stack's roles use an `ami-` ID in place of the demo's resolve:ssm: image;
+ *   that the policy allows the demo's parameter is evaluated here.
+ * - moto's Service Quotas knows no EC2 quota: test/support/moto_quotas answers the preflight's.
  */
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DeleteKeyPairCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
+import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { GetParametersCommand, SSMClient } from "@aws-sdk/client-ssm";
 import {
   AssumeRoleCommand,
   AssumeRoleWithWebIdentityCommand,
   STSClient,
 } from "@aws-sdk/client-sts";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { preflight, PROBE_PREFIX, type Finding } from "../src/aws/preflight.js";
 import { parseIni } from "../src/ini.js";
 import { createRunKeyPair, removeRunResources } from "../src/targets/aws-resources.js";
 import {
@@ -37,6 +46,7 @@ import {
   rayAws,
   renderRun,
   type IamAccount,
+  type RenderedRun,
 } from "./support/aws-provider.js";
 import {
   startMoto,
@@ -44,6 +54,7 @@ import {
   TEST_KEYS,
   TEST_REGION,
   type MotoServer,
+  type ProxiedRequest,
   type StsProxy,
 } from "./support/moto.js";
 import { execCommand, VENV } from "./support/sshd.js";
@@ -83,18 +94,19 @@ interface Deployed {
 }
 
 /**
- * A fresh moto, the template deployed with `parameters`. moto is stopped (by PID) afterwards,
- * unless `keep`: then the caller stops it.
+ * A fresh moto (with `env`), the template deployed with `parameters`. moto is stopped (by PID)
+ * afterwards, unless `keep`: then the caller stops it.
  */
 async function deploy(
   parameters: Record<string, string>,
   keep?: (moto: MotoServer) => void,
+  env: Record<string, string> = {},
 ): Promise<Deployed> {
   const dir = makeTemp("mcs-cfn-");
   const record = path.join(dir, "resolved.jsonl");
   const moto = await startMoto({
     script: path.join(SUPPORT, "moto_cfn.py"),
-    env: { MOTO_CFN_RECORD: record },
+    env: { ...env, MOTO_CFN_RECORD: record },
   });
   try {
     const parametersFile = path.join(dir, "parameters.json");
@@ -227,7 +239,14 @@ let narrow: Deployed;
 /** The moto `defaults` was deployed to, kept for the launch at the end. */
 let defaultsMoto: MotoServer | undefined;
 beforeAll(async () => {
-  defaults = await deploy(BASE, (moto) => (defaultsMoto = moto));
+  // The preflight asks Service Quotas for the account's EC2 vCPU quota, which moto's does not
+  // know: test/support/moto_quotas answers it (32 vCPUs of the on-demand Standard families).
+  const quotas = path.join(makeTemp("mcs-cfn-quotas-"), "ec2.json");
+  writeFileSync(quotas, JSON.stringify({ "L-1216C47A": 32 }));
+  defaults = await deploy(BASE, (moto) => (defaultsMoto = moto), {
+    PYTHONPATH: path.join(SUPPORT, "moto_quotas"),
+    MCS_MOTO_EC2_QUOTAS: quotas,
+  });
   narrow = await deploy(NARROW);
 });
 afterAll(async () => {
@@ -288,7 +307,11 @@ describe("deployed to moto's CloudFormation", () => {
       const text = readFileSync(path.join(workflows, file), "utf8");
       for (const match of text.matchAll(/\bvars\.(MCS_AWS_\w+)/g)) read.add(match[1]!);
     }
-    const variables = { MCS_AWS_ROLE_ARN: "RoleArn", MCS_AWS_REGION: "Region" };
+    const variables = {
+      MCS_AWS_ROLE_ARN: "RoleArn",
+      MCS_AWS_REGION: "Region",
+      MCS_AWS_RESULTS_BUCKET: "ResultsBucket",
+    };
     expect([...read].sort()).toEqual(Object.keys(variables).sort());
     for (const stack of [defaults, narrow]) {
       expect(stack.outputs).toEqual({
@@ -297,6 +320,8 @@ describe("deployed to moto's CloudFormation", () => {
         ResultsBucket: "mcs-test-results",
       });
       expect(stack.outputs.RoleArn).toMatch(new RegExp(`^arn:aws:iam::${ACCOUNT}:role/`));
+      // Each output is the value of one of those variables.
+      expect(Object.keys(stack.outputs).sort()).toEqual(Object.values(variables).sort());
     }
   });
 
@@ -505,9 +530,15 @@ describe("deployed to moto's CloudFormation", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// The stack's roles, used by Ray's own AWS code (test/support/ray_aws_provider.py), IAM enforced
+// The stack's roles and outputs, used by the action's preflight and by Ray's own AWS code
+// (test/support/ray_aws_provider.py), IAM enforced
 
 type Keys = IamAccount["credentials"];
+type NodeConfig = { ImageId: string };
+
+/** A public parameter moto's SSM serves, naming an image moto's EC2 has (Canonical's it has not). */
+const MOTO_IMAGE_PARAMETER =
+  "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 
 /** The role's credentials from moto's STS (before IAM is enforced): as the action, or as EC2. */
 async function assume(endpoint: string, roleArn: string, as: "github" | "ec2"): Promise<Keys> {
@@ -565,12 +596,27 @@ function stackAccount(
   };
 }
 
-const refused = (calls: { action?: string; status: number }[]) =>
-  calls.filter((c) => c.status >= 400).map((c) => `${c.action} ${c.status}`);
+/** A recorded call: its query action, its JSON operation, or S3's method and path (probe keys as *). */
+const label = (c: ProxiedRequest) =>
+  c.action ??
+  c.target?.split(".").pop() ??
+  `${c.method} ${c.path.replace(/\/mcs-preflight\/[^/]+$/, "/mcs-preflight/*")}`;
 
-describe("the stack's roles with Ray's own AWS code, IAM enforced", () => {
-  it("the action's role launches a cluster with the stack's profile; the nodes' role tears it down from the head", async () => {
-    const moto = defaultsMoto!;
+const refused = (calls: ProxiedRequest[]) =>
+  calls.filter((c) => c.status >= 400).map((c) => `${label(c)} ${c.status}`);
+
+describe("the stack's roles with the action's preflight and Ray's own AWS code, IAM enforced", () => {
+  let moto: MotoServer;
+  let recorder: StsProxy;
+  let runner: IamAccount;
+  let head: IamAccount;
+  let run: RenderedRun;
+  let policy: Policy;
+  /** The demo YAML's ImageId (a resolve:ssm: parameter), which this YAML replaces. */
+  const demoImages = new Set<string>();
+
+  beforeAll(async () => {
+    moto = defaultsMoto!;
     // moto's CloudFormation stores an inline policy as Python's repr of it, which moto's own
     // access control cannot parse (json.loads): put each back, unchanged, as JSON through IAM.
     const iam = new IAMClient({ region: TEST_REGION, endpoint: moto.url, credentials: TEST_KEYS });
@@ -586,21 +632,138 @@ describe("the stack's roles with Ray's own AWS code, IAM enforced", () => {
       }
     }
     iam.destroy();
+    policy = actionRole(defaults).policies["mcs-pipeline"]!;
+    // The nodes' image: the AMI a public parameter moto serves names, read while moto still
+    // authorizes everyone, as an `ami-` ID in place of the demo's resolve:ssm: (see the preflight).
+    const ssm = new SSMClient({ region: TEST_REGION, endpoint: moto.url, credentials: TEST_KEYS });
+    const image = (await ssm.send(new GetParametersCommand({ Names: [MOTO_IMAGE_PARAMETER] })))
+      .Parameters?.[0]?.Value;
+    ssm.destroy();
+    expect(image).toMatch(/^ami-/);
+    run = renderRun(`cfn-${Date.now().toString(36)}`, (cluster) => {
+      const types = cluster.available_node_types as Record<string, { node_config: NodeConfig }>;
+      for (const type of Object.values(types)) {
+        demoImages.add(type.node_config.ImageId);
+        type.node_config.ImageId = image!;
+      }
+    });
+    expect([...demoImages]).toEqual([expect.stringMatching(/^resolve:ssm:\/aws\/service\//)]);
+
     const action = await assume(moto.url, defaults.outputs.RoleArn!, "github");
     const node = await assume(moto.url, defaults.roles[NODE_ROLE]!.arn, "ec2");
     // From here on moto authorizes every request by the caller's policies (not their conditions).
     const enforce = await fetch(`${moto.url}/moto-api/reset-auth`, { method: "POST", body: "0" });
     expect(enforce.ok).toBe(true);
-    const recorder = await startStsProxy(moto.url);
-    const runner = stackAccount(moto, recorder, defaults.outputs.RoleArn!, action);
-    const head = stackAccount(moto, recorder, defaults.roles[NODE_ROLE]!.arn, node);
+    recorder = await startStsProxy(moto.url);
+    runner = stackAccount(moto, recorder, defaults.outputs.RoleArn!, action);
+    head = stackAccount(moto, recorder, defaults.roles[NODE_ROLE]!.arn, node);
+  });
+  afterAll(async () => {
+    vi.unstubAllEnvs();
+    await runner?.stop();
+    await head?.stop();
+    await recorder?.close();
+  });
+
+  it("the action's preflight passes with the action's role and the stack's outputs, before the launch", async () => {
+    const { outputs } = defaults;
+    const from = recorder.requests.length;
+    vi.stubEnv("AWS_ENDPOINT_URL", recorder.url); // the preflight's SDK clients
+    let findings: Finding[];
+    const started = performance.now();
     try {
-      const run = renderRun(`cfn-${Date.now().toString(36)}`);
+      // As the AWS target's preflight calls it (src/targets/aws.ts, preflightPlan), with the
+      // stack's bucket (the results-bucket input) and region, on the YAML the launch below uses.
+      findings = await preflight({
+        region: outputs.Region!,
+        bucket: outputs.ResultsBucket!,
+        bucketSource: `configs/mcs_config_${run.plan.module}_${run.plan.metadata}.ini`,
+        cluster: parseYaml(readFileSync(run.yaml, "utf8")) as Record<string, unknown>,
+        clusterSource: `autoscaler/ray_${run.plan.module}_aws.yaml`,
+        credentials: () => Promise.resolve(runner.credentials),
+      });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+    const ms = performance.now() - started;
+    console.log(`preflight with the stack's role: ${Math.round(ms)} ms`);
+    const calls = runner.calls(from);
+    const context = JSON.stringify({ findings, calls }, null, 1);
+    // No finding at all: the bucket is the stack's, in its region, and the role may write and
+    // delete the probe; the AMI exists; the head's default profile ray-autoscaler-v1 and the one
+    // the workers name are the stack's, with its role; the zones are real; the quota covers
+    // the head and 2 workers (6 vCPUs of 32).
+    expect(findings, context).toEqual([]);
+    expect(refused(calls), context).toEqual([]);
+    // Every check was made, each with the action role's keys and nothing else.
+    const bucket = `/${outputs.ResultsBucket}`;
+    expect(calls.map(label).sort(), context).toEqual(
+      [
+        `GET ${bucket}/`, // GetBucketLocation (?location)
+        `PUT ${bucket}/mcs-preflight/*`,
+        `DELETE ${bucket}/mcs-preflight/*`,
+        "DescribeImages",
+        "GetInstanceProfile", // ray-autoscaler-v1: Ray's default for the head,
+        "GetInstanceProfile", // and the profile the workers name
+        "DescribeAvailabilityZones",
+        "DescribeInstanceTypes",
+        "GetServiceQuota",
+      ].sort(),
+    );
+    expect(new Set(calls.map((c) => c.accessKeyId)), context).toEqual(
+      new Set([runner.credentials.accessKeyId]),
+    );
+    expect(ms).toBeLessThan(5_000);
+    // The probe is gone.
+    const s3 = new S3Client({
+      region: TEST_REGION,
+      endpoint: moto.url,
+      forcePathStyle: true,
+      credentials: runner.credentials,
+    });
+    const listed = await s3.send(
+      new ListObjectsV2Command({ Bucket: outputs.ResultsBucket, Prefix: PROBE_PREFIX }),
+    );
+    s3.destroy();
+    expect(listed.Contents ?? []).toEqual([]);
+
+    // Why the YAML names an `ami-` ID here, not the demo's resolve:ssm: parameter: moto's access
+    // control authorizes every SSM request against the resource "*" (its SSM responses have no
+    // _determine_resource: moto/core/responses.py, call_action), and "*" does not match the
+    // parameter ARN that PublicImageParameters allows (moto/iam/access_control.py,
+    // IAMPolicyStatement._match). AWS checks the parameter's own ARN, which the policy allows.
+    // (Besides, moto serves no Canonical parameter.) When this fails, moto checks SSM's ARNs:
+    // use a resolve:ssm: image moto serves instead.
+    const parameter = (name: string) => `arn:aws:ssm:${outputs.Region}::parameter${name}`;
+    for (const image of demoImages) {
+      const name = image.slice("resolve:ssm:".length);
+      expect(allows(policy, "ssm:GetParameters", parameter(name)), name).toBe(true);
+    }
+    expect(allows(policy, "ssm:GetParameters", parameter(MOTO_IMAGE_PARAMETER))).toBe(true);
+    expect(allows(policy, "ssm:GetParameters", "*")).toBe(false);
+    const ssm = new SSMClient({
+      region: TEST_REGION,
+      endpoint: moto.url,
+      credentials: runner.credentials,
+      maxAttempts: 1,
+    });
+    // moto refuses it (403, with IAM's XML error, which the SDK's JSON protocol cannot read).
+    const answer = await ssm.send(new GetParametersCommand({ Names: [MOTO_IMAGE_PARAMETER] })).then(
+      () => undefined,
+      (e: unknown) => e as { $metadata?: { httpStatusCode?: number } },
+    );
+    expect(answer?.$metadata?.httpStatusCode).toBe(403);
+    ssm.destroy();
+  });
+
+  it("the action's role launches a cluster with the stack's profile; the nodes' role tears it down from the head", async () => {
+    try {
       vi.stubEnv("AWS_ENDPOINT_URL", recorder.url); // the action's own SDK clients
+      const from = recorder.requests.length;
       await createRunKeyPair(run.sshKey, run.clusterName, TEST_REGION, runner.credentialServer());
       const up = await rayAws(runner, "launch", run);
       expect(up.error, up.traceback ?? up.log).toBeUndefined();
-      const launched = runner.calls();
+      const launched = runner.calls(from);
       expect(refused(launched)).toEqual([]);
       // Ray's bootstrap found the stack's profile, with its role: it created no IAM anything.
       expect(actions(launched)).toContain("GetInstanceProfile");
@@ -613,11 +776,11 @@ describe("the stack's roles with Ray's own AWS code, IAM enforced", () => {
       );
 
       // The head's watchdog: `ray down` with the head's credentials, the nodes' role.
-      const from = recorder.requests.length;
+      const downFrom = recorder.requests.length;
       const down = await rayAws(head, "down", run);
       expect(down.error, down.traceback ?? down.log).toBeUndefined();
-      expect(refused(head.calls(from))).toEqual([]);
-      expect(actions(head.calls(from))).toContain("TerminateInstances");
+      expect(refused(head.calls(downFrom))).toEqual([]);
+      expect(actions(head.calls(downFrom))).toContain("TerminateInstances");
       expect(down.left).toEqual([]);
       expect(down.network).toEqual([]);
       // The nodes' role is held to its policy: the run's key pair is the action's to delete.
@@ -631,12 +794,9 @@ describe("the stack's roles with Ray's own AWS code, IAM enforced", () => {
         run.sshKey.privateKeyFile,
       );
       expect(cleanup.keyPair).toBe(run.clusterName);
-      expect(refused(runner.calls(from))).toEqual([]);
+      expect(refused(runner.calls(downFrom))).toEqual([]);
     } finally {
       vi.unstubAllEnvs();
-      await runner.stop();
-      await head.stop();
-      await recorder.close();
     }
   });
 });

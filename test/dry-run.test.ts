@@ -21,10 +21,10 @@ afterAll(async () => {
   removeTemps();
 });
 
-function dryRun(workspace: string): Promise<ActionRun> {
+function dryRun(workspace: string, inputs: Record<string, string> = {}): Promise<ActionRun> {
   return runAction("main", {
     workspace,
-    inputs: { module: "demo", metadata: "level1", "dry-run": "true" },
+    inputs: { module: "demo", metadata: "level1", "dry-run": "true", ...inputs },
     oidc: null,
     awsEndpoint: NO_AWS,
     runId: "4242",
@@ -56,6 +56,17 @@ describe("a dry run", () => {
       expect(run.code, context(run)).toBe(0);
       expect(run.summary).toContain("| ray.worker.spot | m5.large (spot) | 0–4 | 2 CPU | $0.096 |");
       expect(run.summary).toContain("| ray.worker.default | m5.large | 0–2 | 2 CPU |");
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "results-bucket (the setup stack's bucket) is where the run's results and summary go",
+    async () => {
+      const run = await dryRun(copyWorkspace(), { "results-bucket": "stack-results" });
+      expect(run.code, context(run)).toBe(0);
+      expect(run.outputs["results-url"]).toMatch(/\/s3\/buckets\/stack-results\?region=us-east-1/);
+      expect(run.summary).toContain("| results | `s3://stack-results/demo-eval/` ([console](");
     },
     TIMEOUT_MS,
   );

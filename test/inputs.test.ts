@@ -173,6 +173,23 @@ describe("readInputs: the rest", () => {
     expect(read({ "role-to-assume": "", "dry-run": "true" }).request.dryRun).toBe(true);
   });
 
+  it("results-bucket replaces s3_bucket (an s3_bucket override still wins); a bad name is refused", () => {
+    expect(read({ "results-bucket": "my-mcs-results" }).request.overrides).toEqual({
+      s3_bucket: "my-mcs-results",
+    });
+    const both = read({
+      "results-bucket": "my-mcs-results",
+      "mcs-config-overrides": "s3_bucket=elsewhere\ns3_folder+=-test",
+    });
+    expect(both.request.overrides).toEqual({ s3_bucket: "elsewhere", "s3_folder+": "-test" });
+    expect(read().request.overrides).toEqual({});
+    expectInputError(
+      () => read({ "results-bucket": "s3://my-mcs-results" }),
+      "results-bucket",
+      /^"s3:\/\/my-mcs-results" is not an S3 bucket name/,
+    );
+  });
+
   it("keep-cluster and allow-failures take true or false only", () => {
     expect(read({ "keep-cluster": "true" }).aws.keepCluster).toBe(true);
     expect(read({ "allow-failures": "TRUE" }).allowFailures).toBe(true);

@@ -27,8 +27,8 @@ export async function collectRun(
 ): Promise<Publishable> {
   const { request, aws } = inputs;
   const mod = loadModule(workspace, request.module, request.metadata);
-  const { folder, prefix } = runNames(request, mod);
-  const store = moduleStore(mod);
+  const { folder, prefix, mcsConfig } = runNames(request, mod);
+  const store = moduleStore({ ...mod, mcsConfig });
   const credentials = await roleCredentials({
     roleArn: aws.roleArn,
     region: aws.region,

@@ -19,10 +19,18 @@ export interface ActionInputs {
 const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 const ROLE_ARN = /^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
 
 export function readInputs(): ActionInputs {
   const input = (name: string) => core.getInput(name);
+  const bucket = input("results-bucket");
+  if (bucket && !BUCKET.test(bucket)) {
+    throw new InputError(
+      "results-bucket",
+      `"${bucket}" is not an S3 bucket name (e.g. my-mcs-results)`,
+    );
+  }
   const request = parseRequest(
     {
       module: input("module"),
@@ -30,7 +38,10 @@ export function readInputs(): ActionInputs {
       metadata: input("metadata"),
       retries: input("retries"),
       sceneTimeoutMinutes: input("scene-timeout-minutes"),
-      overrides: input("mcs-config-overrides"),
+      // The setup stack's bucket first: an s3_bucket line of the overrides still wins.
+      overrides: [bucket && `s3_bucket=${bucket}`, input("mcs-config-overrides")]
+        .filter(Boolean)
+        .join("\n"),
       resume: input("resume"),
       dryRun: input("dry-run"),
     },

@@ -170,8 +170,10 @@ export interface IssuedCredentials {
 export interface ProxiedRequest {
   method: string;
   path: string;
-  /** The AWS query-protocol action (STS), if any. */
+  /** The AWS query-protocol action (STS, EC2, IAM), if any. */
   action?: string;
+  /** The JSON-protocol operation (X-Amz-Target, e.g. AmazonSSM.GetParameters), if any. */
+  target?: string;
   roleArn?: string;
   status: number;
   /** The access key that signed the request (SigV4 header or presigned query), if any. */
@@ -303,11 +305,9 @@ function credentialRefusal(
   url: URL,
   form: URLSearchParams,
   issued: Map<string, IssuedCredentials>,
-  record: ProxiedRequest,
 ): [Service, number, string, string] | undefined {
   const action = form.get("Action");
   const sig = signer(req, url);
-  if (sig) record.accessKeyId = sig.accessKeyId;
   const scope = sig?.service;
   const service: Service =
     scope === "s3" || scope === "sts" || scope === "ec2"
@@ -402,6 +402,10 @@ export async function startStsProxy(
       const action = form.get("Action") ?? undefined;
       const record: ProxiedRequest = { method: req.method ?? "GET", path: url.pathname, status: 0 };
       if (action) record.action = action;
+      const target = req.headers["x-amz-target"];
+      if (typeof target === "string") record.target = target;
+      const accessKeyId = signer(req, url)?.accessKeyId;
+      if (accessKeyId) record.accessKeyId = accessKeyId;
       const roleArn = form.get("RoleArn");
       if (roleArn) record.roleArn = roleArn;
       requests.push(record);
@@ -417,7 +421,7 @@ export async function startStsProxy(
         }
       }
       if (lifetime !== undefined) {
-        const refused = credentialRefusal(req, url, form, byKey, record);
+        const refused = credentialRefusal(req, url, form, byKey);
         if (refused) {
           record.status = refused[1];
           record.refused = refused[2];
