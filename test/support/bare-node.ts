@@ -21,7 +21,7 @@
  * Needs root, unshare, and mmdebstrap on a cache miss (apt-get install mmdebstrap).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createHash, randomInt } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   chownSync,
   closeSync,
@@ -36,10 +36,22 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { execCommand, VENV, type ExecOptions, type ExecResult } from "./sshd.js";
+import { addressBlock } from "./multinode.js";
+import {
+  canConnect,
+  childrenOf,
+  execCommand,
+  exited,
+  keygen,
+  sleep,
+  SSH_OPTIONS,
+  VENV,
+  within,
+  type ExecOptions,
+  type ExecResult,
+} from "./sshd.js";
 
 export const DEBIAN_MIRROR = "http://deb.debian.org/debian";
 
@@ -204,21 +216,6 @@ export interface BareNode {
   stop(): Promise<void>;
 }
 
-const SSH_OPTIONS = [
-  "-o",
-  "StrictHostKeyChecking=no",
-  "-o",
-  "UserKnownHostsFile=/dev/null",
-  "-o",
-  "IdentitiesOnly=yes",
-  "-o",
-  "BatchMode=yes",
-  "-o",
-  "LogLevel=ERROR",
-  "-o",
-  "ConnectTimeout=10",
-];
-
 /**
  * The node's init: mounts in the new (private) mount namespace, then sshd from the rootfs as
  * PID 1. Arguments: rootfs, apt archives, wheels, listen address, hostname.
@@ -265,16 +262,7 @@ export async function startBareNode(options: BareNodeOptions = {}): Promise<Bare
 
   // What EC2 and cloud-init give an instance: the key pair's key, name resolution.
   const privateKey = path.join(dir, "client_key");
-  const keygen = await execCommand("ssh-keygen", [
-    "-q",
-    "-t",
-    "ed25519",
-    "-N",
-    "",
-    "-f",
-    privateKey,
-  ]);
-  if (keygen.code !== 0) throw new Error(`ssh-keygen failed: ${keygen.stderr}`);
+  await keygen(privateKey);
   const ssh = path.join(home, ".ssh");
   mkdirSync(ssh, { mode: 0o700 });
   writeFileSync(path.join(ssh, "authorized_keys"), readFileSync(`${privateKey}.pub`), {
@@ -293,7 +281,7 @@ export async function startBareNode(options: BareNodeOptions = {}): Promise<Bare
   const aptCache = path.join(cacheDir(), "node-apt-archives");
   for (const d of [aptCache, path.join(root, NODE_WHEELS)]) mkdirSync(d, { recursive: true });
 
-  const host = await loopbackAddress();
+  const host = (await addressBlock(1))[0]!;
   const out = openSync(path.join(dir, "node.out"), "a");
   const boot = performance.now();
   const unshare = spawn(
@@ -445,46 +433,6 @@ function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
-function bindable(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, host, () => server.close(() => resolve(true)));
-  });
-}
-
-/** 127.A.B.2 with port 22 free: an address no other test node uses (as multinode.ts picks them). */
-async function loopbackAddress(): Promise<string> {
-  for (let tries = 0; tries < 20; tries++) {
-    const address = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.2`;
-    if (await bindable(address, 22)) return address;
-  }
-  throw new Error("no loopback address with port 22 free");
-}
-
-function canConnect(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
-
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
-}
-
 function signal(pid: number | undefined, name: NodeJS.Signals): void {
   if (pid === undefined) return;
   try {
@@ -493,23 +441,6 @@ function signal(pid: number | undefined, name: NodeJS.Signals): void {
     // gone already
   }
 }
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once("exit", () => resolve()));
-}
-
-function within(promise: Promise<void>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    void promise.then(() => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Mount points under `dir` in this process's mount namespace (mountinfo's fifth field). */
 function mountsUnder(dir: string): string[] {

@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { execCommand, freePorts, startSshd, type SshdFixture, type SshdOptions } from "./sshd.js";
+import { freePorts, keygen, startSshd, type SshdFixture, type SshdOptions } from "./sshd.js";
 
 const SSH_PORT = 22;
 
@@ -45,7 +45,7 @@ function bindable(host: string, port: number): Promise<boolean> {
 }
 
 /** A block of `count` loopback addresses, 127.A.B.2 on, each with port 22 free. */
-async function addressBlock(count: number): Promise<string[]> {
+export async function addressBlock(count: number): Promise<string[]> {
   for (let tries = 0; tries < 20; tries++) {
     const block = `127.${randomInt(1, 255)}.${randomInt(0, 256)}`;
     const addresses = Array.from({ length: count }, (_, i) => `${block}.${i + 2}`);
@@ -61,16 +61,7 @@ export async function startNodes(options: TestNodesOptions = {}): Promise<TestNo
   const base = os.tmpdir().length <= 24 ? os.tmpdir() : "/tmp";
   const keyDir = mkdtempSync(path.join(base, "mcs-key-"));
   const clientKey = path.join(keyDir, "client_key");
-  const keygen = await execCommand("ssh-keygen", [
-    "-q",
-    "-t",
-    "ed25519",
-    "-N",
-    "",
-    "-f",
-    clientKey,
-  ]);
-  if (keygen.code !== 0) throw new Error(`ssh-keygen failed: ${keygen.stderr}`);
+  await keygen(clientKey);
 
   const started: SshdFixture[] = [];
   const stop = async () => {

@@ -255,7 +255,7 @@ function installExitHook() {
   });
 }
 
-const SSH_OPTIONS = [
+export const SSH_OPTIONS = [
   "-o",
   "StrictHostKeyChecking=no",
   "-o",
@@ -279,12 +279,12 @@ function setEnvLine(env: Record<string, string>): string {
   return `SetEnv ${items.join(" ")}`;
 }
 
-function exited(child: ChildProcess): Promise<void> {
+export function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
-function within(promise: Promise<void>, ms: number): Promise<boolean> {
+export function within(promise: Promise<void>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(false), ms);
     void promise.then(() => {
@@ -294,9 +294,9 @@ function within(promise: Promise<void>, ms: number): Promise<boolean> {
   });
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function canConnect(host: string, port: number): Promise<boolean> {
+export function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
     socket.once("connect", () => {
@@ -307,7 +307,7 @@ function canConnect(host: string, port: number): Promise<boolean> {
   });
 }
 
-function childrenOf(pid: number): number[] {
+export function childrenOf(pid: number): number[] {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
       .trim()
@@ -319,7 +319,7 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-async function keygen(file: string) {
+export async function keygen(file: string) {
   const r = await execCommand("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", file]);
   if (r.code !== 0) throw new Error(`ssh-keygen ${file} failed: ${r.stderr}`);
 }
