@@ -114,7 +114,8 @@ export function parseOverrides(text: string): Record<string, string> {
         `"${line}" is not a key=value line (e.g. s3_folder=eval-test)`,
       );
     }
-    overrides[pair[1]!] = pair[2]!;
+    // Lower-cased, as configparser (and src/ini.ts) read keys: S3_Folder= replaces s3_folder.
+    overrides[pair[1]!.toLowerCase()] = pair[2]!;
   }
   return overrides;
 }

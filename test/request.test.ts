@@ -166,6 +166,13 @@ describe("parseOverrides", () => {
     expect(parseOverrides("a=b=c\na=d=e")).toEqual({ a: "d=e" });
   });
 
+  it("lower-cases keys as configparser does, so S3_Folder= replaces s3_folder", () => {
+    expect(parseOverrides("S3_Folder=eval-test\nS3_FOLDER+=-x")).toEqual({
+      s3_folder: "eval-test",
+      "s3_folder+": "-x",
+    });
+  });
+
   it("allows an empty value, blank lines and comments", () => {
     expect(parseOverrides("\n# not this=1\nlogs_to_s3=\n\n")).toEqual({ logs_to_s3: "" });
   });
