@@ -21,6 +21,9 @@ export const FAILURE_CLASSES = [
   "oom",
   "script_error",
   "missing_outputs",
+  "performer_crash",
+  "inactivity",
+  "node_services",
   "node_lost",
   "task_error",
 ] as const;

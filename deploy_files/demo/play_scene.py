@@ -7,7 +7,8 @@ It exists so the whole pipeline (cluster, scheduling, retries, uploads, reports)
 exercised anywhere. It takes the scene's actions (goal.action_list, first action of each
 entry) or, for interactive scenes with an empty list, goal.last_step actions from a fixed
 cycle; paces them at `demo_step_seconds` per step; and writes an MCS-style scene history to
-EVAL_DIR/SCENE_HISTORY/<scene name>.json when `history_enabled` is true. It writes no videos.
+EVAL_DIR/SCENE_HISTORY/<scene name>-<YYYYMMDD-HHMMSS>.json (MCS's name for it, local time) when
+`history_enabled` is true. It writes no videos.
 
 MCS config ([MCS] section): metadata, team, evaluation_name, history_enabled (default true),
 demo_step_seconds (default 0.002).
@@ -40,7 +41,7 @@ import signal
 import sys
 import time
 import zlib
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 PASSIVE = ("intuitive physics", "agents")
@@ -186,20 +187,21 @@ def score(scene: dict) -> dict:
 
 
 def write_history(eval_dir: str, scene: dict, config: dict, steps: list[dict]) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")  # as MCS stamps it: the node's local time
     history = {
         "info": {
             "name": scene["name"],
             "metadata": config["metadata"],
             "team": config["team"],
             "evaluation_name": config["evaluation_name"],
-            "timestamp": datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
+            "timestamp": stamp,
         },
         "steps": steps,
         "score": score(scene),
     }
     folder = Path(eval_dir) / "SCENE_HISTORY"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{scene['name']}.json"
+    path = folder / f"{scene['name']}-{stamp}.json"
     # Write then rename, so an uploader never sees a half-written history.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")

@@ -14,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import scene_task
+from . import scene_task, session
 from .nodes import cluster_nodes
 from .scene_set import SceneSetError, fetch_logged
-from .scene_task import RETRYABLE, excerpt, run_scene
+from .failures import RETRYABLE
+from .node_services import stop_all as stop_node_services
+from .scene_task import excerpt, run_scene
 from .schedule import expected_costs, longest_first
 from .store import make_store
 from .summary import (FILE_BUDGET_PER_ATTEMPT, SUMMARY_INTERVAL_S, RunSummary, SummaryWriter,
@@ -70,6 +72,8 @@ def load_plan(plan_dir: Path) -> dict:
         raise SystemExit(2)
     # Paths in plan.json are relative to the plan directory, wherever it was synced to.
     plan["run_script"] = str((plan_dir / plan["run_script"]).resolve())
+    if plan.get("node_services"):
+        plan["node_services"] = str((plan_dir / plan["node_services"]).resolve())
     plan["mcs_config_text"] = (plan_dir / plan["mcs_config"]).read_text()
     for scene in plan["scenes"]:
         if "file" in scene:
@@ -82,6 +86,10 @@ def load_plan(plan_dir: Path) -> dict:
     return plan
 
 
+# Seconds a run script may go on after MCS wrote the scene's history (plan.scene_end_grace_s).
+DEFAULT_SCENE_END_GRACE_S = 120
+
+
 def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float) -> dict:
     return {
         "name": scene["name"],
@@ -92,9 +100,16 @@ def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float) -> dict:
         "eval_dir": plan.get("eval_dir"),
         "timeout_s": timeout_s,
         "history_required": plan["history_required"],
+        "scene_end_grace_s": plan.get("scene_end_grace_s", DEFAULT_SCENE_END_GRACE_S),
+        "node_services": plan.get("node_services"),
+        "run_id": plan["run_id"],
         "store": plan["store"],
         "names": plan["names"],
     }
+
+
+# Named actors (node services) live in this namespace, not in an anonymous one per driver.
+NAMESPACE = "mcs-pipeline"
 
 
 def init_ray(address: str, num_cpus: int | None):
@@ -106,9 +121,9 @@ def init_ray(address: str, num_cpus: int | None):
         if address == "local":
             # address="local": a Ray of our own, never someone's cluster found via RAY_ADDRESS.
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False, namespace=NAMESPACE)
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, namespace=NAMESPACE)
     signal.signal(signal.SIGTERM, on_term)  # ray.init installs its own handler; ours decides
     # `ray submit` runs us over ssh: a cancelled submit hangs up, and that must save the summary.
     signal.signal(signal.SIGHUP, on_term)
@@ -140,7 +155,7 @@ def failed_task_result(error: Exception, attempt: int) -> dict:
 # A cancelled scene stops its run script (TERM, INTERRUPT_GRACE_S, KILL) and removes its
 # directory; the driver waits that long and a little more, then kills the workers still busy.
 # With saving and ray.shutdown() the interruption stays within ~8 s (a GitHub cancel gives ~10).
-CANCEL_WAIT_S = scene_task.INTERRUPT_GRACE_S + 2
+CANCEL_WAIT_S = session.INTERRUPT_GRACE_S + 2
 
 
 def cancel(ray, refs: list, force: bool) -> None:
@@ -191,6 +206,12 @@ class Progress:
         return (f"[{done}/{t['total']}] {status} {name} in {took} (attempt {result['attempt']}, "
                 f"node {result.get('node') or '?'}){note} | ok {t['succeeded']} failed {t['failed']}"
                 f" left {t['pending']} | ETA {format_seconds(eta)}")
+
+
+def stop_services(ray, plan: dict, timeout_s: float) -> None:
+    if plan.get("node_services"):
+        n = stop_node_services(ray, plan["run_id"], timeout_s)
+        print(f"mcs-pipeline: node services stopped on {n} nodes", flush=True)
 
 
 def wait_finished(finished: queue.SimpleQueue, timeout_s: float | None) -> list:
@@ -286,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
                 writer.flush_if_due()
         summary.finish("finished")
         if ray:
+            stop_services(ray, plan, session.KILL_GRACE_S + 5)
             summary.set_nodes(cluster_nodes(plan))
         writer.save()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Interrupted
@@ -305,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
             cancel(ray, stuck, force=True)
             print(f"mcs-pipeline: {len(stuck)} scenes did not stop within {CANCEL_WAIT_S:.0f} s; "
                   "their workers were killed", flush=True)
+        if ray:
+            stop_services(ray, plan, session.INTERRUPT_GRACE_S + 2)
         return 130
     except Exception:
         # Whatever failed (e.g. the connection to the cluster), what finished stays on the store.

@@ -12,6 +12,13 @@ import shutil
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+CONTENT_TYPES = {".json": "application/json", ".mp4": "video/mp4",
+                 ".txt": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8"}
+
+
+def content_type(key: str) -> str:
+    return CONTENT_TYPES.get(Path(key).suffix, "application/octet-stream")
+
 
 class LocalStore:
     def __init__(self, root: str):
@@ -78,11 +85,15 @@ class S3Store:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    # A content type from the key's extension, so a browser plays a video or shows a log that a
+    # report links to (without one, S3 serves binary/octet-stream, a download).
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                               ContentType=content_type(key))
 
     def put_file(self, key: str, source: str) -> None:
-        self.client.upload_file(source, self.bucket, self._key(key))
+        self.client.upload_file(source, self.bucket, self._key(key),
+                                ExtraArgs={"ContentType": content_type(key)})
 
     def get_bytes(self, key: str) -> bytes | None:
         try:

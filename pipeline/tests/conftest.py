@@ -243,9 +243,10 @@ class PlanDir:
         return f"{self.names['folder']}/{self.names['prefix']}_{scene}.json"
 
     def log_key_pattern(self, scene: str) -> str:
-        """The DESIGN §4 log name as a regex."""
+        """The DESIGN §4 log name as a regex: the history's timestamp (group 1), or without a
+        history the attempt's start to the millisecond."""
         return (re.escape(f"{self.names['folder']}/{self.names['prefix']}_{scene}_")
-                + r"\d{8}-\d{6}-\d{3}_log\.txt")
+                + r"(\d{8}-\d{6}(?:-\d{3})?)_log\.txt")
 
     def put_previous(self, run_id: str, scenes: list[dict], legacy: bool = False) -> str:
         """Leave an earlier run's summary in the store, as a driver would have: at its own key with

@@ -9,12 +9,14 @@ files; test/schemas.test.ts and test/plan.test.ts hold the TypeScript side to th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from mcs_pipeline import schemas
-from mcs_pipeline.scene_task import RETRYABLE, classify
+from mcs_pipeline.failures import RETRYABLE, Signals, classify
+from mcs_pipeline.mcs_outputs import History
 from mcs_pipeline.summary import Previous, RunSummary, SummaryWriter, find_previous, read_summary
 from test_summary_writes import MemoryStore
 
@@ -110,12 +112,19 @@ def test_every_failure_class_the_driver_produces_is_in_the_schema_and_no_other()
 
     from mcs_pipeline.driver import failed_task_result
 
+    minus_one = History(Path("SCENE_HISTORY/s-20261203-101500.json"), "20261203-101500", "-1")
+
     produced = {
-        classify(None, True, "", False, True),                      # timeout
-        classify(0, False, "", False, True),                        # missing_outputs
-        classify(1, False, "cannot open display", True, True),      # xserver
-        classify(137, False, "", True, True),                       # oom
-        classify(1, False, "boom", True, True),                     # script_error
+        *(classify(Signals(*signals)) for signals in (
+            (None, True, "", None, True),                           # timeout
+            (0, False, "", None, True),                             # missing_outputs
+            (1, False, "cannot open display", None, True),          # xserver
+            (137, False, "", None, True),                           # oom
+            (1, False, "boom", None, True),                         # script_error
+            (0, False, "boom", minus_one, True),                    # performer_crash
+            (None, False, "", minus_one, True, True),               # inactivity
+        )),
+        "node_services",  # scene_task: the node's services did not start
         *(failed_task_result(error, 1)["failure_class"] for error in (
             rex.OutOfMemoryError("x"), rex.RayTaskError("f", "tb", ValueError("x")),
             rex.WorkerCrashedError(), rex.NodeDiedError("node"))),

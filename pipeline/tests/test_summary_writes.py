@@ -245,7 +245,7 @@ def test_totals_are_kept_as_scenes_are_recorded():
 
 # -- the driver, on the session's Ray ------------------------------------------------------------
 QUICK_SCRIPT = """#!/bin/sh
-mkdir -p "$3/SCENE_HISTORY" && echo '{}' > "$3/SCENE_HISTORY/$MCS_SCENE_NAME.json"
+mkdir -p "$3/SCENE_HISTORY" && echo '{}' > "$3/SCENE_HISTORY/$MCS_SCENE_NAME-$(date +%Y%m%d-%H%M%S).json"
 """
 
 # The driver with a store that counts what the driver writes (its tasks write with their own).

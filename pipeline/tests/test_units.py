@@ -5,18 +5,27 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
-from mcs_pipeline.scene_task import RETRYABLE, classify
+from mcs_pipeline.failures import RETRYABLE, Signals, classify
+from mcs_pipeline.mcs_outputs import History, find_history, find_outputs, key_name, mcs_name
 from mcs_pipeline.schedule import expected_costs, longest_first
-from mcs_pipeline.store import LocalStore
+from mcs_pipeline.store import LocalStore, content_type
 from mcs_pipeline.summary import Previous, RunSummary, find_previous
 
 
-# -- scene_task.classify ------------------------------------------------------------------------
-def cls(exit_code=0, timed_out=False, log="", has_history=True, history_required=True):
-    return classify(exit_code, timed_out, log, has_history, history_required)
+# -- failures.classify ---------------------------------------------------------------------------
+def history(confidence="0.9"):
+    return History(Path("SCENE_HISTORY/s-20261203-101500.json"), "20261203-101500", confidence)
+
+
+def cls(exit_code=0, timed_out=False, log="", has_history=True, history_required=True,
+        confidence="0.9", lingered=False):
+    found = history(confidence) if has_history else None
+    return classify(Signals(exit_code, timed_out, log, found, history_required, lingered))
 
 
 def test_classify_success():
@@ -24,22 +33,44 @@ def test_classify_success():
     assert cls(has_history=False, history_required=False) is None
 
 
-def test_classify_timeout_wins_over_everything():
-    assert cls(exit_code=None, timed_out=True, log="MemoryError: out of memory") == "timeout"
-    assert cls(exit_code=0, timed_out=True) == "timeout"
+def test_a_history_with_a_score_is_a_result_whatever_the_exit_status():
+    # Team scripts end with `unset MCS_CONFIG_FILE_PATH`; a performer hung after end_scene is
+    # stopped by the pipeline (no exit status, wall clock or grace): MCS's history decides.
+    assert cls(exit_code=1) is None
+    assert cls(exit_code=None, timed_out=False, lingered=True) is None
 
 
-def test_classify_missing_outputs():
+def test_timeout_without_a_history():
+    assert cls(exit_code=None, timed_out=True, has_history=False,
+               log="MemoryError: out of memory") == "timeout"
+
+
+def test_missing_history_is_retried():
     assert cls(exit_code=0, has_history=False) == "missing_outputs"
+    assert "missing_outputs" in RETRYABLE
 
 
 @pytest.mark.parametrize("log", [
+    "Error:  Unable to start X Server!!",
     "(EE) Server terminated with error (1). X server failed to start",
     "Xlib: cannot open display :0",
     "error: Unable to open display",
 ])
-def test_classify_xserver(log):
-    assert cls(exit_code=1, log=f"starting\n{log}\n") == "xserver"
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_classify_xserver(log, exit_code):
+    assert cls(exit_code=exit_code, has_history=False, log=f"starting\n{log}\n") == "xserver"
+
+
+def test_a_crash_scored_minus_one_by_mcs_is_a_failure_of_its_own():
+    assert cls(exit_code=0, confidence="-1", log="Traceback ...\nValueError: boom") == \
+        "performer_crash"
+    assert cls(exit_code=0, confidence="-1", log="MemoryError") == "oom"
+
+
+def test_mcs_inactivity_end():
+    assert cls(exit_code=0, confidence="-1", log="WARNING Attempting to end scene due to "
+               "inactivity (user not taking any steps)") == "inactivity"
+    assert cls(exit_code=None, confidence="-1", lingered=True) == "inactivity"
 
 
 @pytest.mark.parametrize("exit_code, log", [
@@ -50,17 +81,98 @@ def test_classify_xserver(log):
     (1, "OSError: [Errno 12] Cannot allocate memory"),
 ])
 def test_classify_oom(exit_code, log):
-    assert cls(exit_code=exit_code, log=log) == "oom"
+    assert cls(exit_code=exit_code, log=log, has_history=False) == "oom"
 
 
 @pytest.mark.parametrize("exit_code", [1, 2, 3, 255, -signal.SIGTERM])
 def test_classify_script_error(exit_code):
-    assert cls(exit_code=exit_code, log="[demo] ERROR: something broke") == "script_error"
+    assert cls(exit_code=exit_code, has_history=False, log="[demo] ERROR: something broke") == \
+        "script_error"
 
 
 def test_retryable_classes():
-    assert {"timeout", "xserver"} <= RETRYABLE
-    assert not {"oom", "script_error", "missing_outputs"} & RETRYABLE
+    assert {"timeout", "xserver", "missing_outputs", "node_services"} <= RETRYABLE
+    assert not {"oom", "script_error", "performer_crash", "inactivity"} & RETRYABLE
+
+
+# -- mcs_outputs: names as MCS 0.7.4 writes them (controller_media.get_basename, HistoryWriter) --
+PREFIX = "eval7_level1_mcsteam"
+
+
+def mcs_files(eval_dir: Path, name: str, stamp: str, kinds=("visual", "depth", "segmentation")):
+    """The files MCS leaves for scene `name` started at `stamp` (test_mcs_team.py checks these
+    names against the real package)."""
+    (eval_dir / "SCENE_HISTORY").mkdir(parents=True, exist_ok=True)
+    history = eval_dir / "SCENE_HISTORY" / f"{name.replace('.json', '')}-{stamp}.json"
+    history.write_text(json.dumps({"info": {"name": name.replace(".json", "")},
+                                   "score": {"classification": "1", "confidence": "0.8"}}))
+    (eval_dir / name).mkdir(parents=True, exist_ok=True)
+    videos = [eval_dir / name / f"{PREFIX}_{name.replace('json', '')}_{k}_{stamp}.mp4"
+              for k in kinds]
+    for video in videos:
+        video.write_bytes(b"mp4")
+    return history, videos
+
+
+@pytest.mark.parametrize("name", ["gravity_0001_01", "gravity_0001_02.json", "json_scene"])
+def test_outputs_found_where_mcs_leaves_them(tmp_path, name):
+    since = time.time_ns()
+    history, videos = mcs_files(tmp_path, name, "20261203-101500")
+    found = find_outputs(tmp_path, name, since)
+    assert found.history is not None and found.history.path == history
+    assert found.history.timestamp == "20261203-101500"
+    assert found.videos == dict(zip(("visual", "depth", "segmentation"), videos))
+    assert key_name(name) == name.removesuffix(".json")
+
+
+def test_only_this_attempts_outputs_count(tmp_path):
+    old_history, old_videos = mcs_files(tmp_path, "s", "20261203-100000")
+    old = time.time_ns() - 10_000_000_000
+    for path in (old_history, *old_videos):
+        os.utime(path, ns=(old, old))
+    since = time.time_ns()
+    assert find_outputs(tmp_path, "s", since).history is None
+    assert find_outputs(tmp_path, "s", since).videos == {}
+    # A new attempt's set beside the old: only the new, matched by the history's timestamp.
+    history, videos = mcs_files(tmp_path, "s", "20261203-100500")
+    found = find_outputs(tmp_path, "s", since)
+    assert found.history.path == history and sorted(found.videos.values()) == sorted(videos)
+
+
+def test_videos_follow_the_history_timestamp(tmp_path):
+    since = time.time_ns()
+    mcs_files(tmp_path, "s", "20261203-100000")
+    history, videos = mcs_files(tmp_path, "s", "20261203-100500")
+    (tmp_path / "SCENE_HISTORY" / "s-20261203-100000.json").unlink()
+    found = find_outputs(tmp_path, "s", since)
+    assert found.history.path == history
+    assert sorted(found.videos.values()) == sorted(videos)
+    assert any("20261203-100000" in note for note in found.notes)
+
+
+def test_a_half_written_history_is_not_there_yet(tmp_path):
+    since = time.time_ns()
+    (tmp_path / "SCENE_HISTORY").mkdir()
+    (tmp_path / "SCENE_HISTORY" / "s-20261203-100000.json").write_text('{"info": {')
+    assert find_history(tmp_path, "s", since) is None
+
+
+def test_a_scene_prefix_of_another_is_not_confused(tmp_path):
+    since = time.time_ns()
+    mcs_files(tmp_path, "s_01_b", "20261203-100000")
+    assert find_outputs(tmp_path, "s_01", since).history is None
+
+
+def test_mcs_name_is_the_scene_json_name():
+    assert mcs_name('{"name": "x.json", "goal": {}}', "file") == "x.json"
+    assert mcs_name('{"goal": {}}', "file") == "file"
+    assert mcs_name("not json", "file") == "file"
+
+
+def test_content_types():
+    assert content_type("f/a_visual.mp4") == "video/mp4"
+    assert content_type("f/a.json") == "application/json"
+    assert content_type("f/a_log.txt").startswith("text/plain")
 
 
 # -- schedule -----------------------------------------------------------------------------------
