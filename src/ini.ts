@@ -63,3 +63,16 @@ export function stringifyIni(ini: Ini): string {
   }
   return parts.join("\n");
 }
+
+/**
+ * An INI boolean as Python's configparser `getboolean` reads it (MCS reads `history_enabled` and
+ * `video_enabled` so): 1/yes/true/on and 0/no/false/off, any case; `fallback` when absent;
+ * undefined for anything else (the caller names the key in its error).
+ */
+export function iniBoolean(value: string | undefined, fallback: boolean): boolean | undefined {
+  if (value === undefined) return fallback;
+  const word = value.trim().toLowerCase();
+  if (["1", "yes", "true", "on"].includes(word)) return true;
+  if (["0", "no", "false", "off"].includes(word)) return false;
+  return undefined;
+}

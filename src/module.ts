@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { InputError } from "./errors.js";
-import { type Ini, parseIni } from "./ini.js";
+import { iniBoolean, type Ini, parseIni } from "./ini.js";
 import { METADATA_LEVELS, type Metadata } from "./request.js";
 
 export interface Module {
@@ -22,6 +22,12 @@ export interface Module {
   deployDir: string;
   resources: { num_cpus: number; num_gpus: number };
   sceneTimeoutMinutes: number | undefined;
+  /** configs/M_aws.ini `scene_end_grace_seconds`: how long a run script may go on after MCS
+   *  wrote the scene's history (undefined: the driver's default). */
+  sceneEndGraceSeconds: number | undefined;
+  /** configs/M_aws.ini `node_services`: a script in the deploy folder (or absolute on the node)
+   *  started once per node before its first scene; undefined when the module has none. */
+  nodeServices: string | undefined;
   /** configs/M_aws.ini `[prices]`: USD per hour by node type or instance type (src/prices.ts). */
   prices: Map<string, number>;
 }
@@ -76,13 +82,17 @@ export function loadModule(workspace: string, name: string, metadata: Metadata):
   const priceSource = `${rel(execConfigPath)} [prices]`;
   const runScript = exec.get("run_script");
   if (!runScript) throw new InputError("module", `${rel(execConfigPath)}: set run_script in [MCS]`);
-  const local = path.resolve(deployDir, runScript);
-  const inDeploy = !path.relative(deployDir, local).startsWith("..");
-  if (!path.isAbsolute(runScript) && (!inDeploy || !existsSync(local))) {
-    throw new InputError(
-      "module",
-      `${rel(execConfigPath)}: run_script "${runScript}" is not in ${rel(deployDir)}/`,
-    );
+  for (const key of ["run_script", "node_services"]) {
+    const script = exec.get(key);
+    if (script === undefined || path.isAbsolute(script)) continue;
+    const local = path.resolve(deployDir, script);
+    const inDeploy = !path.relative(deployDir, local).startsWith("..");
+    if (!script || !inDeploy || !existsSync(local) || statSync(local).isDirectory()) {
+      throw new InputError(
+        "module",
+        `${rel(execConfigPath)}: ${key} "${script}" is not a file in ${rel(deployDir)}/`,
+      );
+    }
   }
   const mcsConfig = readIni(mcsConfigPath, rel);
   checkMcsConfig(mcsConfig, metadata, rel(mcsConfigPath));
@@ -104,6 +114,10 @@ export function loadModule(workspace: string, name: string, metadata: Metadata):
     sceneTimeoutMinutes: exec.has("scene_timeout_minutes")
       ? number(exec, "scene_timeout_minutes", 60, rel(execConfigPath))
       : undefined,
+    sceneEndGraceSeconds: exec.has("scene_end_grace_seconds")
+      ? number(exec, "scene_end_grace_seconds", 0, rel(execConfigPath))
+      : undefined,
+    nodeServices: exec.get("node_services") || undefined,
     prices: new Map(
       [...priceSection.keys()].map((k) => [k, number(priceSection, k, 0, priceSource)]),
     ),
@@ -121,6 +135,18 @@ export function checkMcsConfig(ini: Ini, metadata: Metadata, source: string): vo
       `${source} says metadata=${mcs.get("metadata")} but its name says ${metadata}; make them agree`,
     );
   }
+  const flags = mcsFlags(mcs, source);
+  if (flags.evaluation) {
+    // As the original pipeline checked a real evaluation: it is scored from histories and videos.
+    for (const key of ["history_enabled", "video_enabled"] as const) {
+      if (!flags[key]) {
+        throw new InputError(
+          "metadata",
+          `${source}: evaluation = true needs ${key} = true (an evaluation is scored from the scene histories and videos); set it, or evaluation = false for a development run`,
+        );
+      }
+    }
+  }
   for (const key of ["s3_bucket", "s3_folder", "s3_movies_folder", "team", "evaluation_name"]) {
     const value = mcs.get(key);
     if (
@@ -130,6 +156,28 @@ export function checkMcsConfig(ini: Ini, metadata: Metadata, source: string): vo
       throw new InputError("metadata", `${source}: ${key}="${value}" is not a safe S3 name`);
     }
   }
+}
+
+/**
+ * The MCS config's switches, read as MCS reads them (configparser's getboolean, MCS's fallbacks):
+ * a value getboolean refuses is one error line here, not a surprise on the node.
+ */
+export function mcsFlags(mcs: Map<string, string>, source: string) {
+  const flag = (key: string, fallback: boolean) => {
+    const value = iniBoolean(mcs.get(key), fallback);
+    if (value === undefined) {
+      throw new InputError(
+        "metadata",
+        `${source}: ${key}="${mcs.get(key)}" is not a boolean (use true or false; MCS also reads yes/no, on/off, 1/0)`,
+      );
+    }
+    return value;
+  };
+  return {
+    evaluation: flag("evaluation", false),
+    history_enabled: flag("history_enabled", true),
+    video_enabled: flag("video_enabled", false),
+  };
 }
 
 export function mcsSection(ini: Ini, source: string): Map<string, string> {

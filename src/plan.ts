@@ -8,14 +8,27 @@ import { chmodSync, cpSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { InputError } from "./errors.js";
 import { stringifyIni } from "./ini.js";
-import { checkMcsConfig, mcsSection, type Module } from "./module.js";
+import { checkMcsConfig, mcsFlags, mcsSection, type Module } from "./module.js";
 import type { Request } from "./request.js";
 import type { S3SceneSet } from "./aws/scene-set.js";
 import type { Scene } from "./scenes.js";
 import { nodeTypePrices, type NodeTypePrice } from "./prices.js";
 import { schemaProblem } from "./schemas.js";
 
-export const DEFAULT_SCENE_TIMEOUT_MINUTES = 60;
+/**
+ * The wall clock is a backstop, not the scene's time limit: MCS's own `timeout` (default 3600 s)
+ * ends a scene whose performer stops stepping, `controller_timeout` (600 s) one whose simulator
+ * does not start, and a script still running scene_end_grace_s after MCS ended the scene is
+ * stopped with its history kept. What is left (a hang before start_scene, in the team script
+ * outside the performer) gets the longest run a job supports, so a long legitimate scene is
+ * never cut short.
+ */
+export const DEFAULT_SCENE_TIMEOUT_MINUTES = 360;
+/** Seconds a run script may go on after MCS wrote the scene's history (its own copies, uploads). */
+export const DEFAULT_SCENE_END_GRACE_S = 120;
+/** MCS 0.7.4's own defaults (config_manager.py TIMEOUT_DEFAULT, CONTROLLER_TIMEOUT_DEFAULT). */
+const MCS_TIMEOUT_DEFAULT_S = 3600;
+const MCS_CONTROLLER_TIMEOUT_DEFAULT_S = 600;
 
 /**
  * plan.json, read by the driver (pipeline/mcs_pipeline/driver.py): one shape for both sides,
@@ -50,6 +63,10 @@ export interface PlanFile {
   run_script: string;
   eval_dir: string | null;
   history_required: boolean;
+  /** Seconds a run script may go on after MCS wrote the scene's history; then it is stopped. */
+  scene_end_grace_s?: number;
+  /** The module's node services script (DESIGN §4), like run_script; null: none. */
+  node_services?: string | null;
   mcs_config: string;
   /**
    * `file` in the plan directory, or `uri` for a scene of an s3:// scene set, which the driver
@@ -73,6 +90,8 @@ export interface PlanFile {
 export interface Plan extends PlanFile {
   /** The staging directory on this machine. */
   dir: string;
+  /** MCS's own timeouts, seconds, from the run's MCS config (for the plan's description). */
+  mcsTimeouts: { timeout: number; controller: number };
   /** An s3:// scene set: its folder and total size (the scenes are not in the plan directory). */
   sceneSet?: { uri: string; bytes: number };
 }
@@ -112,6 +131,7 @@ export function buildPlan(
   writeFileSync(path.join(ctx.dir, "configs", "exec.ini"), stringifyIni(new Map([["MCS", exec]])));
 
   const runScript = mod.exec.get("run_script")!;
+  const onNode = (script: string) => (path.isAbsolute(script) ? script : `deploy/${script}`);
   const plan: PlanFile = {
     schema_version: 1,
     run_id: ctx.runId,
@@ -128,9 +148,11 @@ export function buildPlan(
       60 * (req.sceneTimeoutMinutes ?? mod.sceneTimeoutMinutes ?? DEFAULT_SCENE_TIMEOUT_MINUTES),
     resume: req.resume,
     resources: mod.resources,
-    run_script: path.isAbsolute(runScript) ? runScript : `deploy/${runScript}`,
+    run_script: onNode(runScript),
     eval_dir: mod.exec.get("eval_dir") || null,
-    history_required: (mcs.get("history_enabled") ?? "true").toLowerCase() !== "false",
+    history_required: mcsFlags(mcs, "MCS config").history_enabled,
+    scene_end_grace_s: mod.sceneEndGraceSeconds ?? DEFAULT_SCENE_END_GRACE_S,
+    node_services: mod.nodeServices ? onNode(mod.nodeServices) : null,
     mcs_config: "configs/mcs_config.ini",
     scenes: s3Set
       ? s3Set.scenes.map((s) => ({ name: s.name, uri: s.uri, expected_cost: null, category: null }))
@@ -146,10 +168,13 @@ export function buildPlan(
   if (problem)
     throw new Error(`mcs-pipeline bug: the plan it built does not match the schema: ${problem}`);
   writeFileSync(path.join(ctx.dir, "plan.json"), JSON.stringify(plan, null, 1));
-  if (!path.isAbsolute(runScript)) chmodSync(path.join(ctx.dir, "deploy", runScript), 0o755);
+  for (const script of [runScript, mod.nodeServices]) {
+    if (script && !path.isAbsolute(script)) chmodSync(path.join(ctx.dir, "deploy", script), 0o755);
+  }
   return {
     ...plan,
     dir: ctx.dir,
+    mcsTimeouts: mcsTimeouts(mcs),
     ...(s3Set && { sceneSet: { uri: s3Set.uri, bytes: s3Set.bytes } }),
   };
 }
@@ -212,13 +237,36 @@ export function describePlan(plan: Plan): string {
     `  staging:       ${plan.dir}`,
     `  results:       ${plan.store} (summary ${plan.summary_key})`,
     `  latest run:    ${plan.latest_key} (resume and scheduling find the previous run there)`,
-    `  retries:       ${plan.retries}; timeout ${plan.scene_timeout_s / 60} min per scene`,
+    `  retries:       ${plan.retries}; timeout ${plan.scene_timeout_s / 60} min per scene${mcsTimeoutNote(plan)}`,
     `  resources:     ${JSON.stringify(plan.resources)} per scene; Ray ${plan.ray_version}`,
   ];
   if (plan.cluster_name) lines.push(`  cluster:       ${plan.cluster_name}`);
   if (plan.resume)
     lines.push("  resume:        scenes already SUCCESS in the latest run's summary are skipped");
   return lines.join("\n");
+}
+
+/**
+ * Said in the plan when the wall clock would end a scene before MCS's own timeouts could: the
+ * pipeline, not MCS, then ends a scene whose performer stopped stepping (no history, retried).
+ */
+function mcsTimeoutNote(plan: Plan): string {
+  const { timeout, controller } = plan.mcsTimeouts;
+  return plan.scene_timeout_s > timeout + controller
+    ? ""
+    : ` (not above MCS's own timeout ${timeout} s + controller_timeout ${controller} s: a scene whose performer stops stepping is ended by the wall clock, not by MCS)`;
+}
+
+/** MCS's `timeout` and `controller_timeout` in seconds, as MCS reads them (its defaults if unset). */
+function mcsTimeouts(mcs: Map<string, string>) {
+  const seconds = (key: string, fallback: number) => {
+    const n = Number.parseInt(mcs.get(key) ?? "", 10);
+    return Number.isFinite(n) ? n : fallback;
+  };
+  return {
+    timeout: seconds("timeout", MCS_TIMEOUT_DEFAULT_S),
+    controller: seconds("controller_timeout", MCS_CONTROLLER_TIMEOUT_DEFAULT_S),
+  };
 }
 
 export function formatBytes(bytes: number): string {

@@ -220,7 +220,7 @@ describe("loadModule: broken modules throw an InputError naming the file and the
     expectInputError(
       () => loadModule(ws, "demo", "level2"),
       "module",
-      /^configs\/demo_aws\.ini: run_script "run\.sh" is not in deploy_files\/demo\/$/,
+      /^configs\/demo_aws\.ini: run_script "run\.sh" is not a file in deploy_files\/demo\/$/,
     );
   });
 
@@ -245,6 +245,47 @@ describe("loadModule: broken modules throw an InputError naming the file and the
     const ws = broken(EXEC, (t) => t.replace(from, to));
     const error = expectInputError(() => loadModule(ws, "demo", "level2"), "module", pattern);
     expect(error.message).toMatch(/^configs\/demo_aws\.ini: /);
+  });
+
+  it.each(["maybe", "", "enabled"])("a history_enabled configparser cannot read: %j", (value) => {
+    const ws = broken(MCS2, (t) =>
+      t.replace("history_enabled = true", `history_enabled = ${value}`),
+    );
+    expectInputError(
+      () => loadModule(ws, "demo", "level2"),
+      "metadata",
+      new RegExp(
+        `^configs/mcs_config_demo_level2\\.ini: history_enabled="${value}" is not a boolean \\(use true or false; MCS also reads yes/no, on/off, 1/0\\)$`,
+      ),
+    );
+  });
+
+  it.each(["history_enabled", "video_enabled"])(
+    "a real evaluation (evaluation = true) without %s",
+    (key) => {
+      const ws = broken(MCS2, (t) =>
+        t
+          .replace("evaluation = false", "evaluation = yes")
+          .replace("video_enabled = false", "video_enabled = on")
+          .replace(`${key} = ${key === "video_enabled" ? "on" : "true"}`, `${key} = off`),
+      );
+      expectInputError(
+        () => loadModule(ws, "demo", "level2"),
+        "metadata",
+        new RegExp(
+          `^configs/mcs_config_demo_level2\\.ini: evaluation = true needs ${key} = true \\(an evaluation is scored from the scene histories and videos\\); set it, or evaluation = false for a development run$`,
+        ),
+      );
+    },
+  );
+
+  it("a node_services script that is not in the deploy folder", () => {
+    const ws = broken(EXEC, (t) => t + "node_services = services.sh\n");
+    expectInputError(
+      () => loadModule(ws, "demo", "level2"),
+      "module",
+      /^configs\/demo_aws\.ini: node_services "services\.sh" is not a file in deploy_files\/demo\/$/,
+    );
   });
 
   it("an MCS config missing required keys lists them", () => {

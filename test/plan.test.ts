@@ -93,6 +93,8 @@ describe("buildPlan: the staging directory", () => {
       run_script: "deploy/ray_script.sh",
       eval_dir: null,
       history_required: true,
+      scene_end_grace_s: 120,
+      node_services: null,
       mcs_config: "configs/mcs_config.ini",
       scenes: scenes.map((s) => ({
         name: s.name,
@@ -107,7 +109,7 @@ describe("buildPlan: the staging directory", () => {
     expect(planFile.scenes.find((s) => s.name === "demo_gravity_support_0001_01")?.category).toBe(
       "intuitive physics",
     );
-    expect(plan).toEqual({ ...planFile, dir });
+    expect(plan).toEqual({ ...planFile, dir, mcsTimeouts: { timeout: 300, controller: 60 } });
     // Every relative path in plan.json resolves inside the staging directory.
     for (const rel of [
       planFile.run_script,
@@ -261,6 +263,32 @@ describe("buildPlan: the staging directory", () => {
   });
 
   it.each([
+    ["no", false],
+    ["0", false],
+    ["OFF", false],
+    ["yes", true],
+    ["1", true],
+    ["On", true],
+  ])("reads history_enabled=%s as configparser's getboolean does (MCS's reader)", (value, on) => {
+    expect(build({ overrides: `history_enabled=${value}` }).planFile.history_required).toBe(on);
+  });
+
+  it("a development run (evaluation = false) may turn histories off; an evaluation may not", () => {
+    expect(build({ overrides: "history_enabled=off" }).planFile.history_required).toBe(false);
+    let thrown: unknown;
+    try {
+      build({ overrides: "evaluation=true\nvideo_enabled=true\nhistory_enabled=off" });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(InputError);
+    expect((thrown as InputError).input).toBe("mcs-config-overrides");
+    expect((thrown as InputError).message).toMatch(
+      /evaluation = true needs history_enabled = true/,
+    );
+  });
+
+  it.each([
     ["s3_folder=../elsewhere", /s3_folder="\.\.\/elsewhere" is not a safe S3 name/],
     ["metadata=oracle", /says metadata=oracle but its name says level2/],
     ["team=", /set team/],
@@ -341,10 +369,21 @@ describe("buildPlan: the staging directory", () => {
     expect(planFile.scene_timeout_s).toBe(90);
   });
 
-  it("falls back to 60 minutes when neither the request nor the module sets a timeout", () => {
+  it("falls back to 6 hours when neither the request nor the module sets a timeout", () => {
+    // A backstop above MCS's own timeouts: a long legitimate scene is never cut short.
     const mod = loadModule(REPO, "demo", "level2");
     mod.sceneTimeoutMinutes = undefined;
-    expect(build({}, { mod }).planFile.scene_timeout_s).toBe(3600);
+    const { plan, planFile } = build({}, { mod });
+    expect(planFile.scene_timeout_s).toBe(6 * 3600);
+    expect(describePlan(plan)).toContain("timeout 360 min per scene\n");
+  });
+
+  it("says when the wall clock would end a scene before MCS's own timeouts", () => {
+    const { plan } = build({ sceneTimeoutMinutes: "5" });
+    expect(describePlan(plan)).toContain(
+      "timeout 5 min per scene (not above MCS's own timeout 300 s + controller_timeout 60 s: a scene whose performer stops stepping is ended by the wall clock, not by MCS)",
+    );
+    expect(describePlan(build({ sceneTimeoutMinutes: "6.1" }).plan)).not.toContain("not above");
   });
 });
 

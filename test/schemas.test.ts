@@ -250,12 +250,14 @@ describe("PlanFile is plan.schema.json's", () => {
         run_script: t,
         eval_dir: t,
         history_required: t,
+        scene_end_grace_s: t,
+        node_services: t,
         mcs_config: t,
         scenes: t,
         node_types: t,
       },
-      { node_types: t },
-      { cluster_name: t, eval_dir: t },
+      { node_types: t, scene_end_grace_s: t, node_services: t },
+      { cluster_name: t, eval_dir: t, node_services: t },
     );
     expect(plan).toEqual(schemaShape(PLAN, PLAN));
     const names = shape<PlanFile["names"]>({ folder: t, movies_folder: t, prefix: t }, {}, {});
