@@ -57,7 +57,10 @@ class History:
 
     @property
     def scored_minus_one(self) -> bool:
-        return self.confidence is not None and self.confidence.strip() in ("-1", "-1.0")
+        try:
+            return float(self.confidence) == -1  # "-1", or "-1.0" where MCS's model made it float
+        except (TypeError, ValueError):
+            return False
 
 
 @dataclass

@@ -1,16 +1,22 @@
 """Scenes of an s3:// scene set: the driver fetches them itself (on the head node, or locally),
-so they never pass through the runner. The plan lists each by `uri`, with no expected cost or
-category: both come from the scene (goal.last_step, goal.category), read here before scheduling.
+so they never pass through the runner. The plan lists each by `uri`, named by its file, with no
+expected cost or category: all three come from the scene (its JSON `name`, as a local set and
+MCS name it; goal.last_step, goal.category), read here before scheduling.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 # Thousands of small objects: enough requests in flight that listing-sized sets take seconds.
 FETCH_THREADS = 32
+
+
+# As src/scenes.ts SCENE_NAME: a scene's name becomes part of file names and keys.
+SCENE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class SceneSetError(Exception):
@@ -23,7 +29,8 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def scene_fields(uri: str, text: str) -> dict:
-    """expected_cost and category as src/scenes.ts reads them from a scene file."""
+    """name (when the scene has one), expected_cost and category as src/scenes.ts reads them
+    from a scene file."""
     try:
         doc = json.loads(text)
     except ValueError as error:
@@ -36,7 +43,12 @@ def scene_fields(uri: str, text: str) -> dict:
         raise SceneSetError(f"{uri}: goal.last_step must be a positive number")
     category = goal.get("category")
     named = isinstance(category, str) and category.strip() != ""
-    return {"expected_cost": last_step, "category": category.strip() if named else None}
+    fields = {"expected_cost": last_step, "category": category.strip() if named else None}
+    if "name" in doc:
+        if not isinstance(doc["name"], str) or not SCENE_NAME.match(doc["name"]):
+            raise SceneSetError(f'{uri}: "name" must be letters, digits, ".", "-" or "_"')
+        fields["name"] = doc["name"]
+    return fields
 
 
 def fetch_scenes(scenes: list[dict], threads: int = FETCH_THREADS) -> tuple[int, int]:
@@ -62,6 +74,12 @@ def fetch_scenes(scenes: list[dict], threads: int = FETCH_THREADS) -> tuple[int,
 
     with ThreadPoolExecutor(max_workers=min(threads, len(todo))) as pool:
         sizes = list(pool.map(fetch, todo))
+    seen: dict[str, str] = {}
+    for scene in scenes:
+        where = scene.get("uri") or scene.get("file")
+        if scene["name"] in seen:
+            raise SceneSetError(f"{seen[scene['name']]} and {where} are both named {scene['name']}")
+        seen[scene["name"]] = where
     return len(todo), sum(sizes)
 
 

@@ -46,6 +46,15 @@ def check_s3_run(plan, proc, stored, summary):
         assert b"[demo] scene" in stored[f"runs/r1/{outputs['log']}"]
     assert all(k.startswith("runs/r1/") for k in stored)
     assert not plan.store_dir.exists()  # nothing went to a local directory
+    # Each object says what it is, so a browser shows a log or history the report links to.
+    s3 = boto3.client("s3", region_name="us-east-1")
+    types = {k: s3.head_object(Bucket=bucket_of(plan), Key=k)["ContentType"] for k in stored}
+    assert types and all(types[k] == ("text/plain; charset=utf-8" if k.endswith(".txt")
+                                      else "application/json") for k in types), types
+
+
+def bucket_of(plan) -> str:
+    return plan.plan["store"][len("s3://"):].split("/")[0]
 
 
 def test_s3_store(make_plan, bucket, s3_env):

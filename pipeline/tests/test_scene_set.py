@@ -72,6 +72,33 @@ def test_scene_fields_rejects_what_is_not_a_scene(text, problem):
 
 def test_scene_fields_defaults_as_the_runner_does():
     assert scene_fields("s3://b/x.json", "{}") == {"expected_cost": 1, "category": None}
+    assert scene_fields("s3://b/x.json", '{"name": "y.json"}')["name"] == "y.json"
+    with pytest.raises(SceneSetError, match='"name" must be letters'):
+        scene_fields("s3://b/x.json", '{"name": "../y"}')
+
+
+def test_a_scene_is_named_by_its_json_name_whatever_its_file(make_plan, bucket, s3_env):
+    """As a local set and MCS name it: outputs found, summary and keys by that name."""
+    plan = make_plan()
+    plan.s3_scene(bucket, "file_name_a", 3)
+    boto3.client("s3").put_object(Bucket=bucket, Key="scenes/file_name_a.json", Body=json.dumps(
+        {"name": "json_name_a", "goal": {"last_step": 3, "action_list": []}}).encode())
+    proc = plan.run(env=s3_env)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    [scene] = plan.summary()["scenes"]
+    assert scene["name"] == "json_name_a" and scene["status"] == "SUCCESS"
+    assert scene["outputs"]["history"] == plan.history_key("json_name_a")
+
+
+def test_two_scenes_of_one_name_stop_the_driver(make_plan, bucket, s3_env):
+    plan = make_plan()
+    plan.s3_scene(bucket, "one", 3).s3_scene(bucket, "two", 3)
+    boto3.client("s3").put_object(Bucket=bucket, Key="scenes/two.json", Body=json.dumps(
+        {"name": "one", "goal": {"last_step": 3}}).encode())
+    proc = plan.run(env=s3_env)
+    assert proc.returncode == 2
+    assert f"s3://{bucket}/scenes/one.json and s3://{bucket}/scenes/two.json are both named " \
+        "one" in proc.stderr
 
 
 def test_fetch_scenes_leaves_file_scenes_alone():
