@@ -126,12 +126,18 @@ interface SceneOutputs {
 }
 
 /** What MCS wrote for scene `name` in `evalDir`, checked against MCS 0.7.4's naming. */
-function mcsOutputs(evalDir: string, name: string, metadata = "level1"): SceneOutputs {
+function mcsOutputs(
+  evalDir: string,
+  name: string,
+  metadata = "level1",
+  run?: Run,
+): SceneOutputs {
+  const context = run ? `\n${output(run)}` : "";
   const historyDir = path.join(evalDir, "SCENE_HISTORY");
-  const histories = readdirSync(historyDir);
+  const histories = existsSync(historyDir) ? readdirSync(historyDir) : [];
   // SCENE_HISTORY/<name without .json>-<YYYYMMDD-HHMMSS>.json
   const pattern = new RegExp(`^${escape(name.replace(".json", ""))}-(\\d{8}-\\d{6})\\.json$`);
-  expect(histories, `histories in ${historyDir}`).toHaveLength(1);
+  expect(histories, `histories in ${historyDir}${context}`).toHaveLength(1);
   const match = pattern.exec(histories[0]!);
   expect(match, `${histories[0]} matches ${pattern}`).not.toBeNull();
   const timestamp = match![1]!;
@@ -281,7 +287,7 @@ describe("ray_script.sh with the real MCS", () => {
       );
       expect(r.code, output(r)).toBe(0);
       expect(r.stdout).toContain(`Performer python: ${ws.imageBin}/python\n`);
-      const out = mcsOutputs(evalDir, scene.name);
+      const out = mcsOutputs(evalDir, scene.name, "level1", r);
       const h = out.historyJson;
       expect(h.info).toEqual({
         evaluation_name: "eval7",

@@ -172,6 +172,8 @@ export interface ActionWorkspaceOptions {
   /** Default demo. */
   module?: string;
   cluster?: LocalClusterOptions;
+  /** A workspace already made (e.g. mcsteam.ts's), used in place of fresh copies. */
+  dir?: string;
 }
 
 /**
@@ -184,7 +186,7 @@ export async function makeActionWorkspace(
 ): Promise<ActionWorkspace> {
   const module = options.module ?? "demo";
   const bucket = options.bucket ?? `mcs-test-${randomBytes(4).toString("hex")}`;
-  const dir = copyWorkspace(["configs", "deploy_files", "scenes"]);
+  const dir = options.dir ?? copyWorkspace(["configs", "deploy_files", "scenes"]);
   const cluster = await localClusterConfig(options.node, options.cluster);
   const clusterYaml = writeClusterYaml(
     path.join(dir, "autoscaler", `ray_${module}_aws.yaml`),
