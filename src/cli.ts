@@ -39,7 +39,7 @@ options (run, plan):
                              (listed here, fetched by the driver; AWS_ENDPOINT_URL is honoured)
   --metadata LEVEL           level1 | level2 | oracle (default level2)
   --retries N                retries for retryable failures (default 2)
-  --scene-timeout-minutes N  per-scene timeout (default: the module's, else 60)
+  --scene-timeout-minutes N  per-scene wall clock (default: the module's, else 360)
   --set key=value            MCS-config override for this run (repeatable)
   --resume                   skip scenes that succeeded in the latest run of this module and level
   --out DIR                  runs and the local results store (default .mcs-local)

@@ -305,8 +305,14 @@ describe("an eval_dir kept across scenes (as team images have it), the MESS way"
         { runScript: "ray_script_monitor.sh", awsConfig: { eval_dir: evalDir } },
         [xserver, "mcsteam_fault_hang_after_end_0001_01", "mcsteam_gravity_0001_02"],
         ["--num-cpus", "1"],
-        () => {
-          // What an earlier run left on this node: its history and videos of the same scene.
+        (wsDir) => {
+          // Longest first (by goal.last_step): the X server scene runs before any other scene's
+          // script clears SCENE_HISTORY/, so its first attempt meets what an earlier run left
+          // on this node: its history and videos of the same scene.
+          const scene = path.join(wsDir, "scenes", "mcsteam-faults", `${xserver}.json`);
+          const doc = JSON.parse(readFileSync(scene, "utf8")) as { goal: { last_step: number } };
+          doc.goal.last_step = 20;
+          writeFileSync(scene, JSON.stringify(doc));
           const old = new Date(Date.now() - 3600_000);
           const files = [
             path.join(evalDir, "SCENE_HISTORY", `${xserver}-${stale}.json`),
