@@ -7,6 +7,7 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -99,7 +100,15 @@ export function ensureMcsVenv(): string {
     const py = path.join(build, "bin", "python");
     run(
       py,
-      ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", ...MCS_REQUIREMENTS],
+      [
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-q",
+        ...MCS_REQUIREMENTS,
+      ],
       `pip install ${MCS_REQUIREMENTS.join(" ")}`,
     );
     run(
@@ -113,6 +122,7 @@ export function ensureMcsVenv(): string {
     mkdirSync(bin);
     for (const name of ["python", "python3"]) symlinkSync("../bin/python", path.join(bin, name));
     writeFileSync(path.join(build, READY), `${MCS_REQUIREMENTS.join("\n")}\n`);
+    chmodSync(build, 0o755); // mkdtemp's 0700 would hide it from a node's other users
     try {
       renameSync(build, dir);
     } catch (error) {

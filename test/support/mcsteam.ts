@@ -12,10 +12,7 @@ import { copyWorkspace, REPO } from "./workspace.js";
 export const MCSTEAM_FIXTURE = path.join(REPO, "test", "fixtures", "mcsteam");
 
 /** The module's run scripts: the baseline way, the CORA way (node service), the MESS way (monitor). */
-export type McsteamRunScript =
-  | "ray_script.sh"
-  | "ray_script_service.sh"
-  | "ray_script_monitor.sh";
+export type McsteamRunScript = "ray_script.sh" | "ray_script_service.sh" | "ray_script_monitor.sh";
 
 export const MCSTEAM_LEVELS = ["level1", "level2"] as const;
 
@@ -118,7 +115,10 @@ export function makeTeamWorkspace(options: TeamWorkspaceOptions = {}): TeamWorks
   writeFileSync(
     autoscaler,
     demo
-      .replace(/^# .*demo module.*$/m, "# Ray cluster-launcher config for the mcsteam test module (a copy of the demo's).")
+      .replace(
+        /^# .*demo module.*$/m,
+        "# Ray cluster-launcher config for the mcsteam test module (a copy of the demo's).",
+      )
       .replace(/^cluster_name: mcs-demo$/m, "cluster_name: mcs-mcsteam"),
   );
 
