@@ -110,8 +110,10 @@ function expectOutputs(store: string, scene: SceneResult) {
   };
   expect(history.steps).toHaveLength(doc.goal.action_list?.length || doc.goal.last_step);
 
-  expect(scene.outputs.log).toMatch(
-    new RegExp(`^${FOLDER}/${PREFIX}_${scene.name}_\\d{8}-\\d{6}-\\d{3}_log\\.txt$`),
+  // One attempt's files carry one timestamp: the log's is its history's (MCS's, local time).
+  expect(history.info.timestamp).toMatch(/^\d{8}-\d{6}$/);
+  expect(scene.outputs.log).toBe(
+    `${FOLDER}/${PREFIX}_${scene.name}_${history.info.timestamp}_log.txt`,
   );
   const log = readFileSync(path.join(store, scene.outputs.log!), "utf8");
   expect(log).toContain(`[demo] scene ${scene.name} (`);

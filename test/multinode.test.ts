@@ -296,6 +296,7 @@ describe("the action on a head and two workers", () => {
         "mcsteam/collision-variant-a",
         "mcsteam-faults/mcsteam_fault_xserver_0001_01",
         "mcsteam-faults/mcsteam_fault_crash_0001_01",
+        "mcsteam-faults/mcsteam_fault_hang_0001_01",
       ];
       for (const name of names) {
         const file = path.join(team.dir, "scenes", `${name}.json`);
@@ -328,8 +329,8 @@ describe("the action on a head and two workers", () => {
         });
         jobs.push(job);
         const main = await job.run("main", { timeoutMs: RUN_TIMEOUT_MS });
-        expect(main.code, context(main)).toBe(1); // the crash fails
-        expect(main.outputs).toMatchObject({ total: "6", succeeded: "5", failed: "1" });
+        expect(main.code, context(main)).toBe(1); // the crash and the hang fail
+        expect(main.outputs).toMatchObject({ total: "7", succeeded: "5", failed: "2" });
 
         const key = (await ws.listKeys("mcsteam-eval/")).find((k) =>
           k.endsWith("_run-summary.json"),
@@ -340,6 +341,9 @@ describe("the action on a head and two workers", () => {
         const byName = new Map(summary.scenes.map((s) => [s.name, s]));
         const crash = byName.get("mcsteam_fault_crash_0001_01")!;
         expect(crash.history.map((h) => h.failure_class)).toEqual(["performer_crash"]);
+        // Hung after MCS's inactivity end: MCS's history kept, not run again.
+        const hang = byName.get("mcsteam_fault_hang_0001_01")!;
+        expect(hang.history.map((h) => h.failure_class)).toEqual(["inactivity"]);
         const xserver = byName.get("mcsteam_fault_xserver_0001_01")!;
         expect(xserver.history.map((h) => h.failure_class)).toEqual(["xserver", null]);
 

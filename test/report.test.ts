@@ -376,7 +376,7 @@ describe("parseSummary", () => {
       ],
       [
         validWith(["scenes", 2, "history", 1, "failure_class"], "meltdown"),
-        `scenes[2].history[1].failure_class must be one of timeout, xserver, oom, script_error, missing_outputs, node_lost, task_error, null, got "meltdown" (${schema}/$defs/failureClass/enum)`,
+        `scenes[2].history[1].failure_class must be one of timeout, xserver, oom, script_error, missing_outputs, performer_crash, inactivity, node_services, node_lost, task_error, null, got "meltdown" (${schema}/$defs/failureClass/enum)`,
       ],
       [
         validWith(["scenes", 2, "failure_class"], null),

@@ -13,7 +13,6 @@ interrupted. A driver killed outright leaves them to the cluster's teardown.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from pathlib import Path

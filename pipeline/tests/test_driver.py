@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -524,3 +525,40 @@ def test_nodes_recorded_for_the_cost_estimate(make_plan):
     assert node["address"] == summary["scenes"][0]["node"]
     started = datetime.fromisoformat(node["started_at"].replace("Z", "+00:00")).timestamp()
     assert started < before  # the node was up before this run started
+
+
+def services_script(plan, body: str) -> None:
+    script = plan.dir / "deploy" / "services.sh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    plan.set(node_services="deploy/services.sh")
+
+
+def test_node_services_start_once_per_node_and_stop_with_the_run(make_plan, tmp_path):
+    """Started before the node's first scene, outside the scenes' sessions (they survive each
+    scene's clean-up), stopped by the driver when the run ends."""
+    record = tmp_path / "services"
+    plan = make_plan()
+    services_script(plan, f'sleep 300 & echo "$! $1 $2" >> {record}\n')
+    for i in range(4):
+        plan.scene(f"svc_{i}", 3)
+    proc = plan.run()
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    [line] = record.read_text().splitlines()  # one node here: one start
+    pid, config, eval_dir = line.split()
+    assert "[MCS]" in Path(config).read_text() and Path(eval_dir).is_dir()
+    assert "node services stopped on 1 nodes" in proc.stdout
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_node_services_that_do_not_start_fail_the_scene_and_are_retried(make_plan):
+    plan = make_plan(retries=1)
+    services_script(plan, "echo 'service: port 9000 taken'; exit 3\n")
+    plan.scene("svc", 3)
+    proc = plan.run()
+    assert proc.returncode == 1
+    scene = plan.scene_summary("svc")
+    assert [a["failure_class"] for a in scene["history"]] == ["node_services"] * 2
+    assert "service: port 9000 taken" in scene["log_excerpt"]
+    assert "node services exited 3" in scene["log_excerpt"]
