@@ -112,9 +112,10 @@ def run_scene(spec: dict) -> dict:
         eval_dir = Path(spec["eval_dir"]) if spec.get("eval_dir") else workdir / "eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "scene.log"
-        env = dict(node_environment(), MCS_ATTEMPT=str(spec["attempt"]), MCS_SCENE_NAME=name)
+        node_env = node_environment()
+        env = dict(node_env, MCS_ATTEMPT=str(spec["attempt"]), MCS_SCENE_NAME=name)
 
-        services = (node_services.ensure_here(spec, node_environment())
+        services = (node_services.ensure_here(spec, node_env)
                     if spec.get("node_services") else {"ok": True})
         if not services["ok"]:
             log_path.write_text(services["log"])

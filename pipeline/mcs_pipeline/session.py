@@ -116,20 +116,20 @@ def run_script(script: str, args: list[str], log_path: Path, cwd: Path, timeout_
         proc = subprocess.Popen([script, *args], stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                 env=env, start_new_session=True)
         grace = INTERRUPT_GRACE_S
-        lingered = False
+        ended = False
         try:
             # Poll, never block in waitpid: Ray's interrupt is only raised between bytecodes.
             deadline = time.monotonic() + timeout_s
             next_watch = time.monotonic() + WATCH_S
             while proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(POLL_S)
-                if time.monotonic() >= next_watch:
+                if not ended and time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + WATCH_S
-                    if scene_ended():  # from now on the wall clock is the grace
+                    ended = scene_ended()
+                    if ended:  # from now on the wall clock is the grace
                         deadline = min(deadline, time.monotonic() + end_grace_s)
-                        next_watch = float("inf")
             still_running = proc.returncode is None
-            lingered = still_running and next_watch == float("inf")
+            lingered = still_running and ended
             grace = KILL_GRACE_S
         finally:
             stop_session(proc, grace)
