@@ -10,6 +10,7 @@ import path from "node:path";
 import { getExecOutput } from "@actions/exec";
 import { stringify } from "yaml";
 import { InputError } from "./errors.js";
+import { LIFETIME_TAG, lifetimeTagValue } from "./janitor/lifetime.js";
 import type { Module } from "./module.js";
 
 const COMMAND_LISTS = [
@@ -147,6 +148,8 @@ export function renderClusterYaml(
   // `ray down` on AWS only stops instances unless told otherwise; stopped GPU nodes still cost.
   if (provider.type === "aws") provider.cache_stopped_nodes = false;
   if (provider.type === "aws" && sshKey) useRunSshKey(cluster, sshKey);
+  if (provider.type === "aws") tagMaxLifetime(cluster, watchdog.maxMinutes, source);
+  if (provider.type === "aws") requireImdsV2(cluster, source);
 
   const pins = COMMAND_LISTS.flatMap((key) => commands(cluster, key, source)).flatMap((c) =>
     [...c.matchAll(RAY_PIN)].map((m) => m[1]!),
@@ -223,6 +226,64 @@ function useRunSshKey(cluster: Record<string, unknown>, key: RunSshKey): void {
     type.node_config = {
       ...((type.node_config ?? {}) as Record<string, unknown>),
       KeyName: key.keyPairName,
+    };
+  }
+}
+
+/**
+ * The cluster's lifetime (the watchdog's `--max-minutes`) as a tag on every node, which the janitor
+ * honours (janitor/lifetime.ts). It is in every node type's node_config, so the head's autoscaler
+ * tags the workers it launches too: Ray's AWS provider (node_provider.py `_merge_tag_specs`) adds
+ * the tags of each TagSpecifications entry of ResourceType `instance` to its own instance tags
+ * (`ray-cluster-name`, ...) and sends entries of other types as they are. A module's own tags stay;
+ * a tag of the same key is replaced.
+ */
+function tagMaxLifetime(cluster: Record<string, unknown>, maxMinutes: number, source: string) {
+  type TagSpecification = { ResourceType?: unknown; Tags?: { Key?: unknown }[] };
+  const tag = { Key: LIFETIME_TAG, Value: lifetimeTagValue(maxMinutes) };
+  const types = (cluster.available_node_types ?? {}) as Record<string, Record<string, unknown>>;
+  for (const [name, type] of Object.entries(types)) {
+    const config = (type.node_config ?? {}) as Record<string, unknown>;
+    const specs = (config.TagSpecifications ?? []) as TagSpecification[];
+    if (!Array.isArray(specs) || specs.some((s) => !Array.isArray(s?.Tags ?? []))) {
+      throw new InputError(
+        "module",
+        `${source}: ${name}'s node_config.TagSpecifications must be a list of {ResourceType, Tags: [...]}`,
+      );
+    }
+    const mine = (s: TagSpecification) => s?.ResourceType === "instance";
+    const ours = (tags: TagSpecification["Tags"] = []) => [
+      ...tags.filter((t) => t.Key !== LIFETIME_TAG),
+      tag,
+    ];
+    type.node_config = {
+      ...config,
+      TagSpecifications: specs.some(mine)
+        ? specs.map((s) => (mine(s) ? { ...s, Tags: ours(s.Tags) } : s))
+        : [...specs, { ResourceType: "instance", Tags: ours() }],
+    };
+  }
+}
+
+/**
+ * IMDSv2 on every node: instance metadata (and the nodes' role's credentials) only with a session
+ * token, so a request forged through a performer's HTTP client gets none. The stack's roles launch
+ * nothing else (`ec2:MetadataHttpTokens`). A module may raise the hop limit (2 for containers).
+ */
+function requireImdsV2(cluster: Record<string, unknown>, source: string): void {
+  const types = (cluster.available_node_types ?? {}) as Record<string, Record<string, unknown>>;
+  for (const [name, type] of Object.entries(types)) {
+    const config = (type.node_config ?? {}) as Record<string, unknown>;
+    const own = (config.MetadataOptions ?? {}) as Record<string, unknown>;
+    if (own.HttpTokens !== undefined && own.HttpTokens !== "required") {
+      throw new InputError(
+        "module",
+        `${source}: ${name} sets MetadataOptions.HttpTokens: ${String(own.HttpTokens)}; the nodes need IMDSv2: remove it or set it to required`,
+      );
+    }
+    type.node_config = {
+      ...config,
+      MetadataOptions: { HttpEndpoint: "enabled", ...own, HttpTokens: "required" },
     };
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The janitor action (janitor/action.yml): finds EC2 instances of this pipeline's Ray clusters
- * that outlived any job that could own them and terminates them (dry-run: lists only), then
- * says what it did in the job summary. Run hourly by .github/workflows/janitor.yml.
+ * that outlived their cluster's own lifetime (janitor/lifetime.ts) and terminates them (dry-run:
+ * lists only), then says what it did in the job summary. Run hourly by
+ * .github/workflows/janitor.yml.
  */
 import * as core from "@actions/core";
 import { EC2Client } from "@aws-sdk/client-ec2";
@@ -20,11 +21,13 @@ import {
   type LeftoverResources,
   type Removal,
 } from "./janitor/find.js";
+import { LIFETIME_MARGIN_MINUTES, LIFETIME_TAG } from "./janitor/lifetime.js";
 
 /**
- * The eval job runs with `timeout-minutes: 360` (README); when that expires GitHub cancels it and
- * the post step still runs `ray down`. An instance of ours launched more than an hour past that
- * cannot belong to a job that is still running, or still tearing down, so it is safe to sweep.
+ * The fixed limit, for instances without their cluster's own lifetime (`mcs-max-minutes`, tagged
+ * since issue 17). The eval job runs with `timeout-minutes: 360` (README); when that expires GitHub
+ * cancels it and the post step still runs `ray down`. An instance of ours launched more than an
+ * hour past that cannot belong to a job that is still running, or still tearing down.
  */
 const DEFAULT_MAX_AGE_MINUTES = 420;
 /** A step summary over 1 MiB is dropped whole: list this many rows, the rest are in the log. */
@@ -89,6 +92,7 @@ async function main(): Promise<void> {
     prefix: inputs.prefix,
     olderThanMinutes: inputs.maxAgeMinutes,
     now,
+    warn: (message) => core.warning(message),
   });
   // Before any terminate: the clusters terminated now keep their security group until next time.
   const resources = await findLeftoverResources(ec2, {
@@ -97,8 +101,9 @@ async function main(): Promise<void> {
     now,
   });
   const criteria =
-    `tag ${RAY_CLUSTER_TAG}=${inputs.prefix}*, launched at least ${inputs.maxAgeMinutes} ` +
-    `minutes ago, in ${inputs.region}`;
+    `tag ${RAY_CLUSTER_TAG}=${inputs.prefix}*, launched at least their cluster's own lifetime ` +
+    `(tag ${LIFETIME_TAG}) plus ${LIFETIME_MARGIN_MINUTES} minutes ago, or without that tag ` +
+    `${inputs.maxAgeMinutes} minutes ago, in ${inputs.region}`;
   core.info(`${found.length} leftover instance(s): ${criteria}`);
 
   const ids = found.map((f) => f.id);
@@ -141,7 +146,7 @@ async function main(): Promise<void> {
   for (const f of found) {
     core.info(
       `${f.id} ${f.cluster} ${f.type} ${f.state} launched ${f.launched.toISOString()} ` +
-        `(${formatAge(f.ageMinutes)} ago): ${actions.get(f.id)}`,
+        `(${formatAge(f.ageMinutes)} ago, limit ${limit(f)}): ${actions.get(f.id)}`,
     );
   }
 
@@ -176,7 +181,7 @@ async function writeSummary(
   if (found.length === 0) {
     summary.addRaw("<p>No leftover instances.</p>", true);
   } else {
-    const header = ["Instance", "Cluster", "Type", "State", "Launched", "Age", "Action"];
+    const header = ["Instance", "Cluster", "Type", "State", "Launched", "Age", "Limit", "Action"];
     summary.addTable([
       header.map((data) => ({ data, header: true })),
       ...found
@@ -189,6 +194,7 @@ async function writeSummary(
             f.state,
             f.launched.toISOString(),
             formatAge(f.ageMinutes),
+            limit(f),
             actions.get(f.id) ?? "",
           ].map(escapeHtml),
         ),
@@ -208,7 +214,7 @@ async function writeSummary(
   ];
   summary.addRaw(
     `<p>Runs' key pairs (${escapeHtml(inputs.prefix)}*, at least ${inputs.maxAgeMinutes} ` +
-      `minutes old) and Ray's security groups of clusters with no instance left: ` +
+      `minutes old) and Ray's security groups, of clusters with no instance left: ` +
       `${rows.length === 0 ? "none." : `${rows.length}.`}</p>`,
     true,
   );
@@ -219,6 +225,12 @@ async function writeSummary(
     ]);
   }
   await summary.write();
+}
+
+/** `10h 30m (600 + 30)` for a cluster's own lifetime plus the margin, `7h 0m` for the fixed limit. */
+function limit(f: Leftover): string {
+  const own = f.ownLifetimeMinutes;
+  return `${formatAge(f.limitMinutes)}${own === undefined ? "" : ` (${own} + ${LIFETIME_MARGIN_MINUTES})`}`;
 }
 
 function escapeHtml(text: string): string {

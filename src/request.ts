@@ -100,7 +100,7 @@ function parseBool(input: string, value: string | undefined): boolean {
 /**
  * `key=value` lines (blank lines and `#` comments allowed); `key+=suffix` appends to the
  * module's value, e.g. `s3_folder+=-test` sends a test run's results beside the real ones.
- * Appends are kept with a trailing "+" on the key.
+ * Appends are kept with a trailing "+" on the key. A value with `%` is refused, as in the files.
  */
 export function parseOverrides(text: string): Record<string, string> {
   const overrides: Record<string, string> = {};
@@ -115,7 +115,16 @@ export function parseOverrides(text: string): Record<string, string> {
       );
     }
     // Lower-cased, as configparser (and src/ini.ts) read keys: S3_Folder= replaces s3_folder.
-    overrides[pair[1]!.toLowerCase()] = pair[2]!;
+    const key = pair[1]!.toLowerCase();
+    // Refused as in the config files (src/ini.ts): configparser on the node would interpolate
+    // it (`%(s3_bucket)s` becomes the bucket's name there) while this side reads it verbatim.
+    if (pair[2]!.includes("%%%")) {
+      throw new InputError(
+        "mcs-config-overrides",
+        `"${key.replace(/\+$/, "")}" has a %, which configparser on the node interpolates; remove it`,
+      );
+    }
+    overrides[key] = pair[2]!;
   }
   return overrides;
 }

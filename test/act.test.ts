@@ -31,6 +31,7 @@ import {
   type StsProxy,
 } from "./support/moto.js";
 import { startOidcServer, type OidcServer } from "./support/oidc.js";
+import { pinnedRef } from "./support/pins.js";
 import { NODE24, testNode } from "./support/runner.js";
 import { VENV } from "./support/sshd.js";
 import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
@@ -39,10 +40,12 @@ const ACT = path.join(REPO, ".tools/bin/act");
 const ACT_VERSION = "0.2.89";
 const NODE24_VERSION = "v24.21.0";
 const REPOSITORY = "mcs-org/mcs-pipeline";
-/** Third-party actions the jobs run here use, and their in-repo stand-ins. */
+/** Third-party actions the jobs run here use, as the workflows pin them, and their stand-ins. */
+const SETUP_PYTHON = pinnedRef("actions/setup-python");
+const UPLOAD_ARTIFACT = pinnedRef("actions/upload-artifact");
 const STAND_INS: Record<string, string> = {
-  "actions/setup-python@v5": "test/act/actions/setup-python",
-  "actions/upload-artifact@v4": "test/act/actions/upload-artifact",
+  [SETUP_PYTHON]: "test/act/actions/setup-python",
+  [UPLOAD_ARTIFACT]: "test/act/actions/upload-artifact",
 };
 const ACT_TIMEOUT_MS = 180_000;
 const SCENES = readdirSync(path.join(REPO, "scenes/subset")).filter((f) => f.endsWith(".json"));
@@ -255,13 +258,13 @@ describe("the tools", () => {
           "    runs-on: ubuntu-latest",
           "    steps:",
           "      - id: python",
-          "        uses: actions/setup-python@v5",
+          `        uses: ${SETUP_PYTHON}`,
           "        with: { python-version: '3.11', cache: pip }",
           "  upload:",
           "    runs-on: ubuntu-latest",
           "    steps:",
           "      - run: mkdir -p out/sub && echo hello > out/sub/a.txt",
-          "      - uses: actions/upload-artifact@v4",
+          `      - uses: ${UPLOAD_ARTIFACT}`,
           "        with: { name: things, path: out/ }",
           "",
         ].join("\n"),

@@ -9,15 +9,22 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
-import { DescribeInstancesCommand } from "@aws-sdk/client-ec2";
+import {
+  DescribeInstancesCommand,
+  DescribeKeyPairsCommand,
+  DescribeSecurityGroupsCommand,
+} from "@aws-sdk/client-ec2";
 import { parse as parseYaml } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { securityGroupNameFor } from "../src/aws/ray-names.js";
 import { deleteLeftoverResources, findLeftoverResources } from "../src/janitor/find.js";
 import { createRunKeyPair, removeRunResources } from "../src/targets/aws-resources.js";
 import {
+  ACCOUNT,
   actions,
   inventory,
+  motoEnforceable,
+  nodePolicy,
   POLICY_FILE,
   rayAws,
   readmePolicy,
@@ -27,7 +34,8 @@ import {
   type IamAccount,
   type RenderedRun,
 } from "./support/aws-provider.js";
-import { TEST_REGION } from "./support/moto.js";
+import { authorizations, decide, missingRequiredTypes, type Account } from "./support/iam-authz.js";
+import { TEST_REGION, type ProxiedRequest } from "./support/moto.js";
 import { REPO, removeTemps } from "./support/workspace.js";
 
 const RAY_DEFAULT_KEY_PAIR = /^ray-autoscaler_/;
@@ -186,7 +194,8 @@ describe("with the README's policy (docs/iam-policy.json), IAM enforced", () => 
     expect(section).toContain(`(${path.relative(REPO, POLICY_FILE)})`);
     expect(account.stored.policies).toEqual(["mcs-pipeline"]);
     expect(account.stored.attachedPolicies).toEqual([]);
-    expect(account.stored.policy).toEqual(readmePolicy());
+    // As moto can enforce it: its actions (motoEnforceable); IAM's conditions are evaluated below.
+    expect(account.stored.policy).toEqual(motoEnforceable(readmePolicy()));
   });
 
   it("three launches from fresh runners: terminated, never stopped, no key pair of Ray's, tagged, nothing left", async () => {
@@ -316,5 +325,200 @@ describe("the checks above see what they guard against", () => {
     expect(refused(calls)).toEqual(["CreateKeyPair 403"]);
     expect(up.error).toMatch(/not authorized to perform: ec2:CreateKeyPair/);
     expect(existsSync(path.join(run.home, ".ssh"))).toBe(true);
+  });
+});
+
+describe("every call of a run, by IAM's own rules: conditions and resources (iam-simulate)", () => {
+  const NODE_ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/ray-autoscaler-v1`;
+  const policies = {
+    action: { "mcs-pipeline": readmePolicy() },
+    nodes: { "mcs-pipeline-node": nodePolicy() },
+  };
+  let iamAccount: Account;
+  let run: RenderedRun;
+  /** The action's and Ray's calls from the runner, and the head's own (autoscaler, watchdog). */
+  let runnerCalls: ProxiedRequest[];
+  let headCalls: ProxiedRequest[];
+
+  /** Every tag of every instance, security group and key pair moto holds. */
+  async function tagBook(account: IamAccount): Promise<Map<string, Record<string, string>>> {
+    const ec2 = account.ec2();
+    const tags = new Map<string, Record<string, string>>();
+    const of = (list?: { Key?: string; Value?: string }[]) =>
+      Object.fromEntries((list ?? []).map((t) => [t.Key!, t.Value!]));
+    for (const r of (await ec2.send(new DescribeInstancesCommand({}))).Reservations ?? []) {
+      for (const i of r.Instances ?? []) tags.set(i.InstanceId!, of(i.Tags));
+    }
+    for (const g of (await ec2.send(new DescribeSecurityGroupsCommand({}))).SecurityGroups ?? []) {
+      tags.set(g.GroupId!, of(g.Tags));
+    }
+    for (const k of (await ec2.send(new DescribeKeyPairsCommand({}))).KeyPairs ?? []) {
+      tags.set(k.KeyName!, of(k.Tags));
+    }
+    return tags;
+  }
+
+  /** Each call's authorizations that `role`'s policies do not allow, as readable lines. */
+  async function denied(role: "action" | "nodes", calls: ProxiedRequest[]): Promise<string[]> {
+    const principal = role === "action" ? `arn:aws:iam::${ACCOUNT}:role/mcs-eval` : NODE_ROLE_ARN;
+    const out: string[] = [];
+    for (const call of calls) {
+      for (const request of authorizations(call, iamAccount)) {
+        const decision = await decide(policies[role], principal, request, ACCOUNT);
+        // Only the duplicate resource-tag key EC2 does not list for a resource type may go unused.
+        const unused = decision.ignored.filter((k) => !/^(aws|ec2):ResourceTag\//.test(k));
+        expect(unused, `${request.action} ${request.resource}`).toEqual([]);
+        if (decision.result !== "Allowed") {
+          out.push(`${request.action} ${request.resource} ${JSON.stringify(request.context)}`);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** The recorded call of `action` with some parameters changed (undefined: removed). */
+  function altered(
+    calls: ProxiedRequest[],
+    action: string,
+    changes: Record<string, string | undefined>,
+  ): ProxiedRequest {
+    const call = calls.find((c) => c.action === action);
+    expect(call, `a recorded ${action}`).toBeDefined();
+    const params = { ...call!.params, ...changes };
+    for (const [k, v] of Object.entries(changes)) if (v === undefined) delete params[k];
+    return { ...call!, params: params as Record<string, string> };
+  }
+
+  beforeAll(async () => {
+    const account = await startIamAccount(readmePolicy());
+    try {
+      run = renderRun(runId());
+      const { up, calls } = await launch(account, run);
+      expect(up.error, up.traceback ?? up.log).toBeUndefined();
+      iamAccount = {
+        id: ACCOUNT,
+        region: TEST_REGION,
+        tags: await tagBook(account),
+        profileRoles: { "ray-autoscaler-v1": NODE_ROLE_ARN },
+      };
+      const { ray, rayCalls } = await down(account, run);
+      expect(ray.error, ray.traceback ?? ray.log).toBeUndefined();
+      const { actionCalls } = await actionTeardown(account, run);
+      runnerCalls = [...calls, ...rayCalls, ...actionCalls];
+      // What the head does with the nodes' role: launch and tag workers (the same calls as the
+      // launch's; test/support/ray_aws_provider.py launches one worker as the autoscaler does),
+      // and the watchdog's `ray down`.
+      headCalls = [
+        ...calls.filter((c) => /^(RunInstances|CreateTags|Describe\w+)$/.test(c.action ?? "")),
+        ...rayCalls,
+      ];
+    } finally {
+      await account.stop();
+    }
+  });
+
+  it("the model covers every resource type AWS requires for each call, and only known calls", async () => {
+    const all = runnerCalls.flatMap((c) => authorizations(c, iamAccount));
+    expect(await missingRequiredTypes(all)).toEqual([]);
+    expect([...new Set(actions(runnerCalls))].sort()).toEqual(
+      expect.arrayContaining([
+        "AuthorizeSecurityGroupIngress",
+        "CreateSecurityGroup",
+        "CreateTags",
+        "DeleteKeyPair",
+        "DeleteSecurityGroup",
+        "ImportKeyPair",
+        "RunInstances",
+        "TerminateInstances",
+      ]),
+    );
+  });
+
+  it("the action's role (docs/iam-policy.json) allows every call of the run, conditions included", async () => {
+    expect(await denied("action", runnerCalls)).toEqual([]);
+  });
+
+  it("the nodes' role (docs/node-policy.json) allows the autoscaler's and the watchdog's calls", async () => {
+    expect(await denied("nodes", headCalls)).toEqual([]);
+  });
+
+  it("neither role launches another cluster's, an unlisted type, an IMDSv1 or an untagged instance", async () => {
+    const tag = "TagSpecification.1.Tag.1";
+    const run = runnerCalls.find((c) => c.action === "RunInstances")!;
+    // The first instance tag is Ray's ray-cluster-name (node_provider.py, _create_node).
+    expect([run.params![`${tag}.Key`], run.params!["MetadataOptions.HttpTokens"]]).toEqual([
+      "ray-cluster-name",
+      "required",
+    ]);
+    const variants = {
+      "another cluster": { [`${tag}.Value`]: "prod-web" },
+      "an unlisted type": { InstanceType: "p3.16xlarge" },
+      "IMDSv1 allowed": { "MetadataOptions.HttpTokens": "optional" },
+      "no metadata options": { "MetadataOptions.HttpTokens": undefined },
+      untagged: Object.fromEntries(
+        Object.keys(run.params!)
+          .filter((k) => k.startsWith("TagSpecification."))
+          .map((k) => [k, undefined]),
+      ),
+      "another role's profile": {
+        "IamInstanceProfile.Arn": undefined,
+        "IamInstanceProfile.Name": "admin",
+      },
+    };
+    iamAccount.profileRoles.admin = `arn:aws:iam::${ACCOUNT}:role/admin`;
+    for (const role of ["action", "nodes"] as const) {
+      for (const [name, changes] of Object.entries(variants)) {
+        const call = altered(runnerCalls, "RunInstances", changes);
+        expect((await denied(role, [call])).length, `${role}: ${name}`).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it("neither role terminates, re-tags or renames what is not this pipeline's", async () => {
+    const instance = [...iamAccount.tags].find(([id]) => id.startsWith("i-"))![0];
+    iamAccount.tags.set("i-0ther", { "ray-cluster-name": "prod-web" });
+    iamAccount.tags.set("sg-0ther", { "ray-cluster-name": "prod-web" });
+    iamAccount.tags.set("prod-key", {});
+    const calls = [
+      altered(runnerCalls, "TerminateInstances", {
+        "InstanceId.1": "i-0ther",
+        "InstanceId.2": undefined,
+      }),
+      altered(runnerCalls, "CreateTags", {
+        "ResourceId.1": "i-0ther",
+        "ResourceId.2": undefined,
+        "Tag.1.Key": "ray-node-status",
+        "Tag.1.Value": "up-to-date",
+      }),
+      // An instance of this pipeline moved to another cluster, or given another lifetime.
+      altered(runnerCalls, "CreateTags", {
+        "ResourceId.1": instance,
+        "ResourceId.2": undefined,
+        "Tag.1.Key": "ray-cluster-name",
+        "Tag.1.Value": "mcs-other",
+      }),
+      altered(runnerCalls, "CreateTags", {
+        "ResourceId.1": instance,
+        "ResourceId.2": undefined,
+        "Tag.1.Key": "mcs-max-minutes",
+        "Tag.1.Value": "100000",
+      }),
+    ];
+    for (const role of ["action", "nodes"] as const) {
+      for (const call of calls) {
+        expect(await denied(role, [call]), `${role}: ${JSON.stringify(call.params)}`).not.toEqual(
+          [],
+        );
+      }
+    }
+    // The action's role: only the pipeline's security groups and key pairs.
+    for (const call of [
+      altered(runnerCalls, "AuthorizeSecurityGroupIngress", { GroupId: "sg-0ther" }),
+      altered(runnerCalls, "DeleteSecurityGroup", { GroupId: "sg-0ther" }),
+      altered(runnerCalls, "DeleteKeyPair", { KeyName: "prod-key" }),
+      altered(runnerCalls, "ImportKeyPair", { KeyName: "prod-key" }),
+    ]) {
+      expect(await denied("action", [call]), JSON.stringify(call.params)).not.toEqual([]);
+    }
   });
 });

@@ -144,6 +144,19 @@ const CASES: Case[] = [
     line: /^--set: MCS config with overrides: s3_folder="\.\.\/x" is not a safe S3 name$/,
   },
   {
+    name: "an override with a % (configparser on the node would interpolate it)",
+    argv: run(
+      "--module",
+      "demo",
+      "--set",
+      "s3_folder=ok",
+      "--set",
+      "history_enabled=%(s3_bucket)s",
+    ),
+    input: "--set",
+    line: /^--set: "history_enabled" has a %, which configparser on the node interpolates; remove it$/,
+  },
+  {
     name: "malformed INI (a line without =): names file:line",
     argv: run("--module", "demo"),
     setup: (ws) => {

@@ -464,6 +464,51 @@ describe("credentials served on loopback, renewed before they expire", () => {
     },
   );
 
+  it.concurrent(
+    "a renewal the role's trust refuses: one log line with the token's sub and aud, no secret",
+    async ({ expect }) => {
+      const role = "arn:aws:iam::123456789012:role/mcs-trust-changed";
+      const lines: string[] = [];
+      const served = await serveCredentials(
+        () =>
+          assumeRoleWithOidc({
+            roleArn: role,
+            region: TEST_REGION,
+            durationSeconds: 900,
+            sessionName: "mcs-credentials-refused",
+            attempts: 1,
+          }),
+        { region: TEST_REGION, log: (line) => lines.push(line) },
+      );
+      try {
+        // From now on the trust policy refuses this job's token (e.g. it was rewritten for the
+        // repository's ID-form subject); renewal starts at half the credentials' lifetime.
+        proxy.refuse.add(role);
+        const end = Date.now() + LIFETIME_SECONDS * 1000;
+        while (!lines.some((l) => l.includes("renewal failed")) && Date.now() < end) {
+          await sleep(250);
+        }
+        const failed = lines.find((l) => l.includes("renewal failed"));
+        const sub = "repo:mcs-org/mcs-pipeline:ref:refs/heads/main";
+        expect(failed, lines.join("\n")).toMatch(
+          new RegExp(
+            `^AWS credentials: renewal failed \\(AWS refused ${role.replace(/[/.]/g, "\\$&")}` +
+              ` \\(AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity\\):` +
+              ` this job's OIDC token presented sub ${sub} and aud sts\\.amazonaws\\.com; `,
+          ),
+        );
+        expect(failed).toContain(`StringLike token.actions.githubusercontent.com:sub = ${sub} (`);
+        expect(failed).toMatch(/\); retrying in \d+ s \(current ones expire \d\d:\d\d:\d\d UTC\)$/);
+        const tokens = proxy.webIdentityTokens.flatMap((jwt) => jwt.split("."));
+        const text = lines.join("\n");
+        expect([...proxy.secrets(), ...tokens].filter((s) => text.includes(s))).toEqual([]);
+      } finally {
+        proxy.refuse.delete(role);
+        await served.close();
+      }
+    },
+  );
+
   it.concurrent("requests that need a renewal share one fetch", async ({ expect }) => {
     let calls = 0;
     const served = await serveCredentials(

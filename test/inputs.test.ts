@@ -190,6 +190,14 @@ describe("readInputs: the rest", () => {
     );
   });
 
+  it("mcs-config-overrides refuses a value with %, naming the input and the key", () => {
+    expectInputError(
+      () => read({ "mcs-config-overrides": "s3_folder+=-test\nhistory_enabled=%(s3_bucket)s" }),
+      "mcs-config-overrides",
+      /^"history_enabled" has a %, which configparser on the node interpolates; remove it$/,
+    );
+  });
+
   it("keep-cluster and allow-failures take true or false only", () => {
     expect(read({ "keep-cluster": "true" }).aws.keepCluster).toBe(true);
     expect(read({ "allow-failures": "TRUE" }).allowFailures).toBe(true);

@@ -266,3 +266,72 @@ describe("assumeRoleWithOidc: final STS answers are not retried", () => {
     },
   );
 });
+
+describe("assumeRoleWithOidc: a refusal says what the token presented, in one line", () => {
+  const TOKEN_MAIN = "repo:mcs-org/mcs-pipeline:ref:refs/heads/main";
+  const CONDITION = (sub: string) =>
+    `a trust policy admits it with StringEquals token.actions.githubusercontent.com:aud =` +
+    ` sts.amazonaws.com and StringLike token.actions.githubusercontent.com:sub = ${sub}`;
+
+  /** The refusal of a token from `issuer` (AccessDenied, as STS answers an unmatched trust). */
+  async function refusal(issuer: OidcServer): Promise<string> {
+    Object.assign(process.env, issuer.env());
+    sts.script.push([403, "AccessDenied"]);
+    const error = await assumeRoleWithOidc(options({ attempts: 1 })).catch((e: Error) => e);
+    expect(error).toBeInstanceOf(InputError);
+    const { message } = error as InputError;
+    // One line; neither the token nor any part of it (the payload is only read).
+    expect(message).not.toMatch(/\n/);
+    const jwt = issuer.issued.at(-1)!.jwt;
+    expect(sts.calls.at(-1)!.token).toBe(jwt);
+    for (const part of jwt.split(".")) expect(message).not.toContain(part);
+    // The log has it only in `::add-mask::` (core.getIDToken masks it), which the runner eats.
+    const shown = log
+      .join("")
+      .split("\n")
+      .filter((line) => !line.startsWith("::add-mask::"));
+    expect(shown.join("\n")).not.toContain(jwt.split(".")[1]);
+    return message;
+  }
+
+  it("a name-form token: its sub and aud, the condition, the stack's parameters", async () => {
+    const message = await refusal(oidc);
+    expect(message).toBe(
+      `AWS refused ${ROLE} (AccessDenied: AccessDenied (stand-in)): this job's OIDC` +
+        ` token presented sub ${TOKEN_MAIN} and aud sts.amazonaws.com; ${CONDITION(TOKEN_MAIN)}` +
+        ` (the setup stack: GitHubRepository mcs-org/mcs-pipeline, GitHubSubjects including` +
+        ` ref:refs/heads/main)`,
+    );
+  });
+
+  it("an ID-form token (a repository created since mid-2026): the sub with the IDs", async () => {
+    const ids = await startOidcServer({
+      ids: { owner: 1234567, repository: 987654321 },
+      immutableSubject: true,
+      context: "pull_request",
+    });
+    try {
+      const sub = "repo:mcs-org@1234567/mcs-pipeline@987654321:pull_request";
+      const message = await refusal(ids);
+      expect(message).toContain(`presented sub ${sub} and aud sts.amazonaws.com; `);
+      expect(message).toContain(CONDITION(sub));
+      expect(message).toMatch(
+        / \(the setup stack: GitHubRepository mcs-org@1234567\/mcs-pipeline@987654321, GitHubSubjects including pull_request\)$/,
+      );
+    } finally {
+      await ids.close();
+    }
+  });
+
+  it("a customized subject (not repo:...): the condition, no stack parameters", async () => {
+    const custom = await startOidcServer({ subject: "repository_owner:mcs-org" });
+    try {
+      const message = await refusal(custom);
+      expect(message).toMatch(
+        /presented sub repository_owner:mcs-org and aud sts\.amazonaws\.com; .* StringLike token\.actions\.githubusercontent\.com:sub = repository_owner:mcs-org$/,
+      );
+    } finally {
+      await custom.close();
+    }
+  });
+});

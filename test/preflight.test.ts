@@ -13,11 +13,37 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { DescribeInstancesCommand, DescribeSubnetsCommand, EC2Client } from "@aws-sdk/client-ec2";
-import { CreateInstanceProfileCommand, IAMClient } from "@aws-sdk/client-iam";
+import {
+  CreateSecurityGroupCommand,
+  CreateSubnetCommand,
+  CreateVpcCommand,
+  DescribeInstancesCommand,
+  DescribeSubnetsCommand,
+  EC2Client,
+  ModifySubnetAttributeCommand,
+} from "@aws-sdk/client-ec2";
+import {
+  AddRoleToInstanceProfileCommand,
+  CreateInstanceProfileCommand,
+  CreateRoleCommand,
+  DeleteInstanceProfileCommand,
+  DeleteRoleCommand,
+  DetachRolePolicyCommand,
+  IAMClient,
+  ListAttachedRolePoliciesCommand,
+  RemoveRoleFromInstanceProfileCommand,
+} from "@aws-sdk/client-iam";
 import { CreateBucketCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
+import {
+  allSubnets,
+  raySubnets,
+  RAY_DEFAULT_PROFILE,
+  RAY_DEFAULT_ROLE,
+  REGION_TAG,
+  type SubnetChoice,
+} from "../src/aws/preflight.js";
 import { runCli, type CliResult } from "./support/cli.js";
 import {
   listKeys,
@@ -31,6 +57,7 @@ import {
 } from "./support/moto.js";
 import { startOidcServer, type OidcServer } from "./support/oidc.js";
 import { ActionJob, cleanupActions, leakedSecrets, type ActionRun } from "./support/runner.js";
+import { execCommand, VENV } from "./support/sshd.js";
 import { copyWorkspace, makeTemp, REPO, removeTemps } from "./support/workspace.js";
 
 const ROLE = "arn:aws:iam::123456789012:role/mcs-eval";
@@ -136,7 +163,11 @@ const everyNode = (fields: Record<string, unknown>) => (cluster: Cluster) => {
 /** The action's main step in `ws` (a run unless dryRun), authenticating through the proxy. */
 async function action(
   ws: string,
-  { dryRun = false, role = ROLE }: { dryRun?: boolean; role?: string } = {},
+  {
+    dryRun = false,
+    role = ROLE,
+    inputs = {},
+  }: { dryRun?: boolean; role?: string; inputs?: Record<string, string> } = {},
 ): Promise<ActionRun> {
   const job = new ActionJob({
     oidc: oidc!,
@@ -148,6 +179,7 @@ async function action(
       "aws-region": TEST_REGION,
       "job-key": String(randomInt(10_000_000_000, 99_999_999_999)),
       ...(dryRun ? { "dry-run": "true" } : {}),
+      ...inputs,
     },
     // A run gets no Ray: past the preflight it stops at the install, before any `ray up`.
     ...(dryRun ? {} : { venv: path.join(makeTemp("mcs-no-venv-"), "venv") }),
@@ -410,6 +442,373 @@ describe("the preflight", () => {
         await expectNothingStarted(run);
       } finally {
         setQuotas({ [STANDARD]: 32 });
+      }
+    },
+    TIMEOUT_MS,
+  );
+});
+
+describe("the preflight sees what ray up will see", () => {
+  const HEAD = "ray.head.default";
+  const WORKER = "ray.worker.default";
+  const awsConfig = () => ({ region: TEST_REGION, endpoint: moto!.url, credentials: TEST_KEYS });
+  /** Networks beside the default VPC: A (a private subnet in 1a, a public one in 1c), B (public
+   * in 1a), C (private only), each with a security group; and the default VPC's subnet in 1c. */
+  const net: Record<string, string> = {};
+
+  beforeAll(async () => {
+    const ec2 = new EC2Client(awsConfig());
+    const vpc = async (cidr: string) =>
+      (await ec2.send(new CreateVpcCommand({ CidrBlock: cidr }))).Vpc!.VpcId!;
+    const subnet = async (VpcId: string, CidrBlock: string, zone: string, isPublic: boolean) => {
+      const id = (
+        await ec2.send(new CreateSubnetCommand({ VpcId, CidrBlock, AvailabilityZone: zone }))
+      ).Subnet!.SubnetId!;
+      if (isPublic) {
+        await ec2.send(
+          new ModifySubnetAttributeCommand({ SubnetId: id, MapPublicIpOnLaunch: { Value: true } }),
+        );
+      }
+      return id;
+    };
+    const group = async (VpcId: string, name: string) =>
+      (
+        await ec2.send(
+          new CreateSecurityGroupCommand({ VpcId, GroupName: name, Description: name }),
+        )
+      ).GroupId!;
+    net.vpcA = await vpc("10.1.0.0/16");
+    net.a1 = await subnet(net.vpcA, "10.1.1.0/24", "us-east-1a", false);
+    net.a2 = await subnet(net.vpcA, "10.1.2.0/24", "us-east-1c", true);
+    net.sgA = await group(net.vpcA, "mcs-a");
+    net.vpcB = await vpc("10.2.0.0/16");
+    net.b1 = await subnet(net.vpcB, "10.2.1.0/24", "us-east-1a", true);
+    net.vpcC = await vpc("10.3.0.0/16");
+    net.c1 = await subnet(net.vpcC, "10.3.1.0/24", "us-east-1a", false);
+    net.sgC = await group(net.vpcC, "mcs-c");
+    const defaults = await ec2.send(
+      new DescribeSubnetsCommand({
+        Filters: [
+          { Name: "availability-zone", Values: ["us-east-1c"] },
+          { Name: "default-for-az", Values: ["true"] },
+        ],
+      }),
+    );
+    net.default1c = defaults.Subnets![0]!.SubnetId!;
+    ec2.destroy();
+  });
+
+  /** Ray's own bootstrap step `command` (test/support/ray_bootstrap.py) against moto. */
+  async function rayBootstrap(command: string, ...args: string[]) {
+    const result = await execCommand(
+      path.join(VENV, "bin", "python"),
+      [path.join(REPO, "test/support/ray_bootstrap.py"), command, ...args],
+      {
+        env: {
+          PATH: process.env.PATH,
+          HOME: makeTemp("mcs-ray-home-"),
+          AWS_ENDPOINT_URL: moto!.url,
+          AWS_ACCESS_KEY_ID: TEST_KEYS.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: TEST_KEYS.secretAccessKey,
+          AWS_CONFIG_FILE: "/dev/null",
+          AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
+          AWS_EC2_METADATA_DISABLED: "true",
+        },
+      },
+    );
+    expect(result.code, result.stderr).toBe(0);
+  }
+
+  it(
+    "chooses each node type's subnets as Ray 2.60's bootstrap does, and aborts where it aborts",
+    async () => {
+      const demo = parse(
+        readFileSync(path.join(REPO, "autoscaler/ray_demo_aws.yaml"), "utf8"),
+      ) as Cluster;
+      const variant = (
+        provider: Record<string, unknown>,
+        nodes: Record<string, Record<string, unknown>>,
+      ) => {
+        const cluster = structuredClone(demo);
+        Object.assign(cluster.provider, provider);
+        for (const [type, fields] of Object.entries(nodes)) {
+          Object.assign(cluster.available_node_types[type]!.node_config, fields);
+        }
+        return JSON.parse(JSON.stringify(cluster)) as Cluster;
+      };
+      const both = (fields: Record<string, unknown>) => ({ [HEAD]: fields, [WORKER]: fields });
+      /** Each case: the YAML, the VPC of its SecurityGroupIds, what Ray makes of it. */
+      const cases: [string, Cluster, string | undefined, string][] = [
+        ["the demo: the default VPC's subnets in its zones", variant({}, {}), undefined, "chosen"],
+        [
+          "a VPC's public subnet in a zone not listed",
+          variant({}, both({ SecurityGroupIds: [net.sgA] })),
+          net.vpcA,
+          "zones",
+        ],
+        [
+          "the same, no zones listed",
+          variant({ availability_zone: undefined }, both({ SecurityGroupIds: [net.sgA] })),
+          net.vpcA,
+          "chosen",
+        ],
+        [
+          "a private subnet with use_internal_ips",
+          variant(
+            { use_internal_ips: true, availability_zone: "us-east-1a" },
+            both({ SecurityGroupIds: [net.sgA] }),
+          ),
+          net.vpcA,
+          "chosen",
+        ],
+        [
+          "a VPC without a public subnet",
+          variant({}, both({ SecurityGroupIds: [net.sgC] })),
+          net.vpcC,
+          "none",
+        ],
+        [
+          "a private subnet in SubnetIds",
+          variant({}, { [HEAD]: { SubnetIds: [net.a1] } }),
+          undefined,
+          "none",
+        ],
+        [
+          "a public and a private subnet in SubnetIds",
+          variant({}, { [HEAD]: { SubnetIds: [subnets[0], net.a1] } }),
+          undefined,
+          "unusable",
+        ],
+        [
+          "SubnetIds of two VPCs",
+          variant(
+            { availability_zone: "us-east-1a" },
+            { [HEAD]: { SubnetIds: [subnets[0], net.b1] } },
+          ),
+          undefined,
+          "vpcs",
+        ],
+        [
+          "SubnetIds in a zone not listed",
+          variant({}, { [HEAD]: { SubnetIds: [subnets[0], net.default1c] } }),
+          undefined,
+          "mismatch",
+        ],
+        [
+          "the head's VPC for the workers",
+          variant({ availability_zone: "us-east-1a" }, { [HEAD]: { SubnetIds: [net.b1] } }),
+          undefined,
+          "chosen",
+        ],
+        [
+          "a network interface's subnet",
+          variant(
+            { availability_zone: "us-east-1c" },
+            {
+              [HEAD]: {
+                NetworkInterfaces: [{ DeviceIndex: 0, SubnetId: net.a2, Groups: [net.sgA] }],
+              },
+            },
+          ),
+          net.vpcA,
+          "chosen",
+        ],
+      ];
+      const dir = makeTemp("mcs-ray-subnets-");
+      writeFileSync(path.join(dir, "cases.json"), JSON.stringify(cases.map((c) => c[1])));
+      await rayBootstrap("subnets", path.join(dir, "cases.json"), path.join(dir, "out.json"));
+      const ray = JSON.parse(readFileSync(path.join(dir, "out.json"), "utf8")) as (
+        { subnets: Record<string, string[]> } | { abort: string }
+      )[];
+      const ec2 = new EC2Client(awsConfig());
+      const all = await allSubnets(ec2);
+      ec2.destroy();
+      const messages: Record<string, RegExp> = {
+        none: /No usable subnets found/,
+        // Ray 2.60 puts the set of refused subnets into this abort's message, which its cli_logger
+        // then formats: `ray up` stops with a KeyError naming a subnet instead of its message.
+        unusable: /^KeyError: "'subnet-/,
+        zones: /No usable subnets matching availability zone/,
+        mismatch: /MISMATCH between specified subnets and Availability Zones/,
+        vpcs: /Subnets specified in more than one VPC/,
+      };
+      cases.forEach(([name, cluster, vpcOfSg, expected], i) => {
+        const ours = raySubnets(cluster, all, vpcOfSg);
+        const theirs = ray[i]!;
+        const context = `${name}: ${JSON.stringify({ ours, theirs })}`;
+        const aborted = ours.find(
+          (c): c is SubnetChoice & { abort: { kind: string } } => "abort" in c,
+        );
+        if (expected === "chosen") {
+          expect(theirs, context).toHaveProperty("subnets");
+          expect(aborted, context).toBeUndefined();
+          // Ray keeps a node type's own SubnetIds (their order too); it sets the others'.
+          const chosen = Object.fromEntries(
+            ours.map((c) => [
+              c.type,
+              c.user
+                ? (theirs as { subnets: Record<string, string[]> }).subnets[c.type]
+                : (c as { subnets: string[] }).subnets,
+            ]),
+          );
+          expect(chosen, context).toEqual((theirs as { subnets: unknown }).subnets);
+          for (const c of ours.filter((c) => c.user)) {
+            expect([...(c as { subnets: string[] }).subnets].sort(), context).toEqual(
+              [...(theirs as { subnets: Record<string, string[]> }).subnets[c.type]!].sort(),
+            );
+          }
+        } else {
+          expect((theirs as { abort?: string }).abort, context).toMatch(messages[expected]!);
+          expect(aborted?.abort.kind, context).toBe(expected);
+        }
+      });
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "no usable subnet (a VPC without public ones): exit 2, one line naming the VPC, the zones and the fix",
+    async () => {
+      const run = await cli(
+        workspace(everyNode({ SubnetIds: undefined, SecurityGroupIds: [net.sgC] })),
+      );
+      await expectCliError(
+        run,
+        new RegExp(
+          `node types ray\\.head\\.default, ray\\.worker\\.default: no usable subnet of us-east-1 in ${net.vpcC} \\(the VPC of the SecurityGroupIds.*\\): Ray uses only available subnets that map public IPv4 addresses on launch, and none of the 1 is one, so ray up aborts \\("No usable subnets found"\\): turn on auto-assign public IPv4 addresses \\(MapPublicIpOnLaunch\\) on a subnet in us-east-1a, us-east-1b of ${net.vpcC}, or set use_internal_ips: true in provider of autoscaler/ray_demo_aws\\.yaml`,
+        ),
+      );
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "the nodes' role of the setup stack of another region: exit 2, one line naming its region",
+    async () => {
+      const iam = new IAMClient(awsConfig());
+      const profile = "mcs-eu-nodes";
+      const trust = JSON.stringify({
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { Service: "ec2.amazonaws.com" },
+            Action: "sts:AssumeRole",
+          },
+        ],
+      });
+      await iam.send(
+        new CreateRoleCommand({
+          RoleName: RAY_DEFAULT_ROLE,
+          AssumeRolePolicyDocument: trust,
+          Tags: [{ Key: REGION_TAG, Value: "eu-west-1" }],
+        }),
+      );
+      await iam.send(new CreateInstanceProfileCommand({ InstanceProfileName: profile }));
+      await iam.send(
+        new AddRoleToInstanceProfileCommand({
+          InstanceProfileName: profile,
+          RoleName: RAY_DEFAULT_ROLE,
+        }),
+      );
+      try {
+        const run = await cli(workspace(everyNode({ IamInstanceProfile: { Name: profile } })));
+        await expectCliError(
+          run,
+          /the nodes' role ray-autoscaler-v1 serves eu-west-1 \(its tag mcs-pipeline:region: the setup stack's region\), not us-east-1, so the head's launches of workers would be refused: run in eu-west-1 \(aws-region and provider\.region of autoscaler\/ray_demo_aws\.yaml\), or deploy the setup stack in us-east-1/,
+        );
+      } finally {
+        await iam.send(
+          new RemoveRoleFromInstanceProfileCommand({
+            InstanceProfileName: profile,
+            RoleName: RAY_DEFAULT_ROLE,
+          }),
+        );
+        await iam.send(new DeleteInstanceProfileCommand({ InstanceProfileName: profile }));
+        await iam.send(new DeleteRoleCommand({ RoleName: RAY_DEFAULT_ROLE }));
+        iam.destroy();
+      }
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "a ray-autoscaler-v1 that Ray's bootstrap made (full EC2 and S3): exit 2, one line: delete it, deploy the stack",
+    async () => {
+      // Ray's own _configure_iam_role, as on a first `ray up` in an account without the stack.
+      const dir = makeTemp("mcs-ray-iam-");
+      const config = {
+        provider: { type: "aws", region: TEST_REGION },
+        head_node_type: HEAD,
+        available_node_types: { [HEAD]: { node_config: {} } },
+      };
+      writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
+      await rayBootstrap("iam-role", path.join(dir, "config.json"));
+      const iam = new IAMClient(awsConfig());
+      try {
+        const run = await cli(
+          workspace(everyNode({ IamInstanceProfile: { Name: RAY_DEFAULT_PROFILE } })),
+        );
+        await expectCliError(
+          run,
+          /the nodes' role ray-autoscaler-v1 has AmazonEC2FullAccess and AmazonS3FullAccess attached, as Ray's bootstrap makes it .*: delete role and instance profile ray-autoscaler-v1, then deploy the setup stack \(cloudformation\/mcs-pipeline-setup\.yaml\)$/,
+        );
+      } finally {
+        const attached = await iam.send(
+          new ListAttachedRolePoliciesCommand({ RoleName: RAY_DEFAULT_ROLE }),
+        );
+        for (const policy of attached.AttachedPolicies ?? []) {
+          await iam.send(
+            new DetachRolePolicyCommand({
+              RoleName: RAY_DEFAULT_ROLE,
+              PolicyArn: policy.PolicyArn,
+            }),
+          );
+        }
+        await iam.send(
+          new RemoveRoleFromInstanceProfileCommand({
+            InstanceProfileName: RAY_DEFAULT_PROFILE,
+            RoleName: RAY_DEFAULT_ROLE,
+          }),
+        );
+        await iam.send(
+          new DeleteInstanceProfileCommand({ InstanceProfileName: RAY_DEFAULT_PROFILE }),
+        );
+        await iam.send(new DeleteRoleCommand({ RoleName: RAY_DEFAULT_ROLE }));
+        iam.destroy();
+      }
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "role-duration-seconds above the role's MaxSessionDuration: exit 2, one line with both numbers, not a trust problem",
+    async () => {
+      const iam = new IAMClient(awsConfig());
+      const role = await iam.send(
+        new CreateRoleCommand({
+          RoleName: "mcs-short-sessions",
+          AssumeRolePolicyDocument: "{}",
+        }),
+      );
+      iam.destroy();
+      const arn = role.Role!.Arn!;
+      // STS refuses a longer session than the role's MaxSessionDuration (moto's does not).
+      proxy!.maxSessionDuration.set(arn, role.Role!.MaxSessionDuration!);
+      try {
+        const run = await action(workspace(), {
+          role: arn,
+          inputs: { "role-duration-seconds": "7200" },
+        });
+        expectOneError(
+          run,
+          new RegExp(
+            `^preflight: role-duration-seconds is 7200 but the MaxSessionDuration of ${arn} is 3600, so STS refuses the session: lower role-duration-seconds to 3600 or less \\(the action renews its credentials before they expire, so 3600 serves runs of any length\\), or raise the role's MaxSessionDuration$`,
+          ),
+        );
+        await expectNothingStarted(run);
+      } finally {
+        proxy!.maxSessionDuration.delete(arn);
       }
     },
     TIMEOUT_MS,

@@ -180,4 +180,16 @@ describe("parseOverrides", () => {
   it.each(["=value", "bad key=1", "[MCS]"])("rejects %s", (line) => {
     expectInputError(() => parseOverrides(line), "mcs-config-overrides", /is not a key=value line/);
   });
+
+  it.each([
+    ["history_enabled=%(s3_bucket)s", "history_enabled"],
+    ["s3_folder+=-100%", "s3_folder"],
+    ["team = a%%b", "team"],
+  ])("rejects a %% in %s, as the config files do (configparser interpolates it)", (line, key) => {
+    expectInputError(
+      () => parseOverrides(`s3_folder=ok\n${line}`),
+      "mcs-config-overrides",
+      new RegExp(`^"${key}" has a %, which configparser on the node interpolates; remove it$`),
+    );
+  });
 });

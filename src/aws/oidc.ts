@@ -28,6 +28,11 @@ export interface AssumeOptions {
   baseDelayMs?: number;
 }
 
+/** The audience the action asks GitHub for, which the trust policy requires. */
+const AUDIENCE = "sts.amazonaws.com";
+/** GitHub's OIDC provider: the prefix of the trust policy's condition keys. */
+const ISSUER = "token.actions.githubusercontent.com";
+
 /** STS errors a new attempt will not cure: the role, its trust policy or the token is wrong. */
 const FINAL_ERRORS = new Set([
   "AccessDenied",
@@ -66,7 +71,7 @@ export async function assumeRoleWithOidc(options: AssumeOptions): Promise<AwsCre
       };
     } catch (error) {
       const name = (error as Error).name;
-      if (FINAL_ERRORS.has(name)) throw refused(options.roleArn, error as Error);
+      if (FINAL_ERRORS.has(name)) throw refused(options.roleArn, error as Error, token);
       if (attempt >= attempts) {
         throw new Error(
           `STS AssumeRoleWithWebIdentity failed ${attempts} times: ${(error as Error).message}`,
@@ -125,7 +130,7 @@ async function idToken(): Promise<string> {
     );
   }
   try {
-    return await core.getIDToken("sts.amazonaws.com");
+    return await core.getIDToken(AUDIENCE);
   } catch (error) {
     const detail = (error as Error).message.replace(/\s+/g, " ").trim();
     throw new Error(`could not get a GitHub OIDC token (${detail})`);
@@ -147,11 +152,33 @@ function forkPullRequest(): boolean {
   }
 }
 
-function refused(roleArn: string, error: Error): InputError {
+/**
+ * What STS refused, in one line: the `sub` and `aud` this job's token presented (read from its
+ * payload; the token itself is never printed) and a trust condition that would admit it. Since
+ * mid-2026 GitHub puts immutable IDs in the subjects of new, renamed and transferred repositories
+ * (`repo:OWNER@<owner id>/NAME@<repo id>:...`; docs.github.com/en/actions/reference/security/oidc
+ * #immutable-subject-claims), so a trust written for `repo:OWNER/NAME:...` refuses them: the
+ * line shows which form the token carries.
+ */
+function refused(roleArn: string, error: Error, _token: string): InputError {
   const repo = process.env.GITHUB_REPOSITORY ?? "OWNER/REPO";
   return new InputError(
     "role-to-assume",
     `AWS refused ${roleArn} (${error.name}: ${error.message}): its trust policy must allow` +
       ` token.actions.githubusercontent.com with aud sts.amazonaws.com and sub repo:${repo}:*`,
   );
+}
+
+/** A JWT's claims, unverified (STS verifies); undefined when it is not one. */
+function payload(jwt: string): Record<string, unknown> | undefined {
+  try {
+    const claims: unknown = JSON.parse(
+      Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8"),
+    );
+    return typeof claims === "object" && claims !== null
+      ? (claims as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -14,11 +14,17 @@ import {
   DescribeAvailabilityZonesCommand,
   DescribeImagesCommand,
   DescribeInstanceTypesCommand,
-  DescribeSubnetsCommand,
+  DescribeSecurityGroupsCommand,
   EC2Client,
+  paginateDescribeSubnets,
   type _InstanceType,
 } from "@aws-sdk/client-ec2";
-import { GetInstanceProfileCommand, IAMClient } from "@aws-sdk/client-iam";
+import {
+  GetInstanceProfileCommand,
+  GetRoleCommand,
+  IAMClient,
+  ListAttachedRolePoliciesCommand,
+} from "@aws-sdk/client-iam";
 import {
   DeleteObjectCommand,
   GetBucketLocationCommand,
@@ -48,6 +54,11 @@ export interface PreflightInput {
   clusterSource: string;
   /** The run's credentials; absent: the SDK's default chain. */
   credentials?: AwsCredentialIdentityProvider;
+  /**
+   * The action's role and its role-duration-seconds when STS refused a session that long (more
+   * than the role's MaxSessionDuration) and `credentials` are a session of an hour instead.
+   */
+  refusedDuration?: { roleArn: string; seconds: number };
 }
 
 /** Where the probe object goes (and is deleted at once): the role needs s3:PutObject there. */
@@ -55,6 +66,17 @@ export const PROBE_PREFIX = "mcs-preflight/";
 
 /** Ray's instance profile for the head when its node_config names none (aws/config.py). */
 export const RAY_DEFAULT_PROFILE = "ray-autoscaler-v1";
+/** The role Ray's bootstrap puts in that profile, and the setup stack's nodes' role (aws/config.py). */
+export const RAY_DEFAULT_ROLE = "ray-autoscaler-v1";
+/** What Ray's bootstrap attaches to the role when it creates it (_configure_iam_role). */
+const RAY_DEFAULT_POLICIES = [
+  "arn:aws:iam::aws:policy/AmazonEC2FullAccess",
+  "arn:aws:iam::aws:policy/AmazonS3FullAccess",
+];
+/** The setup stack's tag on its nodes' role: the one region its permissions serve. */
+export const REGION_TAG = "mcs-pipeline:region";
+/** The session every role allows (MaxSessionDuration is 3600 to 43200 seconds). */
+const MIN_SESSION_SECONDS = 3600;
 /** Ray's choice instead when the provider configures the CloudWatch agent (cloudwatch_helper.py). */
 const RAY_CLOUDWATCH_PROFILE = "ray-autoscaler-cloudwatch-v1";
 
@@ -129,6 +151,7 @@ export async function preflight(input: PreflightInput): Promise<Finding[]> {
             check("the vCPU quotas", () => checkQuotas(input, types, clients)),
           ]
         : []),
+      check("the session duration", () => checkDuration(input, clients.iam)),
     ]);
     return results.flat();
   } finally {
@@ -345,6 +368,7 @@ async function checkProfiles(
   const checks = [...profiles].map(([name, users]) => ({ name, users, own: true }));
   if (head && !profileName(head.config))
     checks.push({ name: fallback, users: [head.name], own: false });
+  const roles = new Set<string>();
   const findings = await Promise.all(
     checks.map(async ({ name, users, own }): Promise<Finding[]> => {
       const subject = own
@@ -352,6 +376,7 @@ async function checkProfiles(
         : `head node type ${users[0]} names no IamInstanceProfile, so Ray uses ${name}, which`;
       try {
         const out = await iam.send(new GetInstanceProfileCommand({ InstanceProfileName: name }));
+        for (const role of out.InstanceProfile?.Roles ?? []) roles.add(role.RoleName ?? "");
         if (!own && !out.InstanceProfile?.Roles?.length) {
           return [
             warning(
@@ -385,20 +410,329 @@ async function checkProfiles(
       }
     }),
   );
-  return [...workerFindings, ...findings.flat()];
+  const nodesRole = roles.has(RAY_DEFAULT_ROLE) ? await checkNodesRole(input, iam) : [];
+  return [...workerFindings, ...findings.flat(), ...nodesRole];
+}
+
+/**
+ * The nodes' role ray-autoscaler-v1: made by Ray's bootstrap (AmazonEC2FullAccess and
+ * AmazonS3FullAccess: code on a node could change anything in EC2 and S3), or by the setup stack
+ * for another region (its REGION_TAG): then the head launches, and every worker launch from it
+ * is refused.
+ */
+async function checkNodesRole(input: PreflightInput, iam: IAMClient): Promise<Finding[]> {
+  const RoleName = RAY_DEFAULT_ROLE;
+  const notChecked = (what: string, action: string) => (e: unknown) => {
+    if (!denied(e)) throw e;
+    return warning(
+      `the nodes' role ${RoleName}: ${what} not checked: the role may not iam:${action} (${code(e)})`,
+    );
+  };
+  const [role, attached] = await Promise.all([
+    iam.send(new GetRoleCommand({ RoleName })).catch(notChecked("its region", "GetRole")),
+    iam
+      .send(new ListAttachedRolePoliciesCommand({ RoleName }))
+      .catch(notChecked("its managed policies", "ListAttachedRolePolicies")),
+  ]);
+  const findings: Finding[] = [];
+  for (const answer of [role, attached]) if ("level" in answer) findings.push(answer);
+  if ("AttachedPolicies" in attached) {
+    const ray = (attached.AttachedPolicies ?? [])
+      .filter((p) => RAY_DEFAULT_POLICIES.includes(p.PolicyArn ?? ""))
+      .map((p) => p.PolicyName ?? p.PolicyArn);
+    if (ray.length) {
+      findings.push(
+        error(
+          `the nodes' role ${RoleName} has ${ray.join(" and ")} attached, as Ray's bootstrap makes it when an account has none, so code on every node could change any EC2 resource and S3 object of the account: delete role and instance profile ${RAY_DEFAULT_PROFILE}, then deploy the setup stack (cloudformation/mcs-pipeline-setup.yaml)`,
+        ),
+      );
+    }
+  }
+  if ("Role" in role) {
+    const serves = role.Role?.Tags?.find((t) => t.Key === REGION_TAG)?.Value;
+    if (serves && serves !== input.region) {
+      findings.push(
+        error(
+          `the nodes' role ${RoleName} serves ${serves} (its tag ${REGION_TAG}: the setup stack's region), not ${input.region}, so the head's launches of workers would be refused: run in ${serves} (aws-region and provider.region of ${input.clusterSource}), or deploy the setup stack in ${input.region} instead (one per account)`,
+        ),
+      );
+    }
+  }
+  return findings;
+}
+
+// ── the session duration ─────────────────────────────────────────────────────────────────────
+
+/**
+ * A role-duration-seconds above the role's MaxSessionDuration: STS refuses it with a message
+ * that reads like a trust problem. The role's own MaxSessionDuration (iam:GetRole) makes the
+ * line exact when the role may read it.
+ */
+async function checkDuration(input: PreflightInput, iam: IAMClient): Promise<Finding[]> {
+  const refused = input.refusedDuration;
+  if (!refused) return [];
+  const { roleArn, seconds } = refused;
+  let max: number | undefined;
+  let unread = "";
+  try {
+    const out = await iam.send(new GetRoleCommand({ RoleName: roleArn.split("/").pop() }));
+    max = out.Role?.MaxSessionDuration;
+  } catch (e) {
+    unread = ` (its MaxSessionDuration not read: iam:GetRole ${code(e)})`;
+  }
+  const limit = max === undefined ? `is less than that${unread}` : `is ${max}`;
+  return [
+    error(
+      `role-duration-seconds is ${seconds} but the MaxSessionDuration of ${roleArn} ${limit}, so STS refuses the session: lower role-duration-seconds to ${max ?? MIN_SESSION_SECONDS} or less (the action renews its credentials before they expire, so ${MIN_SESSION_SECONDS} serves runs of any length), or raise the role's MaxSessionDuration`,
+    ),
+  ];
 }
 
 // ── subnets and zones ────────────────────────────────────────────────────────────────────────
 
-function subnetIds(config: Record<string, unknown>): string[] {
-  const ids = [
-    ...(Array.isArray(config.SubnetIds) ? config.SubnetIds : []),
-    ...(typeof config.SubnetId === "string" ? [config.SubnetId] : []),
-    ...(Array.isArray(config.NetworkInterfaces)
-      ? (config.NetworkInterfaces as { SubnetId?: unknown }[]).map((n) => n.SubnetId)
-      : []),
-  ];
-  return ids.filter((id): id is string => typeof id === "string" && id !== "");
+/** A subnet as Ray's bootstrap reads it (boto3's ec2.Subnet). */
+export interface RaySubnet {
+  id: string;
+  vpc: string;
+  zone: string;
+  state: string;
+  public: boolean;
+}
+
+/** Why `ray up` would abort choosing a node type's subnets (each a cli_logger.abort of Ray's). */
+type SubnetAbort =
+  | { kind: "none"; scope: RaySubnet[] }
+  | { kind: "unusable"; pruned: RaySubnet[] }
+  | { kind: "zones"; zones: string[]; usable: RaySubnet[] }
+  | { kind: "mismatch"; zones: string[]; pruned: RaySubnet[] }
+  | { kind: "vpcs"; user: RaySubnet[] };
+
+/** One node type's subnets as Ray chooses them: the IDs it launches into, or why it aborts. */
+export type SubnetChoice = { type: string; vpcOfSg?: string; user: boolean } & (
+  { subnets: string[] } | { abort: SubnetAbort }
+);
+
+/** A node type's SubnetIds and SecurityGroupIds as Ray reads them (NetworkInterfaces first). */
+function rayNetwork(config: Record<string, unknown>) {
+  // _configure_from_network_interfaces copies the interfaces' subnets and groups up.
+  const interfaces = Array.isArray(config.NetworkInterfaces)
+    ? (config.NetworkInterfaces as { SubnetId?: string; Groups?: string[] }[])
+    : undefined;
+  const subnetIds = interfaces
+    ? interfaces.map((n) => n.SubnetId ?? "")
+    : Array.isArray(config.SubnetIds)
+      ? (config.SubnetIds as string[])
+      : undefined;
+  const groups = interfaces
+    ? interfaces.flatMap((n) => n.Groups ?? [])
+    : Array.isArray(config.SecurityGroupIds)
+      ? (config.SecurityGroupIds as string[])
+      : [];
+  return { subnetIds, groups };
+}
+
+/**
+ * The subnets of each node type exactly as Ray 2.60's bootstrap chooses them
+ * (ray/autoscaler/_private/aws/config.py: _configure_subnet, _usable_subnet_ids): node types
+ * with SubnetIds first, then the others, which are held to the VPC of the security groups or,
+ * when none are given, of the last node type's SubnetIds. A subnet is usable when it is
+ * available and maps public IPs on launch (unless provider.use_internal_ips), in the VPC, in a
+ * zone of provider.availability_zone when given; then only the VPC of the first one (subnets
+ * sorted by zone, Z to A) is kept. `all` is every subnet of the region (ec2.subnets.all()),
+ * `vpcOfSg` the one VPC of the node types' SecurityGroupIds. After the first abort Ray stops, so
+ * the node types after it get no choice.
+ */
+export function raySubnets(
+  cluster: Record<string, unknown>,
+  all: RaySubnet[],
+  vpcOfSg: string | undefined,
+): SubnetChoice[] {
+  const provider = (cluster.provider ?? {}) as Record<string, unknown>;
+  const azs =
+    typeof provider.availability_zone === "string" ? provider.availability_zone : undefined;
+  const internal = Boolean(provider.use_internal_ips);
+  const types = Object.entries(
+    (cluster.available_node_types ?? {}) as Record<
+      string,
+      { node_config?: Record<string, unknown> }
+    >,
+  ).map(([type, t]) => ({ type, subnetIds: rayNetwork(t.node_config ?? {}).subnetIds }));
+  const choices: SubnetChoice[] = [];
+  let sgVpc = vpcOfSg;
+  let lastVpc: string | undefined;
+  const choose = (type: string, user?: RaySubnet[]): boolean => {
+    const result = usableSubnets(user, all, azs, sgVpc, internal);
+    const common = { type, user: Boolean(user), ...(sgVpc && { vpcOfSg: sgVpc }) };
+    if ("abort" in result) {
+      choices.push({ ...common, abort: result.abort });
+      return false;
+    }
+    choices.push({ ...common, subnets: result.subnets });
+    lastVpc = result.vpc;
+    return true;
+  };
+  for (const { type, subnetIds } of types.filter((t) => t.subnetIds)) {
+    // _get_subnets_or_die (each ID once, in the order EC2 lists them): the missing ones are
+    // checkNetwork's; here they are left out.
+    const ids = new Set(subnetIds);
+    if (
+      !choose(
+        type,
+        all.filter((s) => ids.has(s.id)),
+      )
+    )
+      return choices;
+  }
+  if (lastVpc && !sgVpc) sgVpc = lastVpc;
+  // The others all get the same choice (the same inputs): when it aborts, it is each one's.
+  for (const { type } of types.filter((t) => !t.subnetIds)) choose(type, undefined);
+  return choices;
+}
+
+/** _usable_subnet_ids of Ray 2.60, step by step. */
+function usableSubnets(
+  user: RaySubnet[] | undefined,
+  all: RaySubnet[],
+  azs: string | undefined,
+  vpcOfSg: string | undefined,
+  internal: boolean,
+): { subnets: string[]; vpc: string } | { abort: SubnetAbort } {
+  let scope = user ?? all;
+  if (vpcOfSg) scope = scope.filter((s) => s.vpc === vpcOfSg);
+  // Python's sorted(reverse=True) keeps equal keys in their order, as JS's stable sort does.
+  let subnets = scope
+    .filter((s) => s.state === "available" && (internal || s.public))
+    .sort((a, b) => (a.zone < b.zone ? 1 : a.zone > b.zone ? -1 : 0));
+  const pruned = (kept: RaySubnet[]) =>
+    user && kept.length !== user.length ? user.filter((s) => !kept.includes(s)) : undefined;
+  if (!subnets.length) return { abort: { kind: "none", scope } };
+  const unusable = pruned(subnets);
+  if (unusable) return { abort: { kind: "unusable", pruned: unusable } };
+  if (azs !== undefined) {
+    const zones = azs.split(",").map((z) => z.trim());
+    const usable = subnets;
+    subnets = zones.flatMap((z) => usable.filter((s) => s.zone === z));
+    if (!subnets.length) return { abort: { kind: "zones", zones, usable } };
+    const outside = pruned(subnets);
+    if (outside) return { abort: { kind: "mismatch", zones, pruned: outside } };
+  }
+  const vpc = subnets[0]!.vpc;
+  subnets = subnets.filter((s) => s.vpc === vpc);
+  if (pruned(subnets)) return { abort: { kind: "vpcs", user: user! } };
+  return { subnets: subnets.map((s) => s.id), vpc };
+}
+
+/** Every subnet of the region, as Ray lists them (ec2.subnets.all(), every page). */
+export async function allSubnets(ec2: EC2Client): Promise<RaySubnet[]> {
+  const subnets: RaySubnet[] = [];
+  for await (const page of paginateDescribeSubnets({ client: ec2 }, {})) {
+    for (const s of page.Subnets ?? []) {
+      subnets.push({
+        id: s.SubnetId ?? "",
+        vpc: s.VpcId ?? "",
+        zone: s.AvailabilityZone ?? "",
+        state: s.State ?? "",
+        public: s.MapPublicIpOnLaunch === true,
+      });
+    }
+  }
+  return subnets;
+}
+
+const list = (items: string[]) => items.join(", ");
+
+/** One line per abort: what Ray looked at, why none fits, and the fix. */
+function subnetFinding(
+  input: PreflightInput,
+  types: string[],
+  choice: SubnetChoice & { abort: SubnetAbort },
+  provider: Record<string, unknown>,
+): Finding {
+  const { abort } = choice;
+  const file = input.clusterSource;
+  const internal = Boolean(provider.use_internal_ips);
+  const zones = typeof provider.availability_zone === "string" ? provider.availability_zone : "";
+  const inVpc = choice.vpcOfSg
+    ? ` in ${choice.vpcOfSg} (the VPC of the SecurityGroupIds, or of the other node types' SubnetIds)`
+    : "";
+  const inZones = zones
+    ? ` in ${zones
+        .split(",")
+        .map((z) => z.trim())
+        .join(", ")}`
+    : "";
+  const publicIp = `turn on auto-assign public IPv4 addresses (MapPublicIpOnLaunch) on a subnet${inZones}${choice.vpcOfSg ? ` of ${choice.vpcOfSg}` : ""}`;
+  const internalFix = `or set use_internal_ips: true in provider of ${file} (then the runner must reach the nodes' private addresses)`;
+  const subject = `${named(types)}: `;
+  const rule = internal
+    ? "available subnets"
+    : "available subnets that map public IPv4 addresses on launch";
+  switch (abort.kind) {
+    case "none": {
+      const what = choice.user
+        ? `of SubnetIds (${list(abort.scope.map((s) => s.id)) || "none"})`
+        : `of ${input.region}${inVpc}`;
+      return error(
+        `${subject}no usable subnet ${what}: Ray uses only ${rule}, and none of the ${abort.scope.length} is one, so ray up aborts ("No usable subnets found"): ${internal ? `create a subnet${inZones}${choice.vpcOfSg ? ` in ${choice.vpcOfSg}` : ""}` : `${publicIp}, ${internalFix}`}`,
+      );
+    }
+    case "unusable": {
+      const why = abort.pruned.map((s) =>
+        s.state !== "available"
+          ? `${s.id} is ${s.state}`
+          : choice.vpcOfSg && s.vpc !== choice.vpcOfSg
+            ? `${s.id} is in ${s.vpc}, not ${choice.vpcOfSg}`
+            : `${s.id} does not map public IPv4 addresses on launch`,
+      );
+      return error(
+        `${subject}SubnetIds: ${list(why)}, so Ray refuses ${abort.pruned.length > 1 ? "them" : "it"} and ray up aborts: use other subnets in ${file}, turn on auto-assign public IPv4 addresses (MapPublicIpOnLaunch) on ${abort.pruned.length > 1 ? "them" : "it"}, ${internalFix}`,
+      );
+    }
+    case "zones": {
+      if (choice.user) {
+        return subnetFinding(
+          input,
+          types,
+          { ...choice, abort: { ...abort, kind: "mismatch", pruned: abort.usable } },
+          provider,
+        );
+      }
+      const usable = [...new Set(abort.usable.map((s) => s.zone))].sort();
+      return error(
+        `${subject}no usable subnet in ${list(abort.zones)} (provider.availability_zone of ${file})${inVpc}: Ray uses only ${rule}, and those are in ${list(usable)} only, so ray up aborts ("No usable subnets matching availability zone"): list one of ${list(usable)} in availability_zone, or ${publicIp}`,
+      );
+    }
+    case "mismatch":
+      return error(
+        `${subject}${abort.pruned.map((s) => `subnet ${s.id} is in ${s.zone}`).join(", ")}, which provider.availability_zone does not list, so Ray refuses it: add ${list([...new Set(abort.pruned.map((s) => s.zone))])} to availability_zone or use a subnet of ${list(abort.zones)}`,
+      );
+    case "vpcs":
+      return error(
+        `${subject}SubnetIds are in more than one VPC (${list(abort.user.map((s) => `${s.id}: ${s.vpc}`))}), which Ray refuses: list subnets of one VPC in ${file}`,
+      );
+  }
+}
+
+/** The one VPC of the node types' SecurityGroupIds (Ray's _get_vpc_id_of_sg), or a finding. */
+async function securityGroupVpc(
+  input: PreflightInput,
+  types: NodeType[],
+  ec2: EC2Client,
+): Promise<string | Finding | undefined> {
+  const ids = [...new Set(types.flatMap((t) => rayNetwork(t.config).groups))].sort();
+  if (!ids.length) return undefined;
+  const out = await ec2.send(
+    new DescribeSecurityGroupsCommand({ Filters: [{ Name: "group-id", Values: ids }] }),
+  );
+  const vpcs = [...new Set((out.SecurityGroups ?? []).map((g) => g.VpcId ?? ""))];
+  if (vpcs.length === 1) return vpcs[0];
+  return vpcs.length
+    ? error(
+        `SecurityGroupIds ${list(ids)} belong to more than one VPC (${list(vpcs)}), which Ray refuses: use security groups of one VPC in ${input.clusterSource}`,
+      )
+    : error(
+        `SecurityGroupIds ${list(ids)}: no such security group in ${input.region}: fix SecurityGroupIds in ${input.clusterSource}`,
+      );
 }
 
 async function checkNetwork(
@@ -415,9 +749,13 @@ async function checkNetwork(
           .map((z) => z.trim())
           .filter(Boolean)
       : [];
-  if (zones.length) {
-    const out = await ec2.send(new DescribeAvailabilityZonesCommand({}));
-    const real = (out.AvailabilityZones ?? []).map((z) => z.ZoneName!).filter(Boolean);
+  const [zoneList, subnets, sgVpc] = await Promise.all([
+    zones.length ? ec2.send(new DescribeAvailabilityZonesCommand({})) : undefined,
+    allSubnets(ec2),
+    securityGroupVpc(input, types, ec2),
+  ]);
+  if (zoneList) {
+    const real = (zoneList.AvailabilityZones ?? []).map((z) => z.ZoneName!).filter(Boolean);
     const unknown = zones.filter((z) => !real.includes(z));
     if (unknown.length) {
       findings.push(
@@ -427,32 +765,37 @@ async function checkNetwork(
       );
     }
   }
-  const subnets = new Map<string, string[]>();
+  if (typeof sgVpc === "object") return [...findings, sgVpc];
+  // Subnets the node types name that the region does not have (Ray's _get_subnets_or_die).
+  const known = new Set(subnets.map((s) => s.id));
+  const missing = new Map<string, string[]>();
   for (const type of types) {
-    for (const id of subnetIds(type.config))
-      subnets.set(id, [...(subnets.get(id) ?? []), type.name]);
-  }
-  if (subnets.size) {
-    const out = await ec2.send(
-      new DescribeSubnetsCommand({ Filters: [{ Name: "subnet-id", Values: [...subnets.keys()] }] }),
-    );
-    const found = new Map((out.Subnets ?? []).map((s) => [s.SubnetId!, s.AvailabilityZone ?? ""]));
-    for (const [id, users] of subnets) {
-      const zone = found.get(id);
-      if (zone === undefined) {
-        findings.push(
-          error(
-            `${named(users)}: subnet ${id} does not exist in ${input.region}: use a subnet of ${input.region} in ${input.clusterSource}`,
-          ),
-        );
-      } else if (zones.length && !zones.includes(zone)) {
-        findings.push(
-          error(
-            `${named(users)}: subnet ${id} is in ${zone}, which provider.availability_zone does not list, so Ray refuses it: add ${zone} to availability_zone or use a subnet of ${zones.join(", ")}`,
-          ),
-        );
-      }
+    for (const id of rayNetwork(type.config).subnetIds ?? []) {
+      if (!known.has(id)) missing.set(id, [...(missing.get(id) ?? []), type.name]);
     }
+  }
+  for (const [id, users] of missing) {
+    findings.push(
+      error(
+        `${named(users)}: subnet ${id} does not exist in ${input.region}: use a subnet of ${input.region} in ${input.clusterSource}`,
+      ),
+    );
+  }
+  if (missing.size) return findings;
+  // Node types with the same abort share one line.
+  const lines = new Map<
+    string,
+    { types: string[]; choice: SubnetChoice & { abort: SubnetAbort } }
+  >();
+  for (const choice of raySubnets(input.cluster, subnets, sgVpc)) {
+    if (!("abort" in choice)) continue;
+    const key = JSON.stringify({ ...choice, type: undefined });
+    const line = lines.get(key) ?? { types: [], choice };
+    line.types.push(choice.type);
+    lines.set(key, line);
+  }
+  for (const { types: users, choice } of lines.values()) {
+    findings.push(subnetFinding(input, users, choice, provider));
   }
   return findings;
 }

@@ -2,7 +2,8 @@
  * Leftover clusters (DESIGN.md §5): `ray down` may never run (a cancelled `ray up`, a runner
  * that died, a kept cluster nobody took down). Ray's AWS launcher tags every instance it starts
  * with the cluster name, and ours are all `mcs-<module>-<run id>` (cluster.ts), so the janitor
- * finds them by that tag and that prefix, and only when they are older than any job could be.
+ * finds them by that tag and that prefix, and only when they have outlived their cluster's own
+ * lifetime (lifetime.ts: its `mcs-max-minutes` tag plus a margin; untagged, the fixed limit).
  * Each run also creates an EC2 key pair named after its cluster, and Ray's bootstrap a security
  * group `ray-autoscaler-<cluster>`; when the run's own teardown missed them, the janitor deletes
  * them too, once nothing of the cluster can still need them.
@@ -23,6 +24,7 @@ import {
 } from "../aws/ray-names.js";
 import { deleteSecurityGroup } from "../aws/run-resources.js";
 import { InputError } from "../errors.js";
+import { LIFETIME_MARGIN_MINUTES, LIFETIME_TAG, parseLifetimeTag } from "./lifetime.js";
 
 /** Ray's tag for the cluster name (ray/autoscaler/tags.py, TAG_RAY_CLUSTER_NAME). */
 export { RAY_CLUSTER_TAG } from "../aws/ray-names.js";
@@ -42,14 +44,23 @@ export interface Leftover {
   launched: Date;
   /** Whole minutes since launch, at `now`. */
   ageMinutes: number;
+  /** The age at which it became a leftover: its cluster's own lifetime plus the margin, or the fixed limit. */
+  limitMinutes: number;
+  /** Its cluster's own lifetime (the `mcs-max-minutes` tag), when it has a valid one. */
+  ownLifetimeMinutes?: number;
 }
 
 export interface FindOptions {
   /** Cluster-name prefix: must start with `mcs-` (see checkPrefix). */
   prefix: string;
-  /** Only instances launched at least this many minutes before `now`. */
+  /**
+   * The fixed limit: instances without a valid `mcs-max-minutes` tag launched at least this many
+   * minutes before `now` (tagged ones: their own lifetime plus the margin); key pairs this old.
+   */
   olderThanMinutes: number;
   now?: Date;
+  /** Told once per cluster whose `mcs-max-minutes` tag is not a lifetime (the fixed limit applies). */
+  warn?: (message: string) => void;
   /** DescribeInstances MaxResults (EC2 allows 5 to 1000). */
   pageSize?: number;
 }
@@ -68,7 +79,7 @@ export function checkPrefix(prefix: string): void {
   }
 }
 
-/** Instances of clusters named `<prefix>...` in a live state, launched ≥ the threshold ago. */
+/** Instances of clusters named `<prefix>...` in a live state that have outlived their limit. */
 export async function findLeftovers(ec2: EC2Client, options: FindOptions): Promise<Leftover[]> {
   checkPrefix(options.prefix);
   if (!Number.isFinite(options.olderThanMinutes) || options.olderThanMinutes < 0) {
@@ -76,6 +87,7 @@ export async function findLeftovers(ec2: EC2Client, options: FindOptions): Promi
   }
   const now = options.now ?? new Date();
   const found: Leftover[] = [];
+  const warned = new Set<string>();
   const pages = paginateDescribeInstances(
     { client: ec2, pageSize: options.pageSize ?? 1000 },
     {
@@ -88,7 +100,10 @@ export async function findLeftovers(ec2: EC2Client, options: FindOptions): Promi
   for await (const page of pages) {
     for (const reservation of page.Reservations ?? []) {
       for (const instance of reservation.Instances ?? []) {
-        const leftover = judge(instance, options.prefix, options.olderThanMinutes, now);
+        const leftover = judge(instance, options.prefix, options.olderThanMinutes, now, (text) => {
+          if (!warned.has(text)) options.warn?.(text);
+          warned.add(text);
+        });
         if (leftover) found.push(leftover);
       }
     }
@@ -102,14 +117,25 @@ function judge(
   prefix: string,
   olderThanMinutes: number,
   now: Date,
+  warn: (message: string) => void,
 ): Leftover | undefined {
   const cluster = instance.Tags?.find((t) => t.Key === RAY_CLUSTER_TAG)?.Value;
   const state = instance.State?.Name ?? "";
   const launched = instance.LaunchTime;
   if (!instance.InstanceId || !cluster?.startsWith(prefix) || !launched) return undefined;
   if (!(LIVE_STATES as readonly string[]).includes(state)) return undefined;
+  const tag = instance.Tags?.find((t) => t.Key === LIFETIME_TAG)?.Value;
+  const own = tag === undefined ? undefined : parseLifetimeTag(tag);
+  if (tag !== undefined && own === undefined) {
+    warn(
+      `cluster ${cluster}: its ${LIFETIME_TAG} tag ${JSON.stringify(tag)} is not a positive ` +
+        `number of minutes, so its instances get the fixed limit of ${olderThanMinutes} ` +
+        `minutes (max-age-minutes)`,
+    );
+  }
+  const limitMinutes = own === undefined ? olderThanMinutes : own + LIFETIME_MARGIN_MINUTES;
   const ageMs = now.getTime() - launched.getTime();
-  if (ageMs < olderThanMinutes * 60_000) return undefined;
+  if (ageMs < limitMinutes * 60_000) return undefined;
   return {
     id: instance.InstanceId,
     cluster,
@@ -117,6 +143,8 @@ function judge(
     state,
     launched,
     ageMinutes: Math.floor(ageMs / 60_000),
+    limitMinutes,
+    ...(own !== undefined && { ownLifetimeMinutes: own }),
   };
 }
 
@@ -184,8 +212,10 @@ export interface LeftoverResources {
 }
 
 /**
- * The key pairs of this pipeline's runs (`<prefix>...`) created at least the threshold ago: no job
- * can still use them. The security groups Ray created for its clusters (`ray-autoscaler-<cluster>`,
+ * The key pairs of this pipeline's runs (`<prefix>...`) created at least the threshold ago whose
+ * cluster has no instance left but terminated ones: the head's autoscaler launches workers with
+ * the key pair for as long as the cluster lives, which may be longer than the threshold (its own
+ * lifetime, lifetime.ts). The security groups Ray created for its clusters (`ray-autoscaler-<cluster>`,
  * tagged with the cluster name) when nothing of the cluster remains: no instance in any state but
  * terminated, and no key pair younger than the threshold (a run imports its key pair before `ray
  * up` creates the group, so a young key pair means a launch may be under way).
@@ -251,9 +281,10 @@ export async function findLeftoverResources(
       securityGroups.push({ id: group.GroupId, name: group.GroupName, cluster });
     }
   }
-  keyPairs.sort((a, b) => a.created.getTime() - b.created.getTime() || cmp(a.name, b.name));
+  const unused = keyPairs.filter((pair) => !busy.has(pair.name));
+  unused.sort((a, b) => a.created.getTime() - b.created.getTime() || cmp(a.name, b.name));
   securityGroups.sort((a, b) => cmp(a.cluster, b.cluster) || cmp(a.id, b.id));
-  return { keyPairs, securityGroups };
+  return { keyPairs: unused, securityGroups };
 }
 
 export type Removal = "deleted" | "in use" | `not deleted (${string})`;

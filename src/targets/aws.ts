@@ -91,6 +91,8 @@ interface Session {
   /** Reads the store (the summary and its journal) with the run's credentials. */
   read?: (key: string) => Promise<string | undefined>;
   handedOver?: boolean;
+  /** STS refused role-duration-seconds (authenticate): the credentials are an hour's session. */
+  refusedDuration?: { roleArn: string; seconds: number };
 }
 
 /** The module's results store, `s3://<s3_bucket>` of its MCS config (runs and collects). */
@@ -135,7 +137,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
     },
     // An s3:// scene set is listed with the run's own credentials, so they come first.
     listScenes: async (uri, runId) => {
-      session.credentials ??= await authenticateToList(uri, runId, settings);
+      session.credentials ??= await authenticateToList(uri, runId, settings, session);
       return listS3Scenes(uri, {
         region: settings.region,
         credentials: session.credentials.provider,
@@ -147,7 +149,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         return undefined;
       }
       try {
-        session.credentials ??= await authenticate(settings, plan.run_id);
+        session.credentials ??= await authenticate(settings, plan.run_id, session);
       } catch (error) {
         // A role whose trust policy refuses the token is a finding; a dry run without an OIDC
         // token (a fork's pull request, no id-token permission) only checks nothing.
@@ -156,7 +158,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         core.info(`preflight: skipped (${(error as Error).message})`);
         return undefined;
       }
-      return preflightPlan(plan, settings.region, session.credentials);
+      return preflightPlan(plan, settings.region, session);
     },
     run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
     readText: (plan, key) => {
@@ -196,7 +198,7 @@ async function runOnCluster(
   await validateWithRaySchema(python, yaml, `the cluster YAML of module ${plan.module}`);
   // Already there from the preflight (or from listing an s3:// scene set).
   session.credentials ??= await hooks.phase("authenticate", () =>
-    authenticate(settings, plan.run_id),
+    authenticate(settings, plan.run_id, session),
   );
 
   const ray = rayBinary(python);
@@ -285,14 +287,15 @@ async function runOnCluster(
 }
 
 /** The preflight (aws/preflight.ts) of a plan: its rendered cluster YAML and its store. */
-function preflightPlan(plan: Plan, region: string, credentials: CredentialServer) {
+function preflightPlan(plan: Plan, region: string, session: Session) {
   return preflight({
     region,
     bucket: parseS3Uri(plan.store).bucket,
     bucketSource: `configs/mcs_config_${plan.module}_${plan.metadata}.ini`,
     cluster: parseYaml(readFileSync(clusterYamlPath(plan.dir), "utf8")) as Record<string, unknown>,
     clusterSource: `autoscaler/ray_${plan.module}_aws.yaml`,
-    credentials: credentials.provider,
+    credentials: session.credentials!.provider,
+    refusedDuration: session.refusedDuration,
   });
 }
 
@@ -301,27 +304,49 @@ const roleFinding = (error: InputError): Finding => ({
   text: `${error.input}: ${error.message}`,
 });
 
-function authenticate(settings: AwsSettings, runId: string): Promise<CredentialServer> {
-  return roleCredentials({
-    roleArn: settings.roleArn,
-    region: settings.region,
-    durationSeconds: settings.durationSeconds,
-    sessionName: `mcs-${runId}`.slice(0, 64),
-  });
+/**
+ * The run's credentials. STS refuses a role-duration-seconds above the role's MaxSessionDuration
+ * in words that read like a trust problem; every role allows an hour, so when an hour's session
+ * is granted the duration was the fault: the preflight says so (session.refusedDuration).
+ */
+async function authenticate(
+  settings: AwsSettings,
+  runId: string,
+  session: Session,
+): Promise<CredentialServer> {
+  const assume = (durationSeconds: number) =>
+    roleCredentials({
+      roleArn: settings.roleArn,
+      region: settings.region,
+      durationSeconds,
+      sessionName: `mcs-${runId}`.slice(0, 64),
+    });
+  try {
+    return await assume(settings.durationSeconds);
+  } catch (error) {
+    if (!(error instanceof InputError) || settings.durationSeconds <= ONE_HOUR) throw error;
+    const credentials = await assume(ONE_HOUR).catch(() => Promise.reject(error));
+    session.refusedDuration = { roleArn: settings.roleArn, seconds: settings.durationSeconds };
+    return credentials;
+  }
 }
+
+/** The session length every role allows (MaxSessionDuration is 1 to 12 hours). */
+const ONE_HOUR = 3600;
 
 /** Credentials to list an s3:// scene set with; a dry run without a role says so clearly. */
 async function authenticateToList(
   uri: string,
   runId: string,
   settings: AwsSettings,
+  session: Session,
 ): Promise<CredentialServer> {
   const fix = "give role-to-assume (with id-token: write), or a scene directory in the repository";
   if (!settings.roleArn) {
     throw new InputError("scenes", `${uri} could not be listed without AWS credentials: ${fix}`);
   }
   try {
-    return await authenticate(settings, runId);
+    return await authenticate(settings, runId, session);
   } catch (error) {
     throw new InputError(
       "scenes",

@@ -36,6 +36,8 @@ import { makeTemp, REPO } from "./workspace.js";
 export const ACCOUNT = "123456789012";
 export const ROLE = "mcs-eval";
 export const POLICY_FILE = path.join(REPO, "docs", "iam-policy.json");
+/** The nodes' role's policy (the template's NodeRole), as docs/iam-policy.json is the action's. */
+export const NODE_POLICY_FILE = path.join(REPO, "docs", "node-policy.json");
 const PYTHON = path.join(VENV, "bin", "python");
 const SUPPORT = path.join(REPO, "test", "support");
 
@@ -52,6 +54,16 @@ export function readmePolicy(bucket = "mcs-test-results"): PolicyDocument {
   return JSON.parse(text) as PolicyDocument;
 }
 
+/** docs/node-policy.json (the nodes' role) as the stack deploys it in the test region. */
+export function nodePolicy(bucket = "mcs-test-results", scenes = bucket): PolicyDocument {
+  const text = readFileSync(NODE_POLICY_FILE, "utf8")
+    .replaceAll("ACCOUNT", ACCOUNT)
+    .replaceAll("REGION", TEST_REGION)
+    .replaceAll("RESULTS_BUCKET", bucket)
+    .replaceAll("SCENES_BUCKET", scenes);
+  return JSON.parse(text) as PolicyDocument;
+}
+
 /** The README's trust policy (GitHub's OIDC provider), for this account. */
 export function readmeTrustPolicy(): unknown {
   const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
@@ -59,6 +71,20 @@ export function readmeTrustPolicy(): unknown {
   const json = /```json\n([\s\S]*?)```/.exec(section)?.[1];
   if (!json) throw new Error("README: no trust policy under 'The IAM role'");
   return JSON.parse(json.replaceAll("ACCOUNT", ACCOUNT).replaceAll("OWNER/REPO", "mcs/pipeline"));
+}
+
+/**
+ * `policy` as moto can enforce it: moto authorizes EC2, IAM and SSM calls against the resource
+ * "*" (moto/core/authorization.py), which a statement scoped to ARNs never matches, and it skips
+ * conditions it has no values for. So moto checks the actions a policy allows; the resources
+ * and conditions of each call are IAM's to decide, evaluated by test/support/iam-authz.ts.
+ */
+export function motoEnforceable(policy: PolicyDocument): PolicyDocument {
+  const copy = structuredClone(policy);
+  for (const statement of copy.Statement) {
+    if (![statement.Action].flat().every((a) => a.startsWith("s3:"))) statement.Resource = "*";
+  }
+  return copy;
 }
 
 /** `policy` without one action (wherever it is listed). */
@@ -102,7 +128,10 @@ export async function startIamAccount(policy: PolicyDocument): Promise<IamAccoun
     const dir = makeTemp("mcs-iam-");
     const accountFile = path.join(dir, "account.json");
     const outFile = path.join(dir, "credentials.json");
-    writeFileSync(accountFile, JSON.stringify({ role: ROLE, trust: readmeTrustPolicy(), policy }));
+    writeFileSync(
+      accountFile,
+      JSON.stringify({ role: ROLE, trust: readmeTrustPolicy(), policy: motoEnforceable(policy) }),
+    );
     const setup = await execCommand(
       PYTHON,
       [path.join(SUPPORT, "moto_iam.py"), moto.url, accountFile, outFile],

@@ -180,6 +180,8 @@ export interface ProxiedRequest {
   accessKeyId?: string;
   /** Set when the proxy answered itself instead of forwarding (the error code it answered). */
   refused?: string;
+  /** The query-protocol parameters (EC2, IAM, STS), a web-identity token left out. */
+  params?: Record<string, string>;
 }
 
 export interface StsProxyOptions {
@@ -189,6 +191,11 @@ export interface StsProxyOptions {
   audience?: string | null;
   /** Only tokens this accepts pass (e.g. those the OIDC fixture issued): else InvalidIdentityToken. */
   acceptToken?: (jwt: string) => boolean;
+  /**
+   * The role's trust policy, as the test evaluates it (moto evaluates none): does it admit a
+   * token with these claims? No: 403 AccessDenied, as STS answers.
+   */
+  trust?: (roleArn: string, claims: Record<string, unknown>) => boolean;
   /**
    * Strict mode: credentials STS returns expire this many seconds after they are issued (the
    * `<Expiration>` moto returned is rewritten), and every other request must be signed with an
@@ -203,6 +210,11 @@ export interface StsProxy {
   upstream: string;
   /** Role ARNs to refuse (mutable). */
   refuse: Set<string>;
+  /**
+   * Roles' MaxSessionDuration (mutable), which moto's STS ignores: a longer DurationSeconds is
+   * refused with 400 ValidationError, as STS refuses it.
+   */
+  maxSessionDuration: Map<string, number>;
   /** Every credential set moto issued through the proxy, in order. */
   credentials: IssuedCredentials[];
   /** Every WebIdentityToken presented to AssumeRoleWithWebIdentity (refused ones too). */
@@ -345,6 +357,7 @@ function refusal(
   form: URLSearchParams,
   options: StsProxyOptions,
   refuse: Set<string>,
+  maxSessionDuration: Map<string, number>,
 ): [number, string, string] | undefined {
   const token = form.get("WebIdentityToken") ?? "";
   const claims = decodeJwt(token);
@@ -366,8 +379,14 @@ function refusal(
       `Token expired: current date/time ${now} must be before the expiration date/time ${exp}`,
     ];
   }
-  if (refuse.has(form.get("RoleArn") ?? "")) {
+  const roleArn = form.get("RoleArn") ?? "";
+  if (refuse.has(roleArn) || (options.trust && !options.trust(roleArn, claims))) {
     return [403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity"];
+  }
+  const max = maxSessionDuration.get(roleArn);
+  if (max !== undefined && Number(form.get("DurationSeconds") ?? 3600) > max) {
+    const text = "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.";
+    return [400, "ValidationError", text];
   }
   return undefined;
 }
@@ -383,6 +402,7 @@ export async function startStsProxy(
 ): Promise<StsProxy> {
   const up = new URL(upstream);
   const refuse = new Set(options.refuse ?? []);
+  const maxSessionDuration = new Map<string, number>();
   const credentials: IssuedCredentials[] = [];
   const webIdentityTokens: string[] = [];
   const requests: ProxiedRequest[] = [];
@@ -408,11 +428,14 @@ export async function startStsProxy(
       if (accessKeyId) record.accessKeyId = accessKeyId;
       const roleArn = form.get("RoleArn");
       if (roleArn) record.roleArn = roleArn;
+      if (action) {
+        record.params = Object.fromEntries([...form].filter(([k]) => k !== "WebIdentityToken"));
+      }
       requests.push(record);
 
       if (action === "AssumeRoleWithWebIdentity") {
         webIdentityTokens.push(form.get("WebIdentityToken") ?? "");
-        const refused = refusal(form, options, refuse);
+        const refused = refusal(form, options, refuse, maxSessionDuration);
         if (refused) {
           record.status = refused[0];
           record.refused = refused[1];
@@ -489,6 +512,7 @@ export async function startStsProxy(
     url: `http://127.0.0.1:${port}`,
     upstream,
     refuse,
+    maxSessionDuration,
     credentials,
     webIdentityTokens,
     requests,

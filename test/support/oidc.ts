@@ -35,8 +35,32 @@ export interface OidcServerOptions {
   lifetimeSeconds?: number;
   /** owner/name: default the runner harness's GITHUB_REPOSITORY. */
   repository?: string;
-  /** The `sub` claim; default `repo:<repository>:ref:refs/heads/main`. */
+  /**
+   * The immutable IDs of the owner and the repository (the `repository_owner_id` and
+   * `repository_id` claims). With `immutableSubject`, the subject carries them as GitHub's does
+   * for repositories created, renamed or transferred since its switch in 2026, or opted in:
+   * `repo:OWNER@<owner id>/NAME@<repo id>:...` (docs.github.com/en/actions/reference/security/
+   * oidc#immutable-subject-claims).
+   */
+  ids?: { owner: number; repository: number };
+  /** The subject in the immutable form (`ids` required); default the name-only form. */
+  immutableSubject?: boolean;
+  /** What follows the repository in the subject; default `ref:refs/heads/main`. */
+  context?: string;
+  /** The whole `sub` claim, overriding the three above. */
   subject?: string;
+}
+
+/** The `sub` claim GitHub gives a job of `repository` in `context` (ref:..., pull_request ...). */
+export function subjectOf(
+  repository: string,
+  context = "ref:refs/heads/main",
+  ids?: { owner: number; repository: number },
+): string {
+  const [owner, name] = repository.split("/");
+  return ids
+    ? `repo:${owner}@${ids.owner}/${name}@${ids.repository}:${context}`
+    : `repo:${repository}:${context}`;
 }
 
 export interface OidcServer {
@@ -63,7 +87,11 @@ export async function startOidcServer(options: OidcServerOptions = {}): Promise<
   const requestToken = options.requestToken ?? randomBytes(24).toString("hex");
   const repository = options.repository ?? "mcs-org/mcs-pipeline";
   const owner = repository.split("/")[0]!;
-  const subject = options.subject ?? `repo:${repository}:ref:refs/heads/main`;
+  const ids = options.ids ?? { owner: 71_000_001, repository: 910_000_001 };
+  if (options.immutableSubject && !options.ids) throw new Error("immutableSubject needs ids");
+  const subject =
+    options.subject ??
+    subjectOf(repository, options.context, options.immutableSubject ? ids : undefined);
   const issued: IssuedToken[] = [];
   const requests: OidcRequest[] = [];
 
@@ -108,7 +136,9 @@ export async function startOidcServer(options: OidcServerOptions = {}): Promise<
           aud,
           ref: "refs/heads/main",
           repository,
+          repository_id: String(ids.repository),
           repository_owner: owner,
+          repository_owner_id: String(ids.owner),
           run_id: "4242",
           run_attempt: "1",
           event_name: "workflow_dispatch",

@@ -1,4 +1,4 @@
-// actions/setup-python@v5 stand-in, main step: see action.yml.
+// actions/setup-python (v5) stand-in, main step: see action.yml.
 import { execFileSync } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";

@@ -1,4 +1,4 @@
-// actions/setup-python@v5 stand-in, post step: the cache save's check that the folders exist.
+// actions/setup-python (v5) stand-in, post step: the cache save's check that the folders exist.
 import { existsSync } from "node:fs";
 
 const paths = JSON.parse(process.env["STATE_cache-paths"] || "[]");

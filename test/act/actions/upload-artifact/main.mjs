@@ -1,4 +1,4 @@
-// actions/upload-artifact@v4 stand-in: see action.yml.
+// actions/upload-artifact (v4) stand-in: see action.yml.
 import { appendFileSync, cpSync, existsSync, mkdirSync, statSync } from "node:fs";
 import path from "node:path";
 
