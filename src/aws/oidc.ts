@@ -160,12 +160,28 @@ function forkPullRequest(): boolean {
  * #immutable-subject-claims), so a trust written for `repo:OWNER/NAME:...` refuses them: the
  * line shows which form the token carries.
  */
-function refused(roleArn: string, error: Error, _token: string): InputError {
-  const repo = process.env.GITHUB_REPOSITORY ?? "OWNER/REPO";
+function refused(roleArn: string, error: Error, token: string): InputError {
+  const why = `${error.name}: ${error.message}`.replace(/\s+/g, " ").trim();
+  const claims = payload(token);
+  const sub = typeof claims?.sub === "string" ? claims.sub : undefined;
+  const aud = [claims?.aud].flat().filter((a): a is string => typeof a === "string");
+  if (!sub) {
+    return new InputError(
+      "role-to-assume",
+      `AWS refused ${roleArn} (${why}); this job's OIDC token has no readable sub claim, so its` +
+        ` trust policy cannot be matched to it`,
+    );
+  }
+  // repo:OWNER[@id]/NAME[@id]:<context>: the setup stack's GitHubRepository and GitHubSubjects.
+  const parts = /^repo:([^:/]+\/[^:]+):(.+)$/.exec(sub);
+  const stack = parts
+    ? ` (the setup stack: GitHubRepository ${parts[1]}, GitHubSubjects including ${parts[2]})`
+    : "";
   return new InputError(
     "role-to-assume",
-    `AWS refused ${roleArn} (${error.name}: ${error.message}): its trust policy must allow` +
-      ` token.actions.githubusercontent.com with aud sts.amazonaws.com and sub repo:${repo}:*`,
+    `AWS refused ${roleArn} (${why}): this job's OIDC token presented sub ${sub} and aud` +
+      ` ${aud.join(",") || "(none)"}; a trust policy admits it with StringEquals` +
+      ` ${ISSUER}:aud = ${AUDIENCE} and StringLike ${ISSUER}:sub = ${sub}${stack}`,
   );
 }
 
