@@ -60,7 +60,8 @@ export interface Target {
   run(plan: Plan, python: string, hooks: Hooks): Promise<void>;
   /** The text at `key` in the plan's store; undefined when there is no such key. */
   readText(plan: Plan, key: string): Promise<string | undefined>;
-  link(plan: Plan, key: string): LinkTarget;
+  /** `version`: the S3 version the run wrote (ReportOptions.link). */
+  link(plan: Plan, key: string, version?: string): LinkTarget;
   /** Let go of what run() held for readText (the AWS target's credential server). */
   release?(): Promise<void>;
   /**
@@ -213,7 +214,7 @@ export async function evaluate(
       `the run summary at ${source} belongs to run ${summary.run_id}, not to this run (${plan.run_id}); no report is made from another run's results`,
     );
   }
-  const link = (key: string) => target.link(plan, key);
+  const link = (key: string, version?: string) => target.link(plan, key, version);
   const options = { link, phases, previous: history[0], history, fullReport };
   return {
     plan,

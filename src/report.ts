@@ -35,7 +35,8 @@ export interface Phase {
 }
 
 export interface ReportOptions {
-  link: (key: string) => LinkTarget;
+  /** `version`: the S3 version the run wrote (its summary's `outputs.versions`), when known. */
+  link: (key: string, version?: string) => LinkTarget;
   /** How long each phase of the run took, shown as a small table. */
   phases?: Phase[];
   /** The report never exceeds this many bytes (UTF-8). Default DEFAULT_BUDGET_BYTES. */
@@ -477,7 +478,9 @@ function failureDetail(scene: SceneResult, link: ReportOptions["link"]): string 
     plural(scene.attempts, "attempt"),
     scene.exit_code === null ? "no exit code" : `exit code ${scene.exit_code}`,
     ...(scene.node ? [`node ${code(scene.node)}`] : []),
-    ...(scene.outputs.log ? [mdLink("log", link(scene.outputs.log).href)] : []),
+    ...(scene.outputs.log
+      ? [mdLink("log", outputTarget(scene, scene.outputs.log, link).href)]
+      : []),
   ];
   const parts = [`#### ${STATUS_ICON.FAILED} ${code(scene.name)} — ${facts.join(" · ")}`];
   if (scene.history.length > 1) {
@@ -534,17 +537,27 @@ function sceneRow(scene: SceneResult, link: ReportOptions["link"]): string {
       String(scene.attempts),
       formatSeconds(scene.duration_s),
       scene.failure_class ?? "",
-      outputLink("history", history, link),
-      outputLink("log", log, link),
-      videos.map((key, i) => outputLink(videoLabel(i), key, link)).join("<br>"),
+      outputLink(scene, "history", history, link),
+      outputLink(scene, "log", log, link),
+      videos.map((key, i) => outputLink(scene, videoLabel(i), key, link)).join("<br>"),
     ].map(escapeCell),
   );
 }
 
-function outputLink(label: string, key: string | null, link: ReportOptions["link"]): string {
+function outputLink(
+  scene: SceneResult,
+  label: string,
+  key: string | null,
+  link: ReportOptions["link"],
+): string {
   if (key === null) return "—";
-  const target = link(key);
+  const target = outputTarget(scene, key, link);
   return `${mdLink(label, target.href)} ${code(target.uri)}`;
+}
+
+/** A scene's output as its run wrote it: the version it recorded, else the key as it is now. */
+function outputTarget(scene: SceneResult, key: string, link: ReportOptions["link"]): LinkTarget {
+  return link(key, scene.outputs.versions?.[key]);
 }
 
 /** `_… <what> (the cap). Full table: …. Full results: run-summary.json_`. */

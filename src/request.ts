@@ -118,7 +118,7 @@ export function parseOverrides(text: string): Record<string, string> {
     const key = pair[1]!.toLowerCase();
     // Refused as in the config files (src/ini.ts): configparser on the node would interpolate
     // it (`%(s3_bucket)s` becomes the bucket's name there) while this side reads it verbatim.
-    if (pair[2]!.includes("%%%")) {
+    if (pair[2]!.includes("%")) {
       throw new InputError(
         "mcs-config-overrides",
         `"${key.replace(/\+$/, "")}" has a %, which configparser on the node interpolates; remove it`,

@@ -49,6 +49,12 @@ export interface SceneOutputs {
   history: string | null;
   log: string | null;
   videos: string[];
+  /**
+   * The S3 version each of these keys was written as (key → VersionId): a later run replaces
+   * them, and the report links this run's. Absent for a local store, a bucket without versioning
+   * and in older summaries.
+   */
+  versions?: Record<string, string>;
 }
 
 export interface SceneResult {

@@ -284,6 +284,7 @@ const NARROW = {
   ScenesBucketName: "mcs-test-scenes",
   TestFolders: "eval-35-test,eval-35-movies-test,demo-eval-test",
   TestFolderExpirationDays: "7",
+  NoncurrentVersionDays: "30",
 };
 
 let defaults: Deployed;
@@ -564,21 +565,52 @@ describe("deployed to moto's CloudFormation", () => {
     expect(expires(rules, `${movies}/${name}_level2_demo_scene_01_visual.mp4`)).toBe(false);
     expect(expires(rules, `${folder}-test-other/x.json`)).toBe(false);
 
+    // With versioning, an expiry leaves a delete marker: the test data goes as a noncurrent version.
+    const testFolder = (n: number, folder: string) => ({
+      Id: `test-folder-${n}`,
+      Status: "Enabled",
+      Prefix: `${folder}/`,
+      ExpirationInDays: 7,
+      NoncurrentVersionExpiration: { NoncurrentDays: 7 },
+    });
     expect(lifecycleRules(narrow)).toEqual([
-      { Id: "test-folder-1", Status: "Enabled", Prefix: "eval-35-test/", ExpirationInDays: 7 },
-      {
-        Id: "test-folder-2",
-        Status: "Enabled",
-        Prefix: "eval-35-movies-test/",
-        ExpirationInDays: 7,
-      },
-      { Id: "test-folder-3", Status: "Enabled", Prefix: "demo-eval-test/", ExpirationInDays: 7 },
+      testFolder(1, "eval-35-test"),
+      testFolder(2, "eval-35-movies-test"),
+      testFolder(3, "demo-eval-test"),
       {
         Id: "incomplete-uploads",
         Status: "Enabled",
         AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 },
       },
+      {
+        Id: "noncurrent-versions",
+        Status: "Enabled",
+        NoncurrentVersionExpiration: { NoncurrentDays: 30 },
+        ExpiredObjectDeleteMarker: true,
+      },
     ]);
+  });
+
+  it("the bucket keeps versions (each report links its run's), and a replaced version expires", () => {
+    for (const stack of [defaults, narrow]) {
+      expect(stack.resolved.ResultsBucket!.properties.VersioningConfiguration).toEqual({
+        Status: "Enabled",
+      });
+    }
+    // Every key's replaced versions go after NoncurrentVersionDays (90: GitHub's default
+    // retention of a run's logs and job summary), and a test folder's as fast as its objects.
+    const rules = lifecycleRules(defaults);
+    expect(rules.find((r) => r.Id === "noncurrent-versions")).toEqual({
+      Id: "noncurrent-versions",
+      Status: "Enabled",
+      NoncurrentVersionExpiration: { NoncurrentDays: 90 },
+      ExpiredObjectDeleteMarker: true,
+    });
+    const tests = rules.filter((r) => String(r.Id).startsWith("test-folder-"));
+    expect(tests.length).toBe(2);
+    for (const rule of tests) {
+      expect(rule.NoncurrentVersionExpiration).toEqual({ NoncurrentDays: 14 });
+    }
   });
 
   it("the nodes' instance profile ray-autoscaler-v1: the bucket only, the watchdog, the autoscaler", () => {
@@ -814,9 +846,9 @@ describe("a repository in either subject form: its form's tokens are admitted, n
     },
     { token: "another repository, ID form", form: "id", answer: "refused", of: other },
   ];
-  it.each(cases)(
-    "$token, to the $form-form stack's role: $answer",
-    async ({ form, answer, of: token }) => {
+  it.each(cases.map((c) => [c.token, c.form, c.answer, c.of] as const))(
+    "%s, to the %s-form stack's role: %s",
+    async (_, form, answer, token) => {
       const role = actionRole(form === "id" ? ids : defaults).arn;
       const result = await assume(role, token);
       const sub = subjectOf(token.repository ?? "mcs/pipeline", token.context, token.ids);
@@ -1064,7 +1096,10 @@ describe("the stack's roles with the action's preflight and Ray's own AWS code, 
         "DescribeImages",
         "GetInstanceProfile", // ray-autoscaler-v1: Ray's default for the head,
         "GetInstanceProfile", // and the profile the workers name
+        "GetRole", // the nodes' role: the stack's region (PreflightRoles),
+        "ListAttachedRolePolicies", // not Ray's full-access defaults
         "DescribeAvailabilityZones",
+        "DescribeSubnets", // the subnets Ray would choose
         "DescribeInstanceTypes",
         "GetServiceQuota",
       ].sort(),
@@ -1086,13 +1121,9 @@ describe("the stack's roles with the action's preflight and Ray's own AWS code, 
     s3.destroy();
     expect(listed.Contents ?? []).toEqual([]);
 
-    // Why the YAML names an `ami-` ID here, not the demo's resolve:ssm: parameter: moto's access
-    // control authorizes every SSM request against the resource "*" (its SSM responses have no
-    // _determine_resource: moto/core/responses.py, call_action), and "*" does not match the
-    // parameter ARN that PublicImageParameters allows (moto/iam/access_control.py,
-    // IAMPolicyStatement._match). AWS checks the parameter's own ARN, which the policy allows.
-    // (Besides, moto serves no Canonical parameter.) When this fails, moto checks SSM's ARNs:
-    // use a resolve:ssm: image moto serves instead.
+    // The YAML names an `ami-` ID here, not the demo's resolve:ssm: parameter, which moto does
+    // not serve. The policy as deployed allows reading the demo's parameter (moto authorizes SSM
+    // calls against "*" only: motoEnforceable), and nothing beyond AWS's public parameters.
     const parameter = (name: string) => `arn:aws:ssm:${outputs.Region}::parameter${name}`;
     for (const image of demoImages) {
       const name = image.slice("resolve:ssm:".length);
@@ -1100,19 +1131,34 @@ describe("the stack's roles with the action's preflight and Ray's own AWS code, 
     }
     expect(allows(policy, "ssm:GetParameters", parameter(MOTO_IMAGE_PARAMETER))).toBe(true);
     expect(allows(policy, "ssm:GetParameters", "*")).toBe(false);
-    const ssm = new SSMClient({
-      region: TEST_REGION,
-      endpoint: moto.url,
-      credentials: runner.credentials,
-      maxAttempts: 1,
-    });
-    // moto refuses it (403, with IAM's XML error, which the SDK's JSON protocol cannot read).
-    const answer = await ssm.send(new GetParametersCommand({ Names: [MOTO_IMAGE_PARAMETER] })).then(
-      () => undefined,
-      (e: unknown) => e as { $metadata?: { httpStatusCode?: number } },
-    );
-    expect(answer?.$metadata?.httpStatusCode).toBe(403);
-    ssm.destroy();
+  });
+
+  it("the action's preflight in another region than the stack's: one error naming the stack's region", async () => {
+    vi.stubEnv("AWS_ENDPOINT_URL", recorder.url);
+    let findings: Finding[];
+    try {
+      findings = await preflight({
+        region: "eu-west-1",
+        bucket: defaults.outputs.ResultsBucket!,
+        bucketSource: "configs/x.ini",
+        cluster: parseYaml(readFileSync(run.yaml, "utf8")) as Record<string, unknown>,
+        clusterSource: "autoscaler/x.yaml",
+        credentials: () => Promise.resolve(runner.credentials),
+      });
+    } finally {
+      vi.unstubAllEnvs();
+    }
+    // Among the findings of a region without the bucket, the zones or the AMI: the nodes' role
+    // serves the stack's region (its tag), where its permissions are.
+    const role = findings.filter((f) => f.text.includes(`nodes' role ${NODE_ROLE}`));
+    expect(role, JSON.stringify(findings, null, 1)).toEqual([
+      {
+        level: "error",
+        text: expect.stringMatching(
+          /^the nodes' role ray-autoscaler-v1 serves us-east-1 \(its tag mcs-pipeline:region: the setup stack's region\), not eu-west-1, .*: run in us-east-1 .*, or deploy the setup stack in eu-west-1 instead/,
+        ),
+      },
+    ]);
   });
 
   it("the action's role launches a cluster with the stack's profile; the nodes' role tears it down from the head", async () => {

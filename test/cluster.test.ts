@@ -286,6 +286,43 @@ describe("the rendered YAML: ray down terminates AWS instances", () => {
   });
 });
 
+describe("the rendered YAML: IMDSv2 on every node", () => {
+  const options = (cluster: Record<string, unknown>) =>
+    Object.values(cluster.available_node_types as Record<string, { node_config: object }>).map(
+      (t) => (t.node_config as { MetadataOptions?: unknown }).MetadataOptions,
+    );
+  const workerOptions = (line: string) => (y: string) =>
+    y.replace(
+      "      IamInstanceProfile: { Name: ray-autoscaler-v1 }",
+      `      IamInstanceProfile: { Name: ray-autoscaler-v1 }\n      MetadataOptions: ${line}`,
+    );
+
+  it("requires session tokens on every node type (the stack's roles launch nothing else)", () => {
+    const { cluster } = planFor((y) => y)();
+    expect(options(cluster)).toEqual([
+      { HttpEndpoint: "enabled", HttpTokens: "required" },
+      { HttpEndpoint: "enabled", HttpTokens: "required" },
+    ]);
+  });
+
+  it("keeps a module's hop limit (containers need 2)", () => {
+    const { cluster } = planFor(workerOptions("{ HttpPutResponseHopLimit: 2 }"))();
+    expect(options(cluster)[1]).toEqual({
+      HttpEndpoint: "enabled",
+      HttpPutResponseHopLimit: 2,
+      HttpTokens: "required",
+    });
+  });
+
+  it("refuses a module that turns IMDSv2 off, in one line naming the node type", () => {
+    expectInputError(
+      planFor(workerOptions("{ HttpTokens: optional }")),
+      "module",
+      /^ray_demo_aws\.yaml: ray\.worker\.default sets MetadataOptions\.HttpTokens: optional; the nodes need IMDSv2: remove it or set it to required$/,
+    );
+  });
+});
+
 describe("the rendered YAML: the head's watchdog", () => {
   const NAME = "mcs-demo-level1-18170960955-1-eval-0";
   const start = (cluster: Record<string, unknown>) => cluster.head_start_ray_commands as string[];

@@ -4,13 +4,16 @@
  * loopback AWS and OIDC and a Ray cluster brought up by `ray up` on the sshd fixture:
  *  - the budget ends mid-run: the step reports `running` with the run id and exits 0, its post
  *    step leaves the cluster up (the driver runs on), a later job's collect publishes the complete
- *    report once the driver has finished, and the head's watchdog then tears the cluster down;
+ *    report once the driver has finished (its links to the object versions the run wrote, the
+ *    bucket versioned as the setup stack makes it), and the head's watchdog then tears the
+ *    cluster down;
  *  - a collect while the run goes on publishes its progress (status `running`), and a cancelled
  *    collect leaves the run alone: it still finishes.
  * Units: the follow budget (followWithin), the progress and ETA of a partial report, the status.
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { PutBucketVersioningCommand } from "@aws-sdk/client-s3";
 import { describe, expect, it } from "vitest";
 import { progressMarkdown, statusOf } from "../src/action/publish.js";
 import { watchdogLogPath } from "../src/cluster.js";
@@ -19,6 +22,7 @@ import type { RunSummary, SceneResult } from "../src/summary.js";
 import { makeActionWorkspace } from "./support/cluster.js";
 import { actionSuite } from "./support/action-suite.js";
 import { demoJob, nodeAwsEnv } from "./support/loopback.js";
+import { s3Client } from "./support/moto.js";
 import type { ActionJob, ActionRun } from "./support/runner.js";
 import { rayProcessesOf, waitForNoRayProcesses, type SshdFixture } from "./support/sshd.js";
 
@@ -34,7 +38,22 @@ let node: SshdFixture | undefined;
 
 async function newNode() {
   node = await suite.startNode({ env: nodeAwsEnv(suite.aws().moto.url) });
-  return makeActionWorkspace({ node, s3Endpoint: suite.aws().moto.url });
+  const ws = await makeActionWorkspace({ node, s3Endpoint: suite.aws().moto.url });
+  // Versioning on, as the setup stack makes the bucket: reports link the versions their run wrote.
+  await s3Client(suite.aws().moto.url).send(
+    new PutBucketVersioningCommand({
+      Bucket: ws.bucket,
+      VersioningConfiguration: { Status: "Enabled" },
+    }),
+  );
+  return ws;
+}
+
+/** The report's history links: one per scene, each to the version its run wrote. */
+function expectVersionedHistoryLinks(markdown: string, scenes: number) {
+  const links = [...markdown.matchAll(/\[history\]\((https:[^)]+)\)/g)].map((m) => new URL(m[1]!));
+  expect(links.length, markdown).toBe(scenes);
+  for (const url of links) expect(url.searchParams.get("versionId"), url.href).toBeTruthy();
 }
 
 /** A job of the demo module in `dir` with the watchdog's short bound and `inputs`. */
@@ -123,6 +142,7 @@ describe("follow-minutes and collect, with the action as the runner runs it", ()
       });
       expect(collect.summary).toMatch(/All 9 scenes succeeded/);
       expect(collect.summary).not.toMatch(/still going/);
+      expectVersionedHistoryLinks(collect.summary, 9);
       expect(existsSync(collect.outputs["summary-path"]!)).toBe(true);
       expect(collect.state).toEqual({});
       const collectPost = await collector.run("post");
@@ -176,6 +196,7 @@ describe("follow-minutes and collect, with the action as the runner runs it", ()
       const main = await running.done;
       expect(main.code, context(main)).toBe(0);
       expect(main.outputs).toMatchObject({ total: "9", succeeded: "9", status: "success" });
+      expectVersionedHistoryLinks(main.summary, 9);
       expect(main.outputs["run-id"]).toBe(runId);
       expect(await summaryWhen(ws, runId, "finished", 1000)).toMatchObject({
         totals: { succeeded: 9 },

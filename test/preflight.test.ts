@@ -93,6 +93,8 @@ beforeAll(async () => {
     env: {
       PYTHONPATH: path.join(REPO, "test/support/moto_quotas"),
       MCS_MOTO_EC2_QUOTAS: quotaFile,
+      // AmazonEC2FullAccess and friends, which Ray's bootstrap attaches to the role it makes.
+      MOTO_IAM_LOAD_MANAGED_POLICIES: "true",
     },
   });
   oidc = await startOidcServer();
@@ -291,7 +293,7 @@ describe("the preflight", () => {
         const run = await action(workspace(), { role: UNTRUSTED_ROLE });
         expectOneError(
           run,
-          /^preflight: role-to-assume: AWS refused arn:aws:iam::123456789012:role\/mcs-untrusted \(AccessDenied: .*\): its trust policy must allow token\.actions\.githubusercontent\.com with aud sts\.amazonaws\.com and sub repo:mcs-org\/mcs-pipeline:\*$/,
+          /^preflight: role-to-assume: AWS refused arn:aws:iam::123456789012:role\/mcs-untrusted \(AccessDenied: .*\): this job's OIDC token presented sub repo:mcs-org\/mcs-pipeline:ref:refs\/heads\/main and aud sts\.amazonaws\.com; a trust policy admits it with StringEquals token\.actions\.githubusercontent\.com:aud = sts\.amazonaws\.com and StringLike token\.actions\.githubusercontent\.com:sub = repo:mcs-org\/mcs-pipeline:ref:refs\/heads\/main \(the setup stack: GitHubRepository mcs-org\/mcs-pipeline, GitHubSubjects including ref:refs\/heads\/main\)$/,
         );
         await expectNothingStarted(run);
       } finally {
@@ -453,7 +455,7 @@ describe("the preflight sees what ray up will see", () => {
   const WORKER = "ray.worker.default";
   const awsConfig = () => ({ region: TEST_REGION, endpoint: moto!.url, credentials: TEST_KEYS });
   /** Networks beside the default VPC: A (a private subnet in 1a, a public one in 1c), B (public
-   * in 1a), C (private only), each with a security group; and the default VPC's subnet in 1c. */
+   * in 1a), C (private only), each with a security group; and the default VPC's 1a and 1c. */
   const net: Record<string, string> = {};
 
   beforeAll(async () => {
@@ -486,15 +488,17 @@ describe("the preflight sees what ray up will see", () => {
     net.vpcC = await vpc("10.3.0.0/16");
     net.c1 = await subnet(net.vpcC, "10.3.1.0/24", "us-east-1a", false);
     net.sgC = await group(net.vpcC, "mcs-c");
-    const defaults = await ec2.send(
-      new DescribeSubnetsCommand({
-        Filters: [
-          { Name: "availability-zone", Values: ["us-east-1c"] },
-          { Name: "default-for-az", Values: ["true"] },
-        ],
-      }),
-    );
-    net.default1c = defaults.Subnets![0]!.SubnetId!;
+    for (const zone of ["us-east-1a", "us-east-1c"]) {
+      const defaults = await ec2.send(
+        new DescribeSubnetsCommand({
+          Filters: [
+            { Name: "availability-zone", Values: [zone] },
+            { Name: "default-for-az", Values: ["true"] },
+          ],
+        }),
+      );
+      net[`default${zone.slice(-2)}`] = defaults.Subnets![0]!.SubnetId!;
+    }
     ec2.destroy();
   });
 
@@ -575,7 +579,7 @@ describe("the preflight sees what ray up will see", () => {
         ],
         [
           "a public and a private subnet in SubnetIds",
-          variant({}, { [HEAD]: { SubnetIds: [subnets[0], net.a1] } }),
+          variant({}, { [HEAD]: { SubnetIds: [net.default1a, net.a1] } }),
           undefined,
           "unusable",
         ],
@@ -583,14 +587,14 @@ describe("the preflight sees what ray up will see", () => {
           "SubnetIds of two VPCs",
           variant(
             { availability_zone: "us-east-1a" },
-            { [HEAD]: { SubnetIds: [subnets[0], net.b1] } },
+            { [HEAD]: { SubnetIds: [net.default1a, net.b1] } },
           ),
           undefined,
           "vpcs",
         ],
         [
           "SubnetIds in a zone not listed",
-          variant({}, { [HEAD]: { SubnetIds: [subnets[0], net.default1c] } }),
+          variant({}, { [HEAD]: { SubnetIds: [net.default1a, net.default1c] } }),
           undefined,
           "mismatch",
         ],

@@ -2,14 +2,24 @@ import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { s3TextReader } from "../src/aws/s3.js";
+import { GetObjectCommand, PutBucketVersioningCommand } from "@aws-sdk/client-s3";
+import { s3Link, s3TextReader } from "../src/aws/s3.js";
+import { evaluate, type Environment, type Target } from "../src/engine.js";
 import type { Plan } from "../src/plan.js";
+import { parseRequest } from "../src/request.js";
 import { DEFAULT_BUDGET_BYTES, renderMarkdown, renderTerminal } from "../src/report.js";
 import type { LinkTarget } from "../src/report.js";
 import { chunkKey, parseSummary, readSummary } from "../src/summary.js";
 import type { RunSummary, SceneResult } from "../src/summary.js";
 import { localTarget } from "../src/targets/local.js";
-import { createBucket, putObject, startMoto, TEST_KEYS, TEST_REGION } from "./support/moto.js";
+import {
+  createBucket,
+  putObject,
+  s3Client,
+  startMoto,
+  TEST_KEYS,
+  TEST_REGION,
+} from "./support/moto.js";
 import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
 
 afterAll(removeTemps);
@@ -539,4 +549,157 @@ print(json.dumps(plan["summary_key"]))
       readSummary(localStore(makeTemp("mcs-empty-")), "k.json", () => {}),
     ).rejects.toThrow(/\/k\.json: no such file or object$/);
   });
+});
+
+describe("links to the object version the run wrote (a versioned bucket)", () => {
+  const versioned = (): RunSummary => {
+    const failed = scene("demo_failed", { status: "FAILED" });
+    const ok = scene("demo_ok");
+    const versions = (s: SceneResult) =>
+      Object.fromEntries(
+        [s.outputs.history!, s.outputs.log!, ...s.outputs.videos].map((k, i) => [
+          k,
+          `v${i}.${s.name}`,
+        ]),
+      );
+    return summaryOf([
+      { ...failed, outputs: { ...failed.outputs, versions: versions(failed) } },
+      { ...ok, outputs: { ...ok.outputs, versions: versions(ok) } },
+      scene("demo_older_summary"),
+    ]);
+  };
+  const s3 = (key: string, version?: string) =>
+    s3Link("s3://mcs-results/runs", "eu-west-1", key, version);
+
+  it("s3Link adds the version to the console link only when there is one", () => {
+    expect(s3("eval/a b.json", "3HL4kqtJ+lcpXroDTDmJ").href).toBe(
+      "https://s3.console.aws.amazon.com/s3/object/mcs-results?region=eu-west-1&prefix=runs%2Feval%2Fa%20b.json&versionId=3HL4kqtJ%2BlcpXroDTDmJ",
+    );
+    expect(s3("eval/a.json")).toEqual({
+      href: "https://s3.console.aws.amazon.com/s3/object/mcs-results?region=eu-west-1&prefix=runs%2Feval%2Fa.json",
+      uri: "s3://mcs-results/runs/eval/a.json",
+    });
+    expect(s3("eval/a.json", "v1").uri).toBe("s3://mcs-results/runs/eval/a.json");
+  });
+
+  it("every history, log and video link of a scene carries its recorded version; a scene without versions links the key", () => {
+    const markdown = renderMarkdown(versioned(), { link: s3 });
+    const hrefs = [...markdown.matchAll(/\]\((https:[^)]+)\)/g)].map((m) => new URL(m[1]!));
+    const of = (name: string) =>
+      hrefs
+        .filter((url) => url.searchParams.get("prefix")!.includes(`/${name}`))
+        .map((url) => [url.searchParams.get("prefix"), url.searchParams.get("versionId")]);
+    // The failed scene: its log in the failure details, then its row (history, log, video).
+    expect(of("demo_failed")).toEqual([
+      ["runs/eval/demo_failed_log.txt", "v1.demo_failed"],
+      ["runs/eval/demo_failed.json", "v0.demo_failed"],
+      ["runs/eval/demo_failed_log.txt", "v1.demo_failed"],
+      ["runs/movies/demo_failed_visual.mp4", "v2.demo_failed"],
+    ]);
+    expect(of("demo_ok")).toEqual([
+      ["runs/eval/demo_ok.json", "v0.demo_ok"],
+      ["runs/eval/demo_ok_log.txt", "v1.demo_ok"],
+      ["runs/movies/demo_ok_visual.mp4", "v2.demo_ok"],
+    ]);
+    expect(of("demo_older_summary").map(([, version]) => version)).toEqual([null, null, null]);
+  });
+
+  it("a local store links its files as they are (a directory keeps no versions)", () => {
+    const out = makeTemp("mcs-out-");
+    const plan = { store: path.join(out, "store"), dir: path.join(out, "runs", "r1", "plan") };
+    const markdown = renderMarkdown(versioned(), {
+      link: (key, version) => localTarget(out, undefined).link(plan as Plan, key, version),
+    });
+    expect(markdown).toContain("](../../store/eval/demo_ok.json)");
+    expect(markdown).not.toContain("versionId");
+  });
+});
+
+describe("e2e: two runs replace the same history key in a versioned bucket; each report keeps its own", () => {
+  it("the real driver runs twice on local Ray into moto; each report's history link opens the bytes its run wrote", async () => {
+    const moto = await startMoto();
+    const names = [
+      "AWS_ENDPOINT_URL",
+      "AWS_ACCESS_KEY_ID",
+      "AWS_SECRET_ACCESS_KEY",
+      "AWS_REGION",
+      "AWS_DEFAULT_REGION",
+    ] as const;
+    const saved = Object.fromEntries(names.map((n) => [n, process.env[n]]));
+    try {
+      // The driver (and the local Ray its tasks run in) inherits these, as nodes have theirs.
+      Object.assign(process.env, {
+        AWS_ENDPOINT_URL: moto.url,
+        AWS_ACCESS_KEY_ID: TEST_KEYS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: TEST_KEYS.secretAccessKey,
+        AWS_REGION: TEST_REGION,
+        AWS_DEFAULT_REGION: TEST_REGION,
+      });
+      const bucket = "mcs-versioned-results";
+      await createBucket(moto.url, bucket);
+      const client = s3Client(moto.url);
+      await client.send(
+        new PutBucketVersioningCommand({
+          Bucket: bucket,
+          VersioningConfiguration: { Status: "Enabled" },
+        }),
+      );
+      const store = `s3://${bucket}/results`;
+      const read = s3TextReader(store, TEST_REGION, async () => TEST_KEYS);
+      const out = makeTemp("mcs-versions-");
+      const env: Environment = {
+        toolRoot: REPO,
+        workspace: REPO,
+        venvDir: path.dirname(path.dirname(PYTHON)),
+        log: () => undefined,
+      };
+      const request = parseRequest(
+        { module: "demo", scenes: "scenes/subset/demo_gravity_support_0001_01.json", retries: "0" },
+        "local",
+      );
+      const run = async () => {
+        const local = localTarget(out, 1);
+        const target: Target = {
+          ...local,
+          place: (mod, runId) => ({ ...local.place(mod, runId), store }),
+          readText: (_plan, key) => read(key),
+          link: (plan, key, version) => s3Link(plan.store, TEST_REGION, key, version),
+        };
+        const outcome = await evaluate(request, env, target, { progress: () => undefined });
+        expect(outcome.exitCode, outcome.markdown).toBe(0);
+        const scene = outcome.summary!.scenes[0]!;
+        const key = scene.outputs.history!;
+        const url = new URL(/\[history\]\((https:[^)]+)\)/.exec(outcome.markdown!)![1]!);
+        // What the key holds right after this run: this run's history.
+        return { outcome, key, url, written: await read(key) };
+      };
+      const first = await run();
+      const second = await run();
+      expect(second.key).toBe(first.key); // MCS's name: the same key, replaced
+      expect(second.written).not.toBe(first.written);
+
+      for (const { key, url, written, outcome } of [first, second]) {
+        expect(url.pathname).toBe(`/s3/object/${bucket}`);
+        expect(url.searchParams.get("prefix")).toBe(`results/${key}`);
+        const version = url.searchParams.get("versionId");
+        expect(version, outcome.markdown).toBeTruthy();
+        const object = await client.send(
+          new GetObjectCommand({ Bucket: bucket, Key: `results/${key}`, VersionId: version! }),
+        );
+        const bytes = await object.Body!.transformToString();
+        expect(bytes).toBe(written);
+        // The history's own stamp is the one in this run's log key.
+        const stamp = (JSON.parse(bytes) as { info: { timestamp: string } }).info.timestamp;
+        expect(outcome.summary!.scenes[0]!.outputs.log).toContain(`_${stamp}_log.txt`);
+      }
+      // The key alone (what a report linked before) now shows the second run's file.
+      expect(await read(first.key)).toBe(second.written);
+    } finally {
+      for (const n of names) {
+        if (saved[n] === undefined) Reflect.deleteProperty(process.env, n);
+        else process.env[n] = saved[n];
+      }
+      await moto.stop();
+    }
+  }, 240_000);
 });

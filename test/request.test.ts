@@ -185,11 +185,14 @@ describe("parseOverrides", () => {
     ["history_enabled=%(s3_bucket)s", "history_enabled"],
     ["s3_folder+=-100%", "s3_folder"],
     ["team = a%%b", "team"],
-  ])("rejects a %% in %s, as the config files do (configparser interpolates it)", (line, key) => {
-    expectInputError(
-      () => parseOverrides(`s3_folder=ok\n${line}`),
-      "mcs-config-overrides",
-      new RegExp(`^"${key}" has a %, which configparser on the node interpolates; remove it$`),
-    );
-  });
+  ])(
+    "rejects %s: configparser would interpolate it, and the config files refuse it too",
+    (line, key) => {
+      expectInputError(
+        () => parseOverrides(`s3_folder=ok\n${line}`),
+        "mcs-config-overrides",
+        new RegExp(`^"${key}" has a %, which configparser on the node interpolates; remove it$`),
+      );
+    },
+  );
 });

@@ -175,7 +175,11 @@ describe("the run summary's types are run-summary.schema.json's", () => {
     [
       "SceneOutputs",
       defs.outputs!,
-      shape<SceneOutputs>({ history: t, log: t, videos: t }, {}, { history: t, log: t }),
+      shape<SceneOutputs>(
+        { history: t, log: t, videos: t, versions: t },
+        { versions: t },
+        { history: t, log: t },
+      ),
     ],
     [
       "NodeRecord",

@@ -73,14 +73,24 @@ def upload_outputs(spec: dict, key_scene: str, log_path: Path, found: Outputs,
         started_local.strftime("%Y%m%d-%H%M%S-") + f"{started_local.microsecond // 1000:03d}")
     outputs: dict = {"history": None, "log": f"{names['folder']}/{base}_{stamp}_log.txt",
                      "videos": []}
-    store.put_file(outputs["log"], str(log_path))
+    # The version each write made (a versioned bucket): a later run replaces these keys, and the
+    # report links the version this run wrote.
+    versions: dict[str, str] = {}
+
+    def put(key: str, source: Path) -> None:
+        if version := store.put_file(key, str(source)):
+            versions[key] = version
+
+    put(outputs["log"], log_path)
     if history is not None:
         outputs["history"] = f"{names['folder']}/{base}.json"
-        store.put_file(outputs["history"], str(history.path))
+        put(outputs["history"], history.path)
     for kind, video in sorted(found.videos.items()):
         key = f"{names['movies_folder']}/{base}_{kind}.mp4"
-        store.put_file(key, str(video))
+        put(key, video)
         outputs["videos"].append(key)
+    if versions:
+        outputs["versions"] = versions
     return outputs
 
 

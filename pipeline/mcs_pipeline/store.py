@@ -2,6 +2,11 @@
 
 Writes are atomic in both: S3 objects appear whole, local files are written aside and renamed,
 so a reader (the report, a resume) never sees half a run-summary.json.
+
+A write returns the version it made: S3's VersionId in a bucket with versioning on, else None (a
+local directory; a bucket without versioning, whose objects have the version "null"). Histories
+and videos keep MCS's names, so a later run replaces them: the summary records each output's
+version, and a report links the very object its run wrote.
 """
 
 from __future__ import annotations
@@ -87,19 +92,32 @@ class S3Store:
 
     # A content type from the key's extension, so a browser plays a video or shows a log that a
     # report links to (without one, S3 serves binary/octet-stream, a download).
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
-                               ContentType=content_type(key))
+    def put_bytes(self, key: str, data: bytes) -> str | None:
+        return self._put(key, data)
 
-    def put_file(self, key: str, source: str) -> None:
-        self.client.upload_file(source, self.bucket, self._key(key),
-                                ExtraArgs={"ContentType": content_type(key)})
+    def put_file(self, key: str, source: str) -> str | None:
+        """One PutObject, not upload_file: its response carries the VersionId of exactly this
+        write (upload_file returns nothing, and a HEAD after it could see another writer's
+        version). A single PUT takes up to 5 GB, far above a scene's video or log."""
+        with open(source, "rb") as body:
+            return self._put(key, body)
+
+    def _put(self, key: str, body) -> str | None:
+        response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
+                                          ContentType=content_type(key))
+        return version_of(response)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except self.client.exceptions.NoSuchKey:
             return None
+
+
+def version_of(response: dict) -> str | None:
+    """The VersionId of a PUT's response; None without versioning ("null" once suspended)."""
+    version = response.get("VersionId")
+    return version if version and version != "null" else None
 
 
 def make_store(spec: str) -> LocalStore | S3Store:

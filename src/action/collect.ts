@@ -56,7 +56,7 @@ export async function collectRun(
     }
     const history = await readHistory(summaryStore, summary, log);
     const options = {
-      link: (k: string) => s3Link(store, aws.region, k),
+      link: (k: string, version?: string) => s3Link(store, aws.region, k, version),
       previous: history[0],
       history,
       fullReport: `\`${FULL_REPORT_FILE}\` in the collecting job's artifact`,

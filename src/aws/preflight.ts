@@ -2,9 +2,11 @@
  * The preflight: after the plan, before `ray up`, in seconds, with the run's own credentials. It
  * asks AWS what `ray up` and the run will need and reports each problem as one finding, one line
  * that names the fix: the results bucket (in the region, and writable: a probe object written and
- * deleted), each node type's AMI (`resolve:ssm:` parameters resolved first), the instance profile,
- * the subnets and availability zones, and the account's vCPU quotas for the cluster at its largest
- * (a warning: a quota may be raised in time, and running instances share it). Errors stop the run
+ * deleted), each node type's AMI (`resolve:ssm:` parameters resolved first), the instance profile
+ * and the nodes' role (made by Ray's defaults, or by the setup stack of another region), the
+ * subnets exactly as Ray chooses them and the availability zones, the session duration STS
+ * refused, and the account's vCPU quotas for the cluster at its largest (a warning: a quota may
+ * be raised in time, and running instances share it). Errors stop the run
  * (exit 2) before anything is created; checks it could not make are warnings that say why.
  * Whether the role can be assumed is the caller's part (the AWS target assumes it; the CLI checks
  * the environment's credentials with `credentialsFinding`).

@@ -39,11 +39,17 @@ export function s3TextReader(
   };
 }
 
-/** A console link to click and the s3:// URI to copy, for one key of the store. */
-export function s3Link(store: string, region: string, key: string): LinkTarget {
+/**
+ * A console link to click and the s3:// URI to copy, for one key of the store. `version`: the
+ * object version a run wrote (a versioned bucket), which the console link opens whatever later
+ * runs wrote to the key since; without one, the key's current object.
+ */
+export function s3Link(store: string, region: string, key: string, version?: string): LinkTarget {
   const { bucket, prefix } = parseS3Uri(store);
   const full = prefix ? `${prefix}/${key}` : key;
-  const query = `region=${encodeURIComponent(region)}&prefix=${encodeURIComponent(full)}`;
+  const query =
+    `region=${encodeURIComponent(region)}&prefix=${encodeURIComponent(full)}` +
+    (version ? `&versionId=${encodeURIComponent(version)}` : "");
   return {
     href: `https://s3.console.aws.amazon.com/s3/object/${bucket}?${query}`,
     uri: `s3://${bucket}/${full}`,

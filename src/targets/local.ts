@@ -22,6 +22,7 @@ export function localTarget(outDir: string, numCpus: number | undefined): Target
     run: (plan, python, hooks) =>
       hooks.phase("run scenes", () => runDriver(plan, python, numCpus, hooks.progress)),
     readText: async (plan, key) => readIfThere(path.join(plan.store, key)),
+    // A directory keeps no versions: a link is to the file as it is now.
     link: (plan, key) => {
       const file = path.join(plan.store, key);
       return { href: path.relative(runDir(plan), file), uri: file };
