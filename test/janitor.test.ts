@@ -808,6 +808,8 @@ describe("one lifetime rule: the head's watchdog and the janitor over the same c
     const origin = Math.max(...launched.map((l) => l.launched.getTime()));
     const headLaunch = launched.find((l) => l.id === watched.head)!.launched.getTime();
 
+    // `ray up` starts the watchdog once it has reached the head over SSH and set it up (Ray's
+    // install): minutes after the launch. Its clock counts from then.
     const out = path.join(watched.run.tmp, "watchdog.json");
     const started = (headLaunch + 5 * MINUTE) / 1000;
     const clock = await execCommand(
@@ -849,14 +851,11 @@ describe("one lifetime rule: the head's watchdog and the janitor over the same c
         now: new Date(now),
       });
       for (const f of found) if (!taken.has(f.cluster)) taken.set(f.cluster, t);
-      expect(
-        (
-          await terminate(
-            client,
-            found.map((f) => f.id),
-          )
-        ).failed,
-      ).toEqual([]);
+      const result = await terminate(
+        client,
+        found.map((f) => f.id),
+      );
+      expect(result.failed).toEqual([]);
     }
     // The watchdog, 600 minutes after its start: before the janitor's 600 + 30 of its nodes.
     expect(tornDownAt).toBe(605);

@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 from mcs_pipeline.mcs_outputs import History, Outputs
+from mcs_pipeline import store as store_module
 from mcs_pipeline.scene_task import upload_outputs
 from mcs_pipeline.store import LocalStore, S3Store
 
@@ -107,8 +108,10 @@ def test_a_write_returns_the_version_it_made(versioned_bucket, bucket, tmp_path)
     assert LocalStore(str(tmp_path / "store")).put_file("f/h.json", str(source)) is None
 
 
-def test_scene_outputs_record_each_keys_version(versioned_bucket, bucket, tmp_path):
+def test_scene_outputs_record_each_keys_version(versioned_bucket, bucket, tmp_path, monkeypatch):
     """upload_outputs records the version of the log, the history and every video it wrote."""
+    # The tasks' store cache, for this test alone: the package ships by value, globals included.
+    monkeypatch.setattr(store_module, "_open", {})
     eval_dir = tmp_path / "eval"
     (eval_dir / "SCENE_HISTORY").mkdir(parents=True)
     history = eval_dir / "SCENE_HISTORY" / "s1-20260101-000000.json"

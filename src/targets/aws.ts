@@ -165,7 +165,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
       session.read ??= s3TextReader(plan.store, settings.region, session.credentials?.provider);
       return session.read(key);
     },
-    link: (plan, key) => s3Link(plan.store, settings.region, key),
+    link: (plan, key, version) => s3Link(plan.store, settings.region, key, version),
     release: async () => {
       await session.credentials?.close();
       session.credentials = undefined;
