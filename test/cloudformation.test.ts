@@ -27,7 +27,12 @@ import { readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DeleteKeyPairCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
-import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import {
+  ListObjectsV2Command,
+  PutBucketVersioningCommand,
+  S3Client,
+  type BucketVersioningStatus,
+} from "@aws-sdk/client-s3";
 import { GetParametersCommand, SSMClient } from "@aws-sdk/client-ssm";
 import {
   AssumeRoleCommand,
@@ -328,7 +333,10 @@ describe("the template", () => {
     const report = await checkov(TEMPLATE);
     expect(report.failed.map((c) => `${c.check_id} ${c.resource}`)).toEqual([]);
     for (const skip of report.skipped) {
-      expect(skip.suppress_comment?.trim(), `${skip.check_id}: its reason`).toBeTruthy();
+      expect(
+        skip.check_result.suppress_comment?.trim(),
+        `${skip.check_id}: its reason`,
+      ).toBeTruthy();
     }
     // Write access only with constraints (CKV_AWS_111), for both roles: checked, and passed.
     expect(
@@ -357,7 +365,11 @@ describe("the template", () => {
   });
 });
 
-type CheckovCheck = { check_id: string; resource: string; suppress_comment?: string };
+type CheckovCheck = {
+  check_id: string;
+  resource: string;
+  check_result: { result: string; suppress_comment?: string };
+};
 
 /** checkov's CloudFormation checks on `file`, offline (--skip-download: no Prisma Cloud calls). */
 async function checkov(file: string) {
@@ -1024,6 +1036,25 @@ describe("the stack's roles with the action's preflight and Ray's own AWS code, 
     }
     iam.destroy();
     policy = actionRole(defaults).policies["mcs-pipeline"]!;
+    // The bucket's versioning as the template resolved it (moto's CloudFormation applies only
+    // its encryption and tags to the bucket: moto_cfn.py).
+    const versioning = defaults.resolved.ResultsBucket!.properties.VersioningConfiguration as {
+      Status: BucketVersioningStatus;
+    };
+    expect(versioning).toEqual({ Status: "Enabled" });
+    const s3 = new S3Client({
+      region: TEST_REGION,
+      endpoint: moto.url,
+      forcePathStyle: true,
+      credentials: TEST_KEYS,
+    });
+    await s3.send(
+      new PutBucketVersioningCommand({
+        Bucket: defaults.outputs.ResultsBucket!,
+        VersioningConfiguration: versioning,
+      }),
+    );
+    s3.destroy();
     // The nodes' image: the AMI a public parameter moto serves names, read while moto still
     // authorizes everyone, as an `ami-` ID in place of the demo's resolve:ssm: (see the preflight).
     const ssm = new SSMClient({ region: TEST_REGION, endpoint: moto.url, credentials: TEST_KEYS });
@@ -1091,6 +1122,7 @@ describe("the stack's roles with the action's preflight and Ray's own AWS code, 
     expect(calls.map(label).sort(), context).toEqual(
       [
         `GET ${bucket}/`, // GetBucketLocation (?location)
+        `GET ${bucket}/`, // GetBucketVersioning (?versioning)
         `PUT ${bucket}/mcs-preflight/*`,
         `DELETE ${bucket}/mcs-preflight/*`,
         "DescribeImages",

@@ -33,7 +33,7 @@ import {
   ListAttachedRolePoliciesCommand,
   RemoveRoleFromInstanceProfileCommand,
 } from "@aws-sdk/client-iam";
-import { CreateBucketCommand } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, PutBucketVersioningCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import {
@@ -102,7 +102,14 @@ beforeAll(async () => {
     acceptToken: (jwt) => oidc!.issued.some((t) => t.jwt === jwt),
   });
   const config = { region: TEST_REGION, endpoint: moto.url, credentials: TEST_KEYS };
+  // As the setup stack makes it: versioned (an unversioned bucket is a warning).
   await s3Client(moto.url).send(new CreateBucketCommand({ Bucket: BUCKET }));
+  await s3Client(moto.url).send(
+    new PutBucketVersioningCommand({
+      Bucket: BUCKET,
+      VersioningConfiguration: { Status: "Enabled" },
+    }),
+  );
   await new IAMClient(config).send(
     new CreateInstanceProfileCommand({ InstanceProfileName: PROFILE }),
   );
@@ -423,6 +430,23 @@ describe("the preflight", () => {
         subnet,
         /node types ray\.head\.default, ray\.worker\.default: subnet subnet-0123456789abcdef0 does not exist in us-east-1/,
       );
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    "a bucket that keeps no versions: a warning (older reports would link newer files)",
+    async () => {
+      const bucket = "mcs-preflight-unversioned";
+      await s3Client(moto!.url).send(new CreateBucketCommand({ Bucket: bucket }));
+      const run = await action(workspace(undefined, bucket), { dryRun: true });
+      const ctx = actionContext(run);
+      expect(run.code, ctx).toBe(0);
+      expect(annotations(run, "error"), ctx).toEqual([]);
+      expect(annotations(run, "warning"), ctx).toEqual([
+        `preflight: bucket ${bucket} keeps no object versions: a later run replaces each scene's history and videos, and older reports will link the newer files; turn versioning on (the setup stack does, or aws s3api put-bucket-versioning --bucket ${bucket} --versioning-configuration Status=Enabled)`,
+      ]);
+      await expectNothingStarted(run);
     },
     TIMEOUT_MS,
   );

@@ -30,6 +30,7 @@ import {
 import {
   DeleteObjectCommand,
   GetBucketLocationCommand,
+  GetBucketVersioningCommand,
   PutObjectCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
@@ -265,7 +266,26 @@ async function checkBucket(input: PreflightInput, s3: S3Client): Promise<Finding
       ),
     ];
   }
-  return [];
+  return checkVersioning(input, s3).catch((e: unknown) => {
+    if (!denied(e)) throw e;
+    return [warning(`${subject}: its versioning not checked (GetBucketVersioning: ${code(e)})`)];
+  });
+}
+
+/**
+ * Histories and videos keep MCS's names, so a later run writes the same keys: only a versioned
+ * bucket keeps each run's files, which its report links by version. A warning: nothing is lost
+ * for this run. Checked once the bucket is known to be usable.
+ */
+async function checkVersioning(input: PreflightInput, s3: S3Client): Promise<Finding[]> {
+  const { bucket } = input;
+  const out = await s3.send(new GetBucketVersioningCommand({ Bucket: bucket }));
+  if (out.Status === "Enabled") return [];
+  return [
+    warning(
+      `bucket ${bucket} keeps no object versions: a later run replaces each scene's history and videos, and older reports will link the newer files; turn versioning on (the setup stack does, or aws s3api put-bucket-versioning --bucket ${bucket} --versioning-configuration Status=Enabled)`,
+    ),
+  ];
 }
 
 // ── the AMIs ─────────────────────────────────────────────────────────────────────────────────
