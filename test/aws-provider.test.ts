@@ -383,9 +383,10 @@ describe("every call of a run, by IAM's own rules: conditions and resources (iam
   ): ProxiedRequest {
     const call = calls.find((c) => c.action === action);
     expect(call, `a recorded ${action}`).toBeDefined();
-    const params = { ...call!.params, ...changes };
-    for (const [k, v] of Object.entries(changes)) if (v === undefined) delete params[k];
-    return { ...call!, params: params as Record<string, string> };
+    const params = Object.entries({ ...call!.params, ...changes }).filter(
+      (entry): entry is [string, string] => entry[1] !== undefined,
+    );
+    return { ...call!, params: Object.fromEntries(params) };
   }
 
   beforeAll(async () => {
