@@ -100,53 +100,38 @@ if (versionOf(node) === `v${NODE24.version}`) {
   console.log(`Node ${versionOf(node)} installed`);
 }
 
+/**
+ * A tool from PyPI in a venv of its own, .tools/NAME (its dependencies would clash with Ray's),
+ * unless its `--version` already shows `shown`. `pipArgs(venv)`: what `pip install` gets.
+ */
+function pythonTool(name, version, shown, pipArgs) {
+  const venv = path.join(root, ".tools", name);
+  const tool = path.join(venv, "bin", name);
+  if (versionOf(tool) === shown) {
+    console.log(`${name} ${version} is already installed in .tools/${name}`);
+    return;
+  }
+  console.log(`Installing ${name}==${version} from PyPI into .tools/${name}`);
+  rmSync(venv, { recursive: true, force: true });
+  execFileSync("python3", ["-m", "venv", venv], { stdio: "inherit" });
+  execFileSync(
+    path.join(venv, "bin/python"),
+    ["-m", "pip", "install", "--disable-pip-version-check", ...pipArgs(venv)],
+    { stdio: "inherit" },
+  );
+  console.log(`${name} ${version} installed`);
+}
+
 // zizmor: pip checks the downloaded wheel against the pinned hashes (--require-hashes).
-const zizmorVenv = path.join(root, ".tools/zizmor");
-const zizmor = path.join(zizmorVenv, "bin/zizmor");
-if (versionOf(zizmor) === `zizmor ${ZIZMOR.version}`) {
-  console.log(`zizmor ${ZIZMOR.version} is already installed in .tools/zizmor`);
-} else {
-  console.log(`Installing zizmor==${ZIZMOR.version} from PyPI into .tools/zizmor`);
-  rmSync(zizmorVenv, { recursive: true, force: true });
-  execFileSync("python3", ["-m", "venv", zizmorVenv], { stdio: "inherit" });
-  const requirements = path.join(zizmorVenv, "requirements.txt");
+pythonTool("zizmor", ZIZMOR.version, `zizmor ${ZIZMOR.version}`, (venv) => {
+  const requirements = path.join(venv, "requirements.txt");
   writeFileSync(
     requirements,
     `zizmor==${ZIZMOR.version} ${ZIZMOR.sha256.map((h) => `--hash=sha256:${h}`).join(" ")}\n`,
   );
-  execFileSync(
-    path.join(zizmorVenv, "bin/python"),
-    [
-      "-m",
-      "pip",
-      "install",
-      "--disable-pip-version-check",
-      "--require-hashes",
-      "--only-binary",
-      ":all:",
-      "-r",
-      requirements,
-    ],
-    { stdio: "inherit" },
-  );
-  console.log(`${versionOf(zizmor)} installed`);
-}
+  return ["--require-hashes", "--only-binary", ":all:", "-r", requirements];
+});
 
-// checkov (the template's auditor): the pinned version from PyPI with the dependencies pip
-// resolves for it, in a venv of its own (its dependencies would clash with Ray's).
+// checkov (the template's auditor): the pinned version with the dependencies pip resolves for it.
 const CHECKOV = "3.3.30";
-const checkovVenv = path.join(root, ".tools/checkov");
-const checkov = path.join(checkovVenv, "bin/checkov");
-if (versionOf(checkov) === CHECKOV) {
-  console.log(`checkov ${CHECKOV} is already installed in .tools/checkov`);
-} else {
-  console.log(`Installing checkov==${CHECKOV} from PyPI into .tools/checkov`);
-  rmSync(checkovVenv, { recursive: true, force: true });
-  execFileSync("python3", ["-m", "venv", checkovVenv], { stdio: "inherit" });
-  execFileSync(
-    path.join(checkovVenv, "bin/python"),
-    ["-m", "pip", "install", "-q", "--disable-pip-version-check", `checkov==${CHECKOV}`],
-    { stdio: "inherit" },
-  );
-  console.log(`checkov ${versionOf(checkov)} installed`);
-}
+pythonTool("checkov", CHECKOV, CHECKOV, () => ["-q", `checkov==${CHECKOV}`]);

@@ -663,6 +663,16 @@ export async function allSubnets(ec2: EC2Client): Promise<RaySubnet[]> {
 
 const list = (items: string[]) => items.join(", ");
 
+/** provider.availability_zone as a list of zone names (none when it is not given). */
+function listedZones(provider: Record<string, unknown>): string[] {
+  return typeof provider.availability_zone === "string"
+    ? provider.availability_zone
+        .split(",")
+        .map((z) => z.trim())
+        .filter(Boolean)
+    : [];
+}
+
 /** One line per abort: what Ray looked at, why none fits, and the fix. */
 function subnetFinding(
   input: PreflightInput,
@@ -673,16 +683,11 @@ function subnetFinding(
   const { abort } = choice;
   const file = input.clusterSource;
   const internal = Boolean(provider.use_internal_ips);
-  const zones = typeof provider.availability_zone === "string" ? provider.availability_zone : "";
+  const zones = listedZones(provider);
   const inVpc = choice.vpcOfSg
     ? ` in ${choice.vpcOfSg} (the VPC of the SecurityGroupIds, or of the other node types' SubnetIds)`
     : "";
-  const inZones = zones
-    ? ` in ${zones
-        .split(",")
-        .map((z) => z.trim())
-        .join(", ")}`
-    : "";
+  const inZones = zones.length ? ` in ${list(zones)}` : "";
   const publicIp = `turn on auto-assign public IPv4 addresses (MapPublicIpOnLaunch) on a subnet${inZones}${choice.vpcOfSg ? ` of ${choice.vpcOfSg}` : ""}`;
   const internalFix = `or set use_internal_ips: true in provider of ${file} (then the runner must reach the nodes' private addresses)`;
   const subject = `${named(types)}: `;
@@ -764,13 +769,7 @@ async function checkNetwork(
   ec2: EC2Client,
 ): Promise<Finding[]> {
   const findings: Finding[] = [];
-  const zones =
-    typeof provider.availability_zone === "string"
-      ? provider.availability_zone
-          .split(",")
-          .map((z) => z.trim())
-          .filter(Boolean)
-      : [];
+  const zones = listedZones(provider);
   const [zoneList, subnets, sgVpc] = await Promise.all([
     zones.length ? ec2.send(new DescribeAvailabilityZonesCommand({})) : undefined,
     allSubnets(ec2),

@@ -224,9 +224,7 @@ export async function missingRequiredTypes(list: Authorization[]): Promise<strin
   const byAction = new Map<string, Set<string>>();
   for (const a of list) {
     if (a.resource === "*") continue;
-    const type = /:([a-z-]+)\/[^/]*$/.exec(
-      a.resource.replace(/:parameter\/.*/, ":parameter/x"),
-    )?.[1];
+    const type = /:([a-z-]+)\/[^/]*$/.exec(a.resource)?.[1];
     const set = byAction.get(a.action) ?? new Set<string>();
     if (type) set.add(type);
     byAction.set(a.action, set);
