@@ -14,7 +14,8 @@ import { credentialsFinding, preflight } from "./aws/preflight.js";
 import { knownModules, loadModule, mcsSection } from "./module.js";
 import { describePlan } from "./plan.js";
 import { capture } from "./proc.js";
-import { evaluate, planRun, type Environment } from "./engine.js";
+import { evaluate, planRun, planStore, type Environment } from "./engine.js";
+import { describeForecast, forecast } from "./forecast.js";
 import { EnvironmentError, InputError, type Finding } from "./errors.js";
 import { ensureRay } from "./ray/install.js";
 import { FULL_REPORT_FILE, renderTerminal } from "./report.js";
@@ -44,6 +45,11 @@ options (run, plan):
   --resume                   skip scenes that succeeded in the latest run of this module and level
   --out DIR                  runs and the local results store (default .mcs-local)
   --num-cpus N               Ray CPU slots (default: all cores)
+  --deadline-minutes N       refuse (exit 2) a run the estimate from previous runs does not finish
+                             within N minutes on this machine
+  --budget-usd N             refuse (exit 2) a run estimated above N USD; the driver starts no
+                             scene once the cost so far plus the running scenes' would pass it
+                             (prices this machine by configs/M_aws.ini [prices] local = USD/hour)
 options (preflight):
   --module M --metadata LEVEL  as for run
   --region R                 default: the cluster YAML's provider.region (AWS_ENDPOINT_URL is honoured)
@@ -61,6 +67,8 @@ const OPTIONS = {
   resume: { type: "boolean" },
   out: { type: "string" },
   "num-cpus": { type: "string" },
+  "deadline-minutes": { type: "string" },
+  "budget-usd": { type: "string" },
   region: { type: "string" },
   dev: { type: "boolean" },
   base: { type: "string" },
@@ -155,15 +163,20 @@ async function main(argv: string[]): Promise<number> {
     dryRun: String(command === "plan"),
     outDir: values.out,
     numCpus: values["num-cpus"],
+    deadlineMinutes: values["deadline-minutes"],
+    budgetUsd: values["budget-usd"],
   };
   const request = parseRequest(raw, "local");
   const target = localTarget(request.outDir, request.numCpus);
   if (command === "plan") {
-    console.log(describePlan(await planRun(request, env, target)));
+    const plan = await planRun(request, env, target);
+    const outlook = await forecast(request, plan, planStore(target, plan), target, env.log);
+    console.log(`${describePlan(plan)}\n${describeForecast(outlook)}`);
     return 0;
   }
   const outcome = await evaluate(request, env, target, {
     progress: (line) => console.log(line),
+    onForecast: (outlook) => console.log(describeForecast(outlook)),
     fullReport: `[${FULL_REPORT_FILE}](${FULL_REPORT_FILE})`,
   });
   const reportPath = path.join(runDir(outcome.plan), "report.md");
@@ -223,6 +236,8 @@ const FLAG: Record<string, string> = {
   overrides: "--set",
   "mcs-config-overrides": "--set",
   sceneTimeoutMinutes: "--scene-timeout-minutes",
+  deadlineMinutes: "--deadline-minutes",
+  budgetUsd: "--budget-usd",
 };
 
 main(process.argv.slice(2)).then(

@@ -5,8 +5,9 @@
 import path from "node:path";
 import { defaultS3Access, isS3Uri, listS3Scenes, type S3SceneSet } from "./aws/scene-set.js";
 import { EnvironmentError, PreflightError, type Finding } from "./errors.js";
+import { forecast, type Forecast, type Sizing } from "./forecast.js";
 import { loadModule, type Module } from "./module.js";
-import { buildPlan, newRunId, runNames, type Plan } from "./plan.js";
+import { buildPlan, newRunId, runNames, writeLaunchPhases, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
 import {
   FULL_REPORT_FILE,
@@ -44,10 +45,15 @@ export interface Hooks {
   progress: (line: string) => void;
   /** Times a phase for the report. */
   phase: <T>(name: string, work: () => Promise<T> | T) => Promise<T>;
+  /**
+   * Writes the phases measured so far into the plan (launch-phases.json), just before the driver
+   * starts: its summary keeps them for the next run's estimate of the start-up.
+   */
+  recordLaunch: (plan: Plan) => void;
 }
 
 /** What differs between running here and running on a cluster. */
-export interface Target {
+export interface Target extends Sizing {
   place(mod: Module, runId: string): Placement;
   /**
    * Lists an s3:// scene set with the target's credentials (the AWS target authenticates for
@@ -132,6 +138,8 @@ export interface EvaluateOptions {
   fullReport?: string;
   /** The preflight's findings (none: it passed), each to be shown as its own line. */
   onFindings?: (findings: Finding[]) => void;
+  /** The estimate (and the deadline's sizing), before the preflight and before anything starts. */
+  onForecast?: (forecast: Forecast, plan: Plan) => void | Promise<void>;
 }
 
 export async function evaluate(
@@ -143,6 +151,7 @@ export async function evaluate(
     runId,
     onPlan,
     onFindings,
+    onForecast,
     fullReport = `\`${FULL_REPORT_FILE}\` in the run's artifact`,
   }: EvaluateOptions,
 ): Promise<Outcome> {
@@ -157,11 +166,16 @@ export async function evaluate(
         phases.push({ name, seconds: (performance.now() - start) / 1000 });
       }
     },
+    recordLaunch: (plan) => writeLaunchPhases(plan.dir, phases),
   };
   let plan: Plan;
   try {
     plan = await hooks.phase("plan", () => planRun(req, env, target, runId));
     onPlan?.(plan);
+    const outlook = await hooks.phase("estimate", () =>
+      forecast(req, plan, planStore(target, plan), target, env.log),
+    );
+    await onForecast?.(outlook, plan);
     // Before the Ray install and before anything is created: a wrong setup fails in seconds.
     const check = target.preflight;
     const findings = check && (await hooks.phase("preflight", () => check(plan, req.dryRun)));
@@ -191,10 +205,7 @@ export async function evaluate(
   let summary: RunSummary;
   let summaryText: string;
   let history: RunSummary[] = [];
-  const store: SummaryStore = {
-    read: (key: string) => target.readText(plan, key),
-    uri: (key: string) => target.link(plan, key).uri,
-  };
+  const store = planStore(target, plan);
   try {
     await target.run(plan, python, hooks);
     try {
@@ -225,6 +236,14 @@ export async function evaluate(
     previous: history[0],
     phases,
     exitCode: outcomeCode(summary),
+  };
+}
+
+/** The plan's results store, read through the target (its credentials). */
+export function planStore(target: Target, plan: Plan): SummaryStore {
+  return {
+    read: (key: string) => target.readText(plan, key),
+    uri: (key: string) => target.link(plan, key).uri,
   };
 }
 

@@ -14,9 +14,11 @@ import { s3FolderUrl } from "./aws/s3.js";
 import { clusterYamlPath, validateWithRaySchema } from "./cluster.js";
 import { evaluate } from "./engine.js";
 import { InputError, PreflightError, type Finding } from "./errors.js";
+import { describeForecast, renderForecast, type Forecast } from "./forecast.js";
 import { describePlan } from "./plan.js";
 import { stopRunningRay } from "./ray/cli.js";
 import { ensureRay } from "./ray/install.js";
+import type { RunSummary } from "./summary.js";
 import { awsTarget, type AwsTarget } from "./targets/aws.js";
 
 let target: AwsTarget | undefined;
@@ -37,7 +39,7 @@ async function main(): Promise<void> {
       path.join(runnerTemp, "mcs-pipeline"),
     );
     await publish(collected, inputs.aws.region);
-    return settle(inputs, collected.summary!.totals, collected.exitCode, collected.summary!.state);
+    return settle(inputs, collected.summary!, collected.exitCode);
   }
   const env = {
     toolRoot,
@@ -48,6 +50,7 @@ async function main(): Promise<void> {
     log: (line: string) => core.info(line),
   };
   target = awsTarget({ ...inputs.aws, workDir: path.join(runnerTemp, "mcs-pipeline") });
+  let outlook: Forecast | undefined;
   const outcome = await evaluate(inputs.request, env, target, {
     progress: (line) => core.info(line),
     runId: jobRunId(),
@@ -55,6 +58,13 @@ async function main(): Promise<void> {
       core.setOutput("cluster-name", plan.cluster_name ?? "");
       core.setOutput("run-id", plan.run_id);
       core.info(describePlan(plan));
+    },
+    onForecast: async (forecast) => {
+      outlook = forecast;
+      core.info(describeForecast(forecast));
+      for (const note of forecast.notes) core.warning(note);
+      // A real run shows it before `ray up`; a dry run's plan summary has it (below).
+      if (!inputs.request.dryRun) await core.summary.addRaw(renderForecast(forecast)).write();
     },
     onFindings: showFindings,
   });
@@ -77,7 +87,7 @@ async function main(): Promise<void> {
     core.setOutput("total", String(plan.scenes.length));
     core.setOutput("results-url", s3FolderUrl(plan.store, inputs.aws.region, plan.names.folder));
     core.setOutput("status", "planned");
-    await core.summary.addRaw(renderPlanSummary(plan, inputs.aws.region)).write();
+    await core.summary.addRaw(renderPlanSummary(plan, inputs.aws.region, outlook)).write();
     core.info("dry-run: the plan is valid; nothing was started");
     return;
   }
@@ -87,7 +97,7 @@ async function main(): Promise<void> {
     inputs.aws.region,
     target.handedOver() ? handOverNote(inputs, summary.run_id) : "",
   );
-  settle(inputs, summary.totals, outcome.exitCode, summary.state);
+  settle(inputs, summary, outcome.exitCode);
 }
 
 /** Each finding its own annotation (one line naming the fix); none: one line saying it passed. */
@@ -122,19 +132,16 @@ function handOverNote(inputs: ActionInputs, runId: string): string {
 }
 
 /** The step fails when scenes failed (unless allow-failures); a run still going does not. */
-function settle(
-  inputs: ActionInputs,
-  { failed, pending, total }: { failed: number; pending: number; total: number },
-  exitCode: number,
-  state: string,
-): void {
-  if (state === "running") {
+function settle(inputs: ActionInputs, summary: RunSummary, exitCode: number): void {
+  const { failed, pending, total } = summary.totals;
+  if (summary.state === "running") {
     core.info("The run is still going: status running (collect it later with collect-run-id).");
     return;
   }
   if (exitCode !== 0 && !inputs.allowFailures) {
+    const why = summary.stop_reason ? ` (stopped by the ${summary.stop_reason})` : "";
     core.setFailed(
-      `${failed} of ${total} scenes failed${pending ? `, ${pending} did not run` : ""}`,
+      `${failed} of ${total} scenes failed${pending ? `, ${pending} did not run` : ""}${why}`,
     );
   }
 }

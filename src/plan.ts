@@ -12,7 +12,7 @@ import { checkMcsConfig, mcsFlags, mcsSection, type Module } from "./module.js";
 import type { Request } from "./request.js";
 import type { S3SceneSet } from "./aws/scene-set.js";
 import type { Scene } from "./scenes.js";
-import { nodeTypePrices, type NodeTypePrice } from "./prices.js";
+import { localNodePrice, nodeTypePrices, type NodeTypePrice } from "./prices.js";
 import { schemaProblem } from "./schemas.js";
 
 /**
@@ -85,6 +85,11 @@ export interface PlanFile {
    * the driver records which nodes ran and for how long. Empty for a local run.
    */
   node_types?: Record<string, NodeTypePrice>;
+  /**
+   * budget-usd: the driver starts no new scene once the spend so far plus the committed cost of
+   * the running scenes would pass it, and ends as interrupted (the summary's stop_reason).
+   */
+  budget_usd?: number | null;
 }
 
 export interface Plan extends PlanFile {
@@ -162,7 +167,8 @@ export function buildPlan(
           expected_cost: s.lastStep,
           category: s.category,
         })),
-    node_types: req.target === "aws" ? nodeTypePrices(mod) : {},
+    node_types: req.target === "aws" ? nodeTypePrices(mod) : localNodePrice(mod),
+    ...(req.budgetUsd !== undefined && { budget_usd: req.budgetUsd }),
   };
   const problem = schemaProblem(plan, "plan.schema.json");
   if (problem)
@@ -220,6 +226,14 @@ function copyDriver(toolRoot: string, to: string): void {
     filter: (src) => !/(^|\/)(tests|__pycache__|\.pytest_cache)$/.test(path.relative(from, src)),
   });
 }
+
+/** The phases before the driver's start, for its summary (launch_phases): the next estimate's start-up. */
+export function writeLaunchPhases(dir: string, phases: { name: string; seconds: number }[]): void {
+  const measured = phases.map(({ name, seconds }) => ({ name, seconds: Math.max(0, seconds) }));
+  writeFileSync(path.join(dir, LAUNCH_PHASES_FILE), JSON.stringify(measured));
+}
+
+export const LAUNCH_PHASES_FILE = "launch-phases.json";
 
 /** A run id that sorts by time: 20261125-151500-ab12. */
 export function newRunId(now = new Date()): string {

@@ -36,7 +36,7 @@ const LIST: Record<string, Record<string, number>> = table.regions;
 export function nodeTypePrices(mod: Pick<Module, "cluster" | "prices" | "execConfigPath">) {
   const cluster = mod.cluster as ClusterNodeTypes;
   const region = String(cluster.provider?.region ?? "");
-  const declared = `${mod.execConfigPath.split("/").slice(-2).join("/")} [prices]`;
+  const declared = declaredSource(mod);
   const prices: Record<string, NodeTypePrice> = {};
   // Ray's local (on-premise) provider gives every machine one node type of its own.
   const local = cluster.provider?.type === "local" && !cluster.available_node_types;
@@ -61,4 +61,31 @@ export function nodeTypePrices(mod: Pick<Module, "cluster" | "prices" | "execCon
     };
   }
   return prices;
+}
+
+/** A local run's one node type: this machine, priced only when the module declares `local`. */
+export const LOCAL_RUN_NODE_TYPE = "local";
+
+/**
+ * This machine for a local run, when configs/M_aws.ini `[prices]` has `local = USD per hour`
+ * (what an hour of it is worth to you): the estimate and a budget then price it; else nothing.
+ */
+export function localNodePrice(
+  mod: Pick<Module, "prices" | "execConfigPath">,
+): Record<string, NodeTypePrice> {
+  const usd = mod.prices.get(LOCAL_RUN_NODE_TYPE);
+  if (usd === undefined) return {};
+  const price: NodeTypePrice = {
+    instance_type: null,
+    head: true,
+    spot: false,
+    usd_per_hour: usd,
+    price_source: declaredSource(mod),
+  };
+  return { [LOCAL_RUN_NODE_TYPE]: price };
+}
+
+/** How a price the module declares names its source: `configs/M_aws.ini [prices]`. */
+function declaredSource(mod: Pick<Module, "execConfigPath">): string {
+  return `${mod.execConfigPath.split("/").slice(-2).join("/")} [prices]`;
 }

@@ -178,7 +178,9 @@ export function outcomeText(summary: RunSummary): string {
   const done = succeeded + failed;
   const counts = `${count(succeeded)} succeeded, ${count(failed)} failed`;
   if (summary.state === "interrupted") {
-    return `Interrupted: ${count(done)} of ${scenesText(total)} finished (${counts}, ${count(pending)} not run).`;
+    // Stopped by the driver itself (the budget): the reason says how far it got and why.
+    const why = summary.stop_reason ? ` Stopped by the ${summary.stop_reason}` : "";
+    return `Interrupted: ${count(done)} of ${scenesText(total)} finished (${counts}, ${count(pending)} not run).${why}`;
   }
   if (summary.state === "running") {
     return `Still running: ${count(done)} of ${scenesText(total)} finished (${counts}) as of ${summary.updated_at}.`;
@@ -318,7 +320,7 @@ function formatPrice(usd: number): string {
   return `$${usd.toFixed(Math.max(2, (String(usd).split(".")[1] ?? "").length))}`;
 }
 
-function formatUsd(usd: number): string {
+export function formatUsd(usd: number): string {
   return usd > 0 && usd < 0.005 ? "<$0.01" : `$${usd.toFixed(2)}`;
 }
 
@@ -817,7 +819,7 @@ function formatPercent(share: number | null): string {
   return share === null ? "—" : `${(100 * share).toFixed(1)}%`;
 }
 
-function formatSeconds(seconds: number | null, none = "—"): string {
+export function formatSeconds(seconds: number | null, none = "—"): string {
   if (seconds === null || !Number.isFinite(seconds)) return none;
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
   const s = Math.round(seconds);

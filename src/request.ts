@@ -21,6 +21,10 @@ export interface Request {
   outDir: string;
   /** Local target: Ray CPU slots (default: all cores). */
   numCpus: number | undefined;
+  /** The fewest workers whose estimate finishes within this many minutes (src/forecast.ts). */
+  deadlineMinutes?: number;
+  /** Refuse a run estimated above it; the driver stops starting scenes before passing it. */
+  budgetUsd?: number;
 }
 
 /** Inputs as text, the way both the command line and `core.getInput` deliver them. */
@@ -49,7 +53,43 @@ export function parseRequest(raw: RawRequest, target: Target): Request {
     dryRun: parseBool("dry-run", raw.dryRun),
     outDir: nonEmpty(raw.outDir, ".mcs-local"),
     numCpus: raw.numCpus?.trim() ? parsePositiveCount("num-cpus", raw.numCpus) : undefined,
+    deadlineMinutes: parseBounded("deadline-minutes", raw.deadlineMinutes, DEADLINE_MINUTES),
+    budgetUsd: parseBounded("budget-usd", raw.budgetUsd, BUDGET_USD),
   };
+}
+
+/** What a deadline or a budget may be: beyond these it is a typo, not a plan. */
+export const DEADLINE_MINUTES = {
+  min: 1,
+  max: 10_080,
+  what: "minutes",
+  example: "120",
+  maxText: "10080 (a week)",
+};
+export const BUDGET_USD = {
+  min: 0.01,
+  max: 1_000_000,
+  what: "US dollars",
+  example: "250",
+  maxText: "1000000",
+};
+
+/** A decimal number within [min, max] (digits and one point: not 1e3, 0x10, Infinity), or none. */
+function parseBounded(
+  input: string,
+  value: string | undefined,
+  bound: typeof DEADLINE_MINUTES,
+): number | undefined {
+  const text = value?.trim();
+  if (!text) return undefined;
+  const n = Number(text);
+  if (!/^(\d+\.?\d*|\.\d+)$/.test(text) || n < bound.min || n > bound.max) {
+    throw new InputError(
+      input,
+      `"${text}" is not a number of ${bound.what} from ${bound.min} to ${bound.maxText} (e.g. ${bound.example})`,
+    );
+  }
+  return n;
 }
 
 function nonEmpty(value: string | undefined, fallback: string): string {

@@ -106,6 +106,15 @@ export interface RunSummary {
   previous?: PreviousRun | null;
   /** The cluster's nodes from Ray's node table, for the cost estimate; absent when unknown. */
   nodes?: NodeRecord[];
+  /**
+   * What each step before the driver started took (the front end's phases, launch-phases.json in
+   * the plan): the next run's estimate takes its start-up time from them (src/estimate.ts).
+   */
+  launch_phases?: { name: string; seconds: number }[];
+  /** The run's budget in USD (the plan's budget_usd); null or absent: none. */
+  budget_usd?: number | null;
+  /** Why an interrupted run stopped starting scenes when nobody cancelled it (the budget). */
+  stop_reason?: string | null;
 }
 
 /** One node of the cluster: its type, price and lifetime (pipeline/mcs_pipeline/nodes.py). */

@@ -122,9 +122,12 @@ describe("the run summary's types are run-summary.schema.json's", () => {
           journal: t,
           previous: t,
           nodes: t,
+          launch_phases: t,
+          budget_usd: t,
+          stop_reason: t,
         },
-        { journal: t, previous: t, nodes: t },
-        { cluster_name: t, finished_at: t, previous: t },
+        { journal: t, previous: t, nodes: t, launch_phases: t, budget_usd: t, stop_reason: t },
+        { cluster_name: t, finished_at: t, previous: t, budget_usd: t, stop_reason: t },
       ),
     ],
     [
@@ -259,9 +262,10 @@ describe("PlanFile is plan.schema.json's", () => {
         mcs_config: t,
         scenes: t,
         node_types: t,
+        budget_usd: t,
       },
-      { node_types: t, scene_end_grace_s: t, node_services: t },
-      { cluster_name: t, eval_dir: t, node_services: t },
+      { node_types: t, scene_end_grace_s: t, node_services: t, budget_usd: t },
+      { cluster_name: t, eval_dir: t, node_services: t, budget_usd: t },
     );
     expect(plan).toEqual(schemaShape(PLAN, PLAN));
     const names = shape<PlanFile["names"]>({ folder: t, movies_folder: t, prefix: t }, {}, {});

@@ -44,6 +44,8 @@ export function readInputs(): ActionInputs {
         .join("\n"),
       resume: input("resume"),
       dryRun: input("dry-run"),
+      deadlineMinutes: input("deadline-minutes"),
+      budgetUsd: input("budget-usd"),
     },
     "aws",
   );

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { s3FolderUrl } from "../aws/s3.js";
 import { clusterYamlPath } from "../cluster.js";
+import { renderForecast, type Forecast } from "../forecast.js";
 import { formatBytes, type Plan } from "../plan.js";
 
 /** Scene rows shown; a step summary over 1 MiB is dropped whole, so longer lists are cut. */
@@ -43,7 +44,7 @@ export function scenesLongestFirst(plan: Plan): Plan["scenes"] {
   );
 }
 
-export function renderPlanSummary(plan: Plan, region: string): string {
+export function renderPlanSummary(plan: Plan, region: string, outlook?: Forecast): string {
   const yamlFile = clusterYamlPath(plan.dir);
   const cluster: ClusterYaml = existsSync(yamlFile)
     ? ((parse(readFileSync(yamlFile, "utf8")) as ClusterYaml | null) ?? {})
@@ -69,6 +70,7 @@ export function renderPlanSummary(plan: Plan, region: string): string {
     `| per scene | ${cell(resources)} |`,
     `| resume | ${plan.resume ? "yes: scenes that succeeded in the latest run are skipped" : "no"} |`,
     "",
+    ...(outlook ? [renderForecast(outlook)] : []),
     ...nodeTypes(cluster, plan.node_types ?? {}),
     `### Scenes, longest first`,
     "",

@@ -62,6 +62,11 @@ export interface PreflightInput {
    * than the role's MaxSessionDuration) and `credentials` are a session of an hour instead.
    */
   refusedDuration?: { roleArn: string; seconds: number };
+  /**
+   * Why the cluster must reach its largest (deadline-minutes sized it): a vCPU quota below that is
+   * then an error, not a warning.
+   */
+  quotaRequiredBy?: string;
 }
 
 /** Where the probe object goes (and is deleted at once): the role needs s3:PutObject there. */
@@ -940,10 +945,15 @@ async function checkQuotas(
         return [warning(`vCPU quota ${quota.code} (${quota.name}) not checked: ${why}`)];
       }
       if (value === undefined || need <= value) return [];
+      const where = `the account's quota in ${input.region} is ${value}: request ${quota.code} of ${need} or more in Service Quotas`;
       return [
-        warning(
-          `the cluster may run ${need} vCPUs of "${quota.name}" (${parts.join(" + ")}) but the account's quota in ${input.region} is ${value}: request ${quota.code} of ${need} or more in Service Quotas, or lower max_workers in ${input.clusterSource}`,
-        ),
+        input.quotaRequiredBy
+          ? error(
+              `${input.quotaRequiredBy}: ${need} vCPUs of "${quota.name}" (${parts.join(" + ")}) but ${where}, or allow more time`,
+            )
+          : warning(
+              `the cluster may run ${need} vCPUs of "${quota.name}" (${parts.join(" + ")}) but ${where}, or lower max_workers in ${input.clusterSource}`,
+            ),
       ];
     }),
   );

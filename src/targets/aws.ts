@@ -29,6 +29,7 @@ import { mcsSection, type Module } from "../module.js";
 import type { Plan } from "../plan.js";
 import { rayBinary, runRay, stopRunningRay } from "../ray/cli.js";
 import { followDriver, followWithin, stopDriver, type FollowOutput } from "../ray/detached.js";
+import { resizeYaml, yamlShape } from "../cluster-shape.js";
 import { createRunKeyPair, removeRunResources, runSshKey } from "./aws-resources.js";
 
 export interface AwsSettings {
@@ -93,6 +94,8 @@ interface Session {
   handedOver?: boolean;
   /** STS refused role-duration-seconds (authenticate): the credentials are an hour's session. */
   refusedDuration?: { roleArn: string; seconds: number };
+  /** deadline-minutes sized the cluster to this many workers: a quota below it is an error. */
+  deadlineWorkers?: number;
 }
 
 /** The module's results store, `s3://<s3_bucket>` of its MCS config (runs and collects). */
@@ -161,8 +164,19 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
       return preflightPlan(plan, settings.region, session);
     },
     run: (plan, python, hooks) => runOnCluster(plan, python, hooks, settings, session),
-    readText: (plan, key) => {
-      session.read ??= s3TextReader(plan.store, settings.region, session.credentials?.provider);
+    shape: (plan) => yamlShape(parseYaml(readFileSync(clusterYamlPath(plan.dir), "utf8")), plan),
+    resize: (plan, workers) => {
+      resizeYaml(clusterYamlPath(plan.dir), workers);
+      session.deadlineWorkers = workers.reduce((n, w) => n + w.count, 0);
+    },
+    readText: async (plan, key) => {
+      if (!session.read) {
+        // Before the run (the estimate reads the previous runs): with the run's own role.
+        if (!session.credentials && !settings.roleArn)
+          throw new Error("no role-to-assume to read the results store with");
+        session.credentials ??= await authenticate(settings, plan.run_id, session);
+        session.read = s3TextReader(plan.store, settings.region, session.credentials.provider);
+      }
       return session.read(key);
     },
     link: (plan, key, version) => s3Link(plan.store, settings.region, key, version),
@@ -235,6 +249,7 @@ async function runOnCluster(
     await rayStep(ray, "ray up", ["up", "-y", "--no-config-cache", "--disable-usage-stats", yaml]);
   });
   signal.throwIfAborted();
+  hooks.recordLaunch(plan);
   await hooks.phase("sync plan", () =>
     rayStep(ray, "ray rsync-up", ["rsync-up", yaml, `${plan.dir}/`, `${remote}/`]),
   );
@@ -296,6 +311,9 @@ function preflightPlan(plan: Plan, region: string, session: Session) {
     clusterSource: `autoscaler/ray_${plan.module}_aws.yaml`,
     credentials: session.credentials!.provider,
     refusedDuration: session.refusedDuration,
+    ...(session.deadlineWorkers !== undefined && {
+      quotaRequiredBy: `deadline-minutes needs ${session.deadlineWorkers} workers`,
+    }),
   });
 }
 

@@ -5,7 +5,9 @@
  * --out at the same time: each has its own run directory, summary key and local Ray.
  */
 import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
+import { machineShape } from "../cluster-shape.js";
 import type { Target } from "../engine.js";
 import { EnvironmentError } from "../errors.js";
 import type { Plan } from "../plan.js";
@@ -19,8 +21,11 @@ export function localTarget(outDir: string, numCpus: number | undefined): Target
       store: path.join(out, "store"),
       clusterName: null,
     }),
-    run: (plan, python, hooks) =>
-      hooks.phase("run scenes", () => runDriver(plan, python, numCpus, hooks.progress)),
+    shape: (plan) => machineShape(plan, numCpus ?? availableParallelism()),
+    run: (plan, python, hooks) => {
+      hooks.recordLaunch(plan);
+      return hooks.phase("run scenes", () => runDriver(plan, python, numCpus, hooks.progress));
+    },
     readText: async (plan, key) => readIfThere(path.join(plan.store, key)),
     // A directory keeps no versions: a link is to the file as it is now.
     link: (plan, key) => {
