@@ -200,6 +200,28 @@ const CASES: Case[] = [
     input: "arguments",
     line: /^arguments: unexpected "demo"; see --help$/,
   },
+  ...["-30", "0", "soon", "1e3", "0x10", "0.5", "20000"].map((value) => ({
+    name: `deadline-minutes ${value}`,
+    argv: run("--module", "demo", "--deadline-minutes", value),
+    input: "--deadline-minutes",
+    line: new RegExp(
+      `^--deadline-minutes: "${value}" is not a number of minutes from 1 to 10080 \\(a week\\) \\(e\\.g\\. 120\\)$`,
+    ),
+  })),
+  ...["-5", "0", "lots", "Infinity", "0.001", "2000000"].map((value) => ({
+    name: `budget-usd ${value}`,
+    argv: ["plan", "--module", "demo", "--budget-usd", value],
+    input: "--budget-usd",
+    line: new RegExp(
+      `^--budget-usd: "${value}" is not a number of US dollars from 0\\.01 to 1000000 \\(e\\.g\\. 250\\)$`,
+    ),
+  })),
+  {
+    name: "a budget for a local run this machine has no price for",
+    argv: run("--module", "demo", "--budget-usd", "5"),
+    input: "--budget-usd",
+    line: /^--budget-usd: node type local has no price, so the run's cost cannot be tracked: declare it in configs\/demo_aws\.ini \[prices\] \(e\.g\. local = 0\.5\)$/,
+  },
   {
     name: "plan with an unknown module",
     argv: ["plan", "--module", "cora"],
