@@ -73,7 +73,6 @@ export function yamlShape(cluster: ClusterYaml, plan: Plan): ClusterShape {
         : [],
       maxWorkers: max,
       notes,
-      unit: "workers",
     };
   }
   const types = Object.entries(cluster.available_node_types ?? {});
@@ -94,7 +93,6 @@ export function yamlShape(cluster: ClusterYaml, plan: Plan): ClusterShape {
     workers,
     maxWorkers: Math.min(top ?? RAY_MAX_WORKERS, typesMax),
     notes,
-    unit: "workers",
   };
 }
 
@@ -113,7 +111,6 @@ export function machineShape(plan: Plan, cpus: number): ClusterShape {
     workers: [],
     maxWorkers: 0,
     notes,
-    unit: "workers",
   };
 }
 

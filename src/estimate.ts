@@ -33,8 +33,6 @@ export interface ClusterShape {
   maxWorkers: number;
   /** What the shape had to assume (a node type declaring no resources). */
   notes: string[];
-  /** What a worker count is called: "workers", or "CPU slots" on this machine. */
-  unit: string;
 }
 
 /** How each scene's time was estimated. */
@@ -97,38 +95,62 @@ function occupancy(scene: SceneResult): number | undefined {
   return attempts.reduce((a, b) => a + b, 0);
 }
 
-/** Seconds per step (goal.last_step) by category, and over all scenes, in the previous runs. */
+/**
+ * What the previous runs say about scenes not seen before: a scene takes a fixed time (starting
+ * the simulator, the performer) plus seconds per step (goal.last_step). The fixed part is the
+ * intercept of a least-squares line through every scene's (steps, seconds), within 0 and the
+ * shortest scene; the per-step part each scene's rest over its steps, by category and over all.
+ */
 function rates(runs: RunSummary[]) {
-  const byCategory = new Map<string, number[]>();
-  const all: number[] = [];
-  const durations = new Map<string, number[]>();
-  const allDurations: number[] = [];
+  const seen: { category: string; steps: number; seconds: number }[] = [];
   for (const run of runs) {
     for (const scene of run.scenes) {
       const seconds = occupancy(scene);
-      if (seconds === undefined) continue;
-      const category = scene.category ?? "";
-      durations.set(category, [...(durations.get(category) ?? []), seconds]);
-      allDurations.push(seconds);
-      if (scene.expected_cost > 0) {
-        const rate = seconds / scene.expected_cost;
-        byCategory.set(category, [...(byCategory.get(category) ?? []), rate]);
-        all.push(rate);
-      }
+      if (seconds !== undefined)
+        seen.push({ category: scene.category ?? "", steps: scene.expected_cost, seconds });
     }
   }
-  return { byCategory, all, durations, allDurations };
+  const stepped = seen.filter((s) => s.steps > 0);
+  const fixed = Math.min(
+    Math.max(0, intercept(stepped.map((s) => [s.steps, s.seconds]))),
+    ...stepped.map((s) => s.seconds),
+  );
+  const byCategory = new Map<string, number[]>();
+  const durations = new Map<string, number[]>();
+  for (const { category, steps, seconds } of seen) {
+    durations.set(category, [...(durations.get(category) ?? []), seconds]);
+    if (steps > 0)
+      byCategory.set(category, [...(byCategory.get(category) ?? []), (seconds - fixed) / steps]);
+  }
+  return {
+    fixed,
+    byCategory,
+    all: [...byCategory.values()].flat(),
+    durations,
+    allDurations: seen.map((s) => s.seconds),
+  };
 }
 
-const quartiles = (values: number[], scale = 1): Range => ({
-  low: quantile(values, 0.25) * scale,
-  mid: median(values) * scale,
-  high: quantile(values, 0.75) * scale,
+/** The intercept of the least-squares line through (x, y) points; 0 with fewer than two x's. */
+function intercept(points: [number, number][]): number {
+  const n = points.length;
+  const mx = points.reduce((sum, [x]) => sum + x, 0) / n;
+  const my = points.reduce((sum, [, y]) => sum + y, 0) / n;
+  const sxx = points.reduce((sum, [x]) => sum + (x - mx) ** 2, 0);
+  if (n < 2 || sxx === 0) return 0;
+  const sxy = points.reduce((sum, [x, y]) => sum + (x - mx) * (y - my), 0);
+  return my - (sxy / sxx) * mx;
+}
+
+const quartiles = (values: number[], scale = 1, fixed = 0): Range => ({
+  low: fixed + quantile(values, 0.25) * scale,
+  mid: fixed + median(values) * scale,
+  high: fixed + quantile(values, 0.75) * scale,
 });
 
 /**
- * Each scene's time: its own in the previous runs (shortest, median, longest), else its steps
- * times its category's seconds per step (quartiles), else the run's; a scene without steps (an
+ * Each scene's time: its own in the previous runs (shortest, median, longest), else the fixed
+ * part plus its steps times its category's seconds per step (quartiles), else the run's; a scene without steps (an
  * s3:// set) its category's or the run's durations. undefined: no previous scene ran at all.
  */
 export function sceneTimes(
@@ -156,10 +178,12 @@ export function sceneTimes(
     const ofCategory = steps ? known.byCategory.get(category) : known.durations.get(category);
     if (ofCategory?.length) {
       basis.category++;
-      return quartiles(ofCategory, steps ?? 1);
+      return steps ? quartiles(ofCategory, steps, known.fixed) : quartiles(ofCategory);
     }
     basis.run++;
-    return steps && known.all.length ? quartiles(known.all, steps) : quartiles(known.allDurations);
+    return steps && known.all.length
+      ? quartiles(known.all, steps, known.fixed)
+      : quartiles(known.allDurations);
   });
   return { times, basis };
 }
@@ -167,48 +191,50 @@ export function sceneTimes(
 /**
  * Start-up as the previous runs measured it: the front end's phases before the driver started
  * (launch_phases), plus the driver's own time around the scenes (starting Ray before the first
- * scene, saving after the last); and the boot of workers the autoscaler started for the run
- * (from the driver's start to the worker's Ray start; later ones replaced lost nodes: left out).
+ * scene, saving after the last). For the price, as the report prices nodes (from each node's Ray
+ * start to the end): the head's time beside the scenes, and each worker's boot from the first
+ * scene's start (later workers replaced lost nodes: left out) and its time after the last.
  */
 export function startup(runs: RunSummary[]) {
   const setups: number[] = [];
   const boots: number[] = [];
-  const leads: number[] = [];
+  const headExtras: number[] = [];
+  const tails: number[] = [];
   let launches = 0;
+  const ms = (iso: string) => Date.parse(iso);
   for (const run of runs) {
-    const start = Date.parse(run.started_at);
-    const end = Date.parse(run.updated_at);
     const attempts = run.scenes
       .filter((s) => !s.resumed)
       .flatMap((s) => s.history)
       .filter((a) => a.started_at !== null && a.duration_s !== null)
-      .map((a) => ({
-        from: Date.parse(a.started_at!),
-        to: Date.parse(a.started_at!) + a.duration_s! * 1000,
-      }));
-    if (attempts.length && run.finished_at) {
-      const first = Math.min(...attempts.map((a) => a.from));
-      const last = Math.max(...attempts.map((a) => a.to));
-      const driver = Math.max(0, first - start) + Math.max(0, Date.parse(run.finished_at) - last);
-      const launch = run.launch_phases?.reduce((sum, p) => sum + p.seconds, 0);
-      if (launch !== undefined) launches++;
-      setups.push((launch ?? 0) + driver / 1000);
-    }
-    const workers = (run.nodes ?? []).filter((n) => !n.head);
-    const early = workers
-      .map((n) => (Date.parse(n.started_at) - start) / 1000)
-      .filter((s) => s < (end - start) / 2000);
-    if (early.length) boots.push(Math.max(0, median(early)));
+      .map((a) => ({ from: ms(a.started_at!), to: ms(a.started_at!) + a.duration_s! * 1000 }));
+    if (attempts.length === 0 || !run.finished_at) continue;
+    const first = Math.min(...attempts.map((a) => a.from));
+    const last = Math.max(...attempts.map((a) => a.to));
+    const seconds = (from: number, to: number) => Math.max(0, to - from) / 1000;
+    const launch = run.launch_phases?.reduce((sum, p) => sum + p.seconds, 0);
+    if (launch !== undefined) launches++;
+    const driver = seconds(ms(run.started_at), first) + seconds(last, ms(run.finished_at));
+    setups.push((launch ?? 0) + driver);
+    const tail = seconds(last, ms(run.updated_at));
+    tails.push(tail);
     const head = run.nodes?.find((n) => n.head);
-    if (head) leads.push(Math.max(0, (start - Date.parse(head.started_at)) / 1000));
+    headExtras.push(head ? seconds(ms(head.started_at), first) + tail : driver);
+    const early = (run.nodes ?? [])
+      .filter((n) => !n.head && ms(n.started_at) < (first + last) / 2)
+      .map((n) => seconds(first, ms(n.started_at)));
+    if (early.length) boots.push(median(early));
   }
   return {
     setup: setups.length ? spread(setups) : null,
     /** Runs whose front end measured its phases (else the setup is the driver's time only). */
     launches,
+    /** Seconds from the first scene's start until a worker's Ray started. */
     workerBoot: boots.length ? spread(boots) : null,
-    /** Seconds the head's Ray ran before the driver started (priced like the report does). */
-    headLead: leads.length ? median(leads) : 0,
+    /** The head's priced seconds beside the scenes': before the first, after the last. */
+    headExtra: headExtras.length ? median(headExtras) : 0,
+    /** A worker's priced seconds after the last scene ended. */
+    tail: tails.length ? median(tails) : 0,
   };
 }
 
@@ -259,7 +285,7 @@ function schedule(
 export function scenario(
   times: Range[],
   shape: ClusterShape,
-  boot: Pick<ReturnType<typeof startup>, "setup" | "workerBoot" | "headLead">,
+  boot: Pick<ReturnType<typeof startup>, "setup" | "workerBoot" | "headExtra" | "tail">,
   workers: number,
 ): Scenario {
   const allocation = allocate(shape, workers);
@@ -277,9 +303,10 @@ export function scenario(
     const priced = [shape.head, ...run.started.filter((s) => s.count > 0).map((s) => s.group)];
     const usd = priced.some((g) => g.usdPerHour === null)
       ? null
-      : hours(boot.headLead + run.seconds) * shape.head.usdPerHour! +
+      : hours(boot.headExtra + run.seconds) * shape.head.usdPerHour! +
         run.started.reduce(
-          (sum, s) => sum + s.count * hours(run.seconds - workerBoot) * (s.group.usdPerHour ?? 0),
+          (sum, s) =>
+            sum + s.count * hours(run.seconds - workerBoot + boot.tail) * (s.group.usdPerHour ?? 0),
           0,
         );
     return {

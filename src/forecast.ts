@@ -152,17 +152,19 @@ function impossible(
 ): string {
   const best = `${formatSeconds(pick.best.wall.mid)} with ${workersText(pick.best, shape)}`;
   if (pick.needed) {
-    return `${minutes} min cannot be met with the ${shape.maxWorkers} ${shape.unit} the cluster YAML allows: the estimate needs ${pick.needed.workers} (${formatSeconds(pick.needed.wall.mid)}); raise max_workers (and the vCPU quota) or allow more time`;
+    return `${minutes} min cannot be met with the ${workers(shape.maxWorkers)} the cluster YAML allows: the estimate needs ${pick.needed.workers} (${formatSeconds(pick.needed.wall.mid)}); raise max_workers (and the vCPU quota) or allow more time`;
   }
   if (shape.workers.length === 0)
     return `${minutes} min cannot be met: the estimate is ${best}; allow more time, or run on a cluster`;
-  return `${minutes} min cannot be met by any number of ${shape.unit}: the fastest estimate is ${best} (the start-up and the longest scene alone take that long); allow more time`;
+  return `${minutes} min cannot be met by any number of workers: the fastest estimate is ${best} (the start-up and the longest scene alone take that long); allow more time`;
 }
+
+const workers = (n: number) => `${n} worker${n === 1 ? "" : "s"}`;
 
 function workersText(s: Scenario, shape: ClusterShape): string {
   if (shape.workers.length === 0)
     return `${shape.head.slots} slots on ${shape.head.name === LOCAL_RUN_NODE_TYPE ? "this machine" : "the head"}`;
-  return `${s.workers} ${shape.unit}`;
+  return workers(s.workers);
 }
 
 function usdRange(usd: Range): string {
@@ -186,13 +188,17 @@ function basisText(e: Estimate): string {
       ? `start-up and wind-down ${wallRange(e.setup)} as measured`
       : `the driver's own start-up ${wallRange(e.setup)} (no earlier launch measured)`;
   const runs = `${e.runs.length} previous run${e.runs.length === 1 ? "" : "s"} (${e.runs[0]}${e.runs.length > 1 ? ", …" : ""})`;
-  return `${e.scenes} scenes: ${parts.join(", ")}, from ${runs}; ${setup}`;
+  const range =
+    e.runs.length === 1
+      ? "one previous run, so the range holds no run-to-run variation"
+      : "the range: each scene's shortest and longest time in them";
+  return `${e.scenes} scenes: ${parts.join(", ")}, from ${runs}; ${setup}; ${range}`;
 }
 
 function deadlineText(f: Forecast): string {
-  const { minutes, workers } = f.deadline!;
+  const { minutes } = f.deadline!;
   if (!f.estimate?.shape.workers.length) return `${minutes} min: the estimate is within it`;
-  return `${minutes} min: the cluster starts ${workers} workers at once (min_workers = max_workers), the fewest whose estimate is within it`;
+  return `${minutes} min: the cluster starts ${workersText(f.estimate.planned, f.estimate.shape)} at once (min_workers = max_workers), the fewest whose estimate is within it`;
 }
 
 /** The forecast for the log and the CLI: a few lines. */
@@ -211,7 +217,7 @@ export function describeForecast(f: Forecast): string {
         const cost = a.usd ? formatUsd(a.usd.mid) : "not priced";
         const over = a.overLimit ? ` (over the YAML's max_workers ${e.shape.maxWorkers})` : "";
         lines.push(
-          `                ${String(a.workers).padStart(3)} ${e.shape.unit}: ${formatSeconds(a.wall.mid)}, ${cost}${over}`,
+          `                ${workers(a.workers).padStart(11)}: ${formatSeconds(a.wall.mid)}, ${cost}${over}`,
         );
       }
     }
@@ -238,7 +244,7 @@ export function renderForecast(f: Forecast): string {
       "",
     );
     if (e.shape.workers.length) {
-      lines.push(`| ${e.shape.unit} | wall time | range | cost |`, "| ---: | ---: | ---: | ---: |");
+      lines.push("| workers | wall time | range | cost |", "| ---: | ---: | ---: | ---: |");
       for (const a of e.alternatives) {
         const over = a.overLimit ? ` (over max_workers ${e.shape.maxWorkers})` : "";
         lines.push(

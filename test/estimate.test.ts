@@ -50,7 +50,6 @@ function shape(
     workers: max ? [{ name: "worker", slots: workerSlots, usdPerHour: usd?.[1] ?? null, max }] : [],
     maxWorkers: max,
     notes: [],
-    unit: "workers",
   };
 }
 
@@ -74,6 +73,16 @@ describe("scene times from previous runs", () => {
     expect(known.times[1]!.mid).toBeCloseTo(10);
     // Every scene: 0.3, 0.1, 0.4, 0.2 → median 0.25 × 10 steps.
     expect(known.times[2]!.mid).toBeCloseTo(2.5);
+  });
+
+  it("a scene not seen before: the fixed part plus its steps at its category's rate", () => {
+    // 2 s fixed + 0.1 s a step: 100 → 12 s, 200 → 22 s, 300 → 32 s.
+    const run = pastSummary({
+      runId: "r1",
+      scenes: [scene("a", [12], 100), scene("b", [22], 200), scene("c", [32], 300)],
+    });
+    const known = sceneTimes([{ name: "new", expected_cost: 1000, category: "retrieval" }], [run])!;
+    expect(known.times[0]!.mid).toBeCloseTo(102);
   });
 
   it("a retried scene held its slot for every attempt", () => {

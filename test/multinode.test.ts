@@ -20,6 +20,7 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
 import { makeActionWorkspace, type ActionWorkspace } from "./support/cluster.js";
 import { startNodes, type TestNodes } from "./support/multinode.js";
 import { demoJob, nodeAwsEnv, startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
@@ -27,6 +28,8 @@ import { ActionJob, cleanupActions, type ActionRun } from "./support/runner.js";
 import { rayProcessesOf, waitForNoRayProcesses } from "./support/sshd.js";
 import { REPO, removeTemps } from "./support/workspace.js";
 import { makeTeamWorkspace } from "./support/mcsteam.js";
+import { pastRunObjects } from "./support/history.js";
+import { putObject } from "./support/moto.js";
 
 const FOLDER = "demo-eval";
 /** ray up, workers joining (~20 s), the scenes, ray down. */
@@ -94,7 +97,7 @@ function mkdirp(dir: string): string {
 /** What the test module declares a node of Ray's local provider costs an hour. */
 const USD_PER_HOUR = 0.5;
 
-async function workspace(): Promise<ActionWorkspace> {
+async function workspace(usdPerHour = USD_PER_HOUR): Promise<ActionWorkspace> {
   const ws = await makeActionWorkspace({
     node: nodes!.head,
     s3Endpoint: aws!.moto.url,
@@ -102,9 +105,26 @@ async function workspace(): Promise<ActionWorkspace> {
   });
   appendFileSync(
     path.join(ws.dir, "configs/demo_aws.ini"),
-    `\n[prices]\nlocal.cluster.node = ${USD_PER_HOUR}\n`,
+    `\n[prices]\nlocal.cluster.node = ${usdPerHour}\n`,
   );
   return ws;
+}
+
+/** A previous run in the workspace's bucket: each subset scene took `seconds`, start-up 60 s. */
+async function previousRun(ws: ActionWorkspace, seconds: number): Promise<void> {
+  const scenes = SUBSET_NAMES.map((name) => ({
+    name,
+    category: null,
+    steps: 100,
+    seconds: [seconds],
+  }));
+  const run = {
+    runId: "20261201-100000-aaaa",
+    scenes,
+    launchPhases: [{ name: "ray up", seconds: 60 }],
+  };
+  for (const [key, text] of pastRunObjects(run, `s3://${ws.bucket}`))
+    await putObject(aws!.moto.url, ws.bucket, key, text);
 }
 
 /**
@@ -383,5 +403,127 @@ describe("the action on a head and two workers", () => {
       }
     },
     RUN_TIMEOUT_MS + 60_000,
+  );
+
+  it(
+    "a deadline sizes the cluster from the previous run: too short is refused, 60 min starts one worker",
+    async () => {
+      const ws = await workspace();
+      // Nine 10-minute scenes last time. One slot a node, workers booting like the head (60 s):
+      // head alone 91 min, one worker 51 min, two 32 min.
+      await previousRun(ws, 600);
+      const dryJob = newJob(ws);
+      const dry = await dryJob.run("main", {
+        inputs: { "dry-run": "true", "deadline-minutes": "60", "budget-usd": "5" },
+        timeoutMs: RUN_TIMEOUT_MS,
+      });
+      expect(dry.code, context(dry)).toBe(0);
+      expect(dry.summary).toContain("### Estimate");
+      expect(dry.summary).toContain(
+        "**51m 00s** (51m 00s–51m 00s) for **$0.82** ($0.82–$0.82) with 1 worker.",
+      );
+      expect(dry.summary).toContain("| 1 | 51m 00s | 51m 00s–51m 00s | $0.82 ($0.82–$0.82) |");
+      expect(dry.summary).toContain("| 2 | 32m 00s |");
+      expect(dry.summary).toMatch(/\| 4 \(over max_workers 2\) \| 22m 00s \|/);
+      expect(dry.summary).toContain("Deadline: 60 min: the cluster starts 1 worker at once");
+      // The rendered YAML: an on-premise cluster takes both counts from the top level.
+      const rendered = parse(
+        readFileSync(
+          path.join(
+            dryJob.runnerTemp,
+            "mcs-pipeline",
+            dry.outputs["run-id"]!,
+            "plan",
+            "cluster.yaml",
+          ),
+          "utf8",
+        ),
+      ) as { max_workers: number; min_workers: number };
+      expect([rendered.min_workers, rendered.max_workers]).toEqual([1, 1]);
+
+      const tooShort = await newJob(ws).run("main", {
+        inputs: { "dry-run": "true", "deadline-minutes": "20" },
+        timeoutMs: RUN_TIMEOUT_MS,
+      });
+      expect(tooShort.code, context(tooShort)).toBe(1);
+      expect(tooShort.annotations.map((a) => `${a.command}: ${a.message}`)).toEqual([
+        "error: input deadline-minutes: 20 min cannot be met with the 2 workers the cluster YAML allows: the estimate needs 8 (12m 00s); raise max_workers (and the vCPU quota) or allow more time",
+      ]);
+      const overBudget = await newJob(ws).run("main", {
+        inputs: { "deadline-minutes": "60", "budget-usd": "0.5" },
+        timeoutMs: RUN_TIMEOUT_MS,
+      });
+      expect(overBudget.code, context(overBudget)).toBe(1);
+      expect(overBudget.annotations.map((a) => a.message)).toEqual([
+        expect.stringMatching(
+          /^input budget-usd: the run is estimated at \$0\.82 \(\$0\.82–\$0\.82\) with 1 worker, over the budget of \$0\.50: raise it/,
+        ),
+      ]);
+      expect(overBudget.state["cluster-up"], "nothing started").toBeUndefined();
+
+      // The real run: one worker, started with the head (min_workers), and no more.
+      const job = newJob(ws);
+      const main = await job.run("main", {
+        inputs: { "deadline-minutes": "60" },
+        timeoutMs: RUN_TIMEOUT_MS,
+      });
+      expect(main.code, context(main)).toBe(0);
+      expect(main.summary.indexOf("### Estimate"), "the estimate before the report").toBe(0);
+      const summary = JSON.parse(
+        await ws.readObject(
+          `${FOLDER}/demo-eval_level2_demo_${main.outputs["run-id"]}_run-summary.json`,
+        ),
+      ) as SummaryFile;
+      expect(
+        summary.nodes!.filter((n) => !n.head),
+        context(main),
+      ).toHaveLength(1);
+      expect(new Set(summary.scenes.map((s) => s.node)).size).toBeLessThanOrEqual(2);
+      await expectNothingLeft(job);
+    },
+    2 * RUN_TIMEOUT_MS,
+  );
+
+  it(
+    "a budget: the driver starts no scene past it, ends interrupted with the reason; resume finishes",
+    async () => {
+      // $36 an hour a node: a cent a second, so the run passes $0.30 within seconds.
+      const ws = await workspace(36);
+      const job = newJob(ws);
+      const main = await job.run("main", {
+        inputs: { "budget-usd": "0.3" },
+        timeoutMs: RUN_TIMEOUT_MS,
+      });
+      expect(main.code, context(main)).toBe(1);
+      expect(main.outputs.status).toBe("interrupted");
+      const summary = (await storedSummary(ws, main)) as SummaryFile & {
+        stop_reason?: string;
+        budget_usd?: number;
+      };
+      expect(summary.state).toBe("interrupted");
+      expect(summary.budget_usd).toBe(0.3);
+      expect(summary.stop_reason, context(main)).toMatch(
+        /^budget: \$\d+\.\d\d spent and \$\d+\.\d\d committed .* would pass the budget of \$0\.30/,
+      );
+      expect(main.summary).toContain(`Stopped by the ${summary.stop_reason}`);
+      // Running scenes finished; the rest never started.
+      const pending = summary.scenes.filter((s) => s.status === "PENDING");
+      expect(pending.length).toBeGreaterThan(0);
+      for (const scene of summary.scenes) {
+        if (scene.status === "PENDING") expect(scene.attempts).toBe(0);
+        else expect(scene.status).toBe("SUCCESS");
+      }
+      await expectNothingLeft(job);
+
+      const resumed = newJob(ws);
+      const again = await resumed.run("main", {
+        inputs: { resume: "true" },
+        timeoutMs: RUN_TIMEOUT_MS,
+      });
+      expect(again.code, context(again)).toBe(0);
+      expect(again.outputs).toMatchObject({ total: "9", succeeded: "9", failed: "0" });
+      await expectNothingLeft(resumed);
+    },
+    2 * RUN_TIMEOUT_MS,
   );
 });

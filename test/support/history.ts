@@ -89,25 +89,31 @@ export function pastSummary(run: PastRun, store = "/store"): RunSummary {
   };
 }
 
-/** Writes the run's summary and points the store's latest-run pointer at it. */
-export function writePastRun(storeDir: string, run: PastRun): RunSummary {
-  const summary = pastSummary(run, storeDir);
+/** The run's summary and the latest-run pointer naming it: [key, text] pairs for any store. */
+export function pastRunObjects(run: PastRun, store: string): [string, string][] {
+  const summary = pastSummary(run, store);
   const folder = run.folder ?? "demo-eval";
   const prefix = run.prefix ?? "demo-eval_level2_demo";
-  const file = path.join(storeDir, summary.summary_key);
-  mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(file, JSON.stringify(summary));
-  writeFileSync(
-    path.join(storeDir, folder, `${prefix}_latest-run.json`),
-    JSON.stringify({
-      schema_version: 1,
-      run_id: run.runId,
-      module: "demo",
-      metadata: "level2",
-      summary_key: summary.summary_key,
-      started_at: summary.started_at,
-      previous: run.previous ?? null,
-    }),
-  );
-  return summary;
+  const pointer = {
+    schema_version: 1,
+    run_id: run.runId,
+    module: "demo",
+    metadata: "level2",
+    summary_key: summary.summary_key,
+    started_at: summary.started_at,
+    previous: run.previous ?? null,
+  };
+  return [
+    [summary.summary_key, JSON.stringify(summary)],
+    [`${folder}/${prefix}_latest-run.json`, JSON.stringify(pointer)],
+  ];
+}
+
+/** Writes the run's summary into a local store and points its latest-run pointer at it. */
+export function writePastRun(storeDir: string, run: PastRun): RunSummary {
+  for (const [key, text] of pastRunObjects(run, storeDir)) {
+    mkdirSync(path.dirname(path.join(storeDir, key)), { recursive: true });
+    writeFileSync(path.join(storeDir, key), text);
+  }
+  return pastSummary(run, storeDir);
 }
