@@ -503,7 +503,7 @@ describe("the action on a head and two workers", () => {
       expect(summary.state).toBe("interrupted");
       expect(summary.budget_usd).toBe(0.3);
       expect(summary.stop_reason, context(main)).toMatch(
-        /^budget: \$\d+\.\d\d spent and \$\d+\.\d\d committed .* would pass the budget of \$0\.30/,
+        /^budget: \S+ spent, .* would pass the budget of \$0\.30; \d+ scenes? not started \(run again with resume to continue\)$/,
       );
       expect(main.summary).toContain(`Stopped by the ${summary.stop_reason}`);
       // Running scenes finished; the rest never started.

@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 
 from . import scene_task, session
+from .budget import Budget, plural
 from .nodes import cluster_nodes
 from .scene_set import SceneSetError, fetch_logged
 from .failures import RETRYABLE
 from .node_services import stop_all as stop_node_services
 from .scene_task import excerpt, run_scene
-from .schedule import expected_costs, longest_first
+from .schedule import expected_costs, longest_first, seconds_per_step
 from .store import make_store
 from .summary import (FILE_BUDGET_PER_ATTEMPT, SUMMARY_INTERVAL_S, RunSummary, SummaryWriter,
-                      find_previous)
+                      find_previous, read_launch_phases)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -86,12 +87,15 @@ def load_plan(plan_dir: Path) -> dict:
     return plan
 
 
+# What each step before the driver took, as the front end measured it (beside plan.json).
+LAUNCH_PHASES = "launch-phases.json"
+
 # Seconds a run script may go on after MCS wrote the scene's history (plan.scene_end_grace_s).
 DEFAULT_SCENE_END_GRACE_S = 120
 
 
-def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float) -> dict:
-    return {
+def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float, gate=None) -> dict:
+    spec = {
         "name": scene["name"],
         "attempt": attempt,
         "scene": scene["text"] if "text" in scene else scene["path"].read_text(),
@@ -106,6 +110,9 @@ def scene_spec(plan: dict, scene: dict, attempt: int, timeout_s: float) -> dict:
         "store": plan["store"],
         "names": plan["names"],
     }
+    if gate is not None:  # the budget's gate (budget.Gate), which the task asks first
+        spec["gate"] = gate
+    return spec
 
 
 # Named actors (node services) live in this namespace, not in an anonymous one per driver.
@@ -231,6 +238,11 @@ def wait_finished(finished: queue.SimpleQueue, timeout_s: float | None) -> list:
             return batch
 
 
+def soonest(*delays: float | None) -> float | None:
+    """The shortest of the delays given (None: none due)."""
+    return min((d for d in delays if d is not None), default=None)
+
+
 def format_seconds(seconds: float) -> str:
     s = int(round(max(seconds, 0)))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -245,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
     previous = find_previous(store, plan)  # through the latest-run pointer; never this run
     summary = RunSummary(plan, previous.summary if resume else None, previous_run=previous)
     costs = expected_costs(plan["scenes"], previous.summary)
+    summary.set_launch_phases(read_launch_phases(Path(args.plan) / LAUNCH_PHASES))
     scenes = {s["name"]: s for s in plan["scenes"]}
 
     writer = SummaryWriter(store, summary, args.summary_interval, args.summary_budget)
@@ -263,13 +276,19 @@ def run(args: argparse.Namespace) -> int:
     in_flight: dict = {}
     finished: queue.SimpleQueue = queue.SimpleQueue()
     requeued: dict[str, int] = {}  # scene -> attempts lost with their node
+    budget = None
+    refused: dict[str, str] = {}  # scene -> why the budget did not let it start
     try:
         if todo:
             ray = init_ray(args.ray_address, args.num_cpus)
             task = ray.remote(run_scene).options(max_retries=0, **plan["resources"])
+            if plan.get("budget_usd") is not None:
+                seconds = seconds_per_step(plan["scenes"], previous.summary) is not None
+                budget = Budget(ray, plan, costs, seconds)
+            gate = budget.gate if budget else None
 
             def submit(name: str, attempt: int) -> None:
-                ref = task.remote(scene_spec(plan, scenes[name], attempt, timeout_s))
+                ref = task.remote(scene_spec(plan, scenes[name], attempt, timeout_s, gate))
                 in_flight[ref] = (name, attempt)
                 # Ray calls back (from a thread of its own) once the result is here, so a
                 # finished scene costs the loop the same with 10 or 10,000 scenes in flight; a
@@ -280,13 +299,25 @@ def run(args: argparse.Namespace) -> int:
                 submit(name, 1)
             progress = Progress(summary, costs)
             while in_flight:
-                # Wake up for finished scenes, or when the summary is due on the store.
-                for ref, future in wait_finished(finished, writer.due_in()):
+                # Wake up for finished scenes, or when the summary (or the budget's gate) is due.
+                batch = wait_finished(finished, soonest(writer.due_in(),
+                                                        budget.due_in() if budget else None))
+                for ref, future in batch:
                     name, attempt = in_flight.pop(ref)
                     try:
                         result = future.result()
                     except ray.exceptions.RayError as error:
                         result = failed_task_result(error, attempt)
+                    if "refused" in result:
+                        # Not started: the scene stays PENDING (a retry keeps its earlier
+                        # attempts) for a resume to run.
+                        if not refused:
+                            print(f"mcs-pipeline: {result['refused']}; starting no new scene, "
+                                  "letting the running ones finish", flush=True)
+                        refused[name] = result["refused"]
+                        continue
+                    if budget:
+                        budget.attempt_done(name, result)
                     failure = result["failure_class"]
                     lost = requeued.get(name, 0)
                     requeue = failure == "node_lost" and lost < NODE_LOST_REQUEUES
@@ -304,12 +335,22 @@ def run(args: argparse.Namespace) -> int:
                               f"{retries + 1 + lost})", flush=True)
                         continue
                     print(progress.line(name, result), flush=True)
+                if budget and (batch or budget.due_in() == 0):
+                    budget.update()
                 writer.flush_if_due()
-        summary.finish("finished")
+        stop_reason = None
+        if refused:
+            stop_reason = (f"{next(iter(refused.values()))}; {plural(len(refused), 'scene')} not "
+                           "started (run again with resume to continue)")
+        summary.finish("interrupted" if refused else "finished", stop_reason)
         if ray:
             stop_services(ray, plan, session.KILL_GRACE_S + 5)
             summary.set_nodes(cluster_nodes(plan))
         writer.save()
+        if stop_reason:
+            print(f"mcs-pipeline: interrupted: {stop_reason}; summary "
+                  f"{store.uri(plan['summary_key'])}", flush=True)
+            return 130
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as Interrupted
         # A second Ctrl-C, a forwarded SIGTERM or a hang-up must not cut the clean-up short.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

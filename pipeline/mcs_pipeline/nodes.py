@@ -53,11 +53,15 @@ def cluster_nodes(plan: dict) -> list[dict] | None:
     """This cluster's nodes, from the Ray this driver is connected to; None (and a line saying
     why) when the node table cannot be read: the cost is then unknown, the run unaffected."""
     try:
-        from ray._private.worker import global_worker  # no public API has the start/end times
-
-        table = global_worker.gcs_client.get_all_node_info().values()
-        return node_records(table, plan.get("node_types") or {})
+        return node_records(node_table(), plan.get("node_types") or {})
     except Exception as error:  # the cost estimate must never fail a run
         print(f"mcs-pipeline: the cluster's node table could not be read ({error}); the report "
               "will have no cost estimate", flush=True)
         return None
+
+
+def node_table() -> list:
+    """Ray's node table (GcsNodeInfo messages) from the GCS this process is connected to."""
+    from ray._private.worker import global_worker  # no public API has the start/end times
+
+    return list(global_worker.gcs_client.get_all_node_info().values())

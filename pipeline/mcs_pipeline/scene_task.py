@@ -104,8 +104,22 @@ def log_notes(eval_dir: Path, found: Outputs, since_ns: int, failure: str | None
         notes.append(f"{startx}:\n{tail}")
     return notes
 
+
+def budget_refusal(spec: dict) -> str | None:
+    """Why the run's budget does not let this attempt start (budget.Gate), or None."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return ray.get(spec["gate"].may_start.remote(spec["name"], spec["attempt"], node_id))
+
+
 def run_scene(spec: dict) -> dict:
-    """Play one attempt of one scene. `spec` is built by the driver (see driver.scene_spec)."""
+    """Play one attempt of one scene. `spec` is built by the driver (see driver.scene_spec).
+    Refused by the budget: {"attempt", "refused": why}, and nothing done."""
+    if spec.get("gate") is not None:  # first of all: a scene refused must leave no trace
+        refusal = budget_refusal(spec)
+        if refusal is not None:
+            return {"attempt": spec["attempt"], "refused": refusal}
     started = datetime.now(timezone.utc)
     started_local = datetime.now()  # MCS stamps its files in the node's local time
     since_ns = time.time_ns()

@@ -10,13 +10,26 @@ from __future__ import annotations
 from statistics import median
 
 
-def expected_costs(scenes: list[dict], previous: dict | None) -> dict[str, float]:
+def previous_durations(scenes: list[dict], previous: dict | None) -> dict[str, float]:
+    names = {s["name"] for s in scenes}
+    return {s["name"]: s["duration_s"] for s in (previous or {}).get("scenes", [])
+            if s.get("duration_s") and s["name"] in names}
+
+
+def seconds_per_step(scenes: list[dict], previous: dict | None) -> float | None:
+    """The median the previous run showed; None when it showed none (expected_costs are then
+    steps, not seconds)."""
     steps = {s["name"]: float(s["expected_cost"]) for s in scenes}
-    durations = {s["name"]: s["duration_s"] for s in (previous or {}).get("scenes", [])
-                 if s.get("duration_s") and s["name"] in steps}
+    durations = previous_durations(scenes, previous)
     rates = [durations[n] / steps[n] for n in durations if steps[n] > 0]
-    seconds_per_step = median(rates) if rates else 1.0
-    return {name: durations.get(name, cost * seconds_per_step) for name, cost in steps.items()}
+    return median(rates) if rates else None
+
+
+def expected_costs(scenes: list[dict], previous: dict | None) -> dict[str, float]:
+    durations = previous_durations(scenes, previous)
+    rate = seconds_per_step(scenes, previous) or 1.0
+    return {s["name"]: durations.get(s["name"], float(s["expected_cost"]) * rate)
+            for s in scenes}
 
 
 def longest_first(names: list[str], costs: dict[str, float]) -> list[str]:

@@ -146,6 +146,27 @@ def read_summary(store, key: str) -> dict | None:
     return doc
 
 
+def read_launch_phases(path) -> list[dict] | None:
+    """The front end's launch-phases.json (a JSON array of {name, seconds}) as the summary's
+    `launch_phases`; None when there is none, or (said in a warning) when it is not that."""
+    from jsonschema import Draft202012Validator
+
+    try:
+        phases = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        warn(f"ignoring {path}: unreadable ({error})")
+        return None
+    # The summary schema's own definition of the property (it has no $refs to resolve).
+    schema = schemas.load(schemas.RUN_SUMMARY)["properties"]["launch_phases"]
+    error = next(iter(Draft202012Validator(schema).iter_errors(phases)), None)
+    if error is not None:
+        warn(f"ignoring {path}: not a list of {{name, seconds}} ({error.message})")
+        return None
+    return phases
+
+
 def chunk_key(prefix: str, seq: int) -> str:
     return f"{prefix}{seq:06d}.json"
 
@@ -219,6 +240,8 @@ class RunSummary:
             "finished_at": None,
             "previous": previous_run_ref(previous_run),
         }
+        if plan.get("budget_usd") is not None:
+            self.doc["budget_usd"] = plan["budget_usd"]
 
     def pending(self) -> list[str]:
         return [name for name, s in self.scenes.items() if s["status"] == "PENDING"]
@@ -251,9 +274,17 @@ class RunSummary:
     def totals(self) -> dict:
         return dict(self.counts)
 
-    def finish(self, state: str) -> None:
+    def finish(self, state: str, stop_reason: str | None = None) -> None:
+        """`stop_reason`: why the run stopped starting scenes when nobody cancelled it."""
         self.doc["state"] = state
         self.doc["finished_at"] = utc_now()
+        if stop_reason is not None:
+            self.doc["stop_reason"] = stop_reason
+
+    def set_launch_phases(self, phases: list[dict] | None) -> None:
+        """What each step before the driver took (read_launch_phases); None: not measured."""
+        if phases is not None:
+            self.doc["launch_phases"] = phases
 
     def set_nodes(self, nodes: list[dict] | None) -> None:
         """The cluster's nodes (nodes.cluster_nodes), for the cost estimate; None: unknown."""
