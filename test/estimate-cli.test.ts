@@ -3,7 +3,7 @@
  * `run` in a workspace whose results store holds earlier runs of the demo module (written as the
  * driver writes them). Refusals exit 2 with one line, before Ray starts.
  */
-import { appendFileSync, existsSync, readdirSync } from "node:fs";
+import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { runCli, runDirs } from "./support/cli.js";
@@ -98,4 +98,39 @@ describe("CLI: the estimate before a run", () => {
     for (const dir of runDirs(path.join(ws, "out")))
       expect(existsSync(path.join(dir, "driver.log"))).toBe(false);
   });
+});
+
+describe("CLI: a real run with a budget, then the estimate it leaves", () => {
+  it("stops starting scenes at the budget (exit 130, the reason in the report); a resume finishes; the next plan's start-up is measured", async () => {
+    // This machine at $360 an hour: a dime a second, so $1 lasts a few seconds of scenes.
+    const ws = copyWorkspace();
+    appendFileSync(path.join(ws, "configs/demo_aws.ini"), "\n[prices]\nlocal = 360\n");
+    const pace = ["--set", "demo_step_seconds=0.02", "--num-cpus", "2"];
+    const first = await runCli(
+      ["run", "--module", "demo", "--out", "out", ...pace, "--budget-usd", "1"],
+      ws,
+      300_000,
+    );
+    expect(first.code, `${first.stdout}\n${first.stderr}`).toBe(130);
+    expect(first.stdout).toContain("  estimate:      none: no previous run of demo level2");
+    const [dir] = runDirs(path.join(ws, "out"));
+    const report = readFileSync(path.join(dir!, "report.md"), "utf8");
+    expect(report).toMatch(
+      /Interrupted: \d+ of 9 scenes finished \(\d+ succeeded, 0 failed, [1-9] not run\)\. Stopped by the budget: \S+ spent, .* would pass the budget of \$1\.00; [1-9] scenes? not started \(run again with resume to continue\)/,
+    );
+
+    const resumed = await runCli(
+      ["run", "--module", "demo", "--out", "out", ...pace, "--resume"],
+      ws,
+      300_000,
+    );
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(/total 9 · succeeded 9 · failed 0/);
+
+    const plan = await runCli(["plan", "--module", "demo", "--out", "out", "--num-cpus", "2"], ws);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toMatch(
+      /9 scenes: 9 by their own time, from 2 previous runs .*; start-up and wind-down \S+ \S+–\S+ \S+ as measured/,
+    );
+  }, 600_000);
 });
