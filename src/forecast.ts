@@ -81,12 +81,12 @@ export async function forecast(
 ): Promise<Forecast> {
   const shape = sizing.shape(plan);
   if (req.budgetUsd !== undefined) requirePrices(shape, plan);
-  let runs: RunSummary[];
+  let runs: RunSummary[] = [];
+  let unread: string | undefined;
   try {
     runs = await previousRuns(store, plan, warn);
   } catch (error) {
-    runs = [];
-    warn(`no estimate: the previous runs could not be read (${(error as Error).message})`);
+    unread = `the previous runs could not be read (${(error as Error).message})`;
   }
   const scenes = toRun(plan, runs[0]);
   const result: Forecast = { notes: [] };
@@ -108,9 +108,10 @@ export async function forecast(
   result.estimate = estimateRun(scenes, runs, shape, planned);
   if (!result.estimate) {
     result.none =
-      runs.length === 0
+      unread ??
+      (runs.length === 0
         ? `no previous run of ${plan.module} ${plan.metadata} in ${store.uri(plan.latest_key)}: nothing to estimate from`
-        : `no scene finished in the previous runs of ${plan.module} ${plan.metadata}: nothing to estimate from`;
+        : `no scene finished in the previous runs of ${plan.module} ${plan.metadata}: nothing to estimate from`);
   }
   const usd = result.estimate?.planned.usd;
   if (req.budgetUsd !== undefined && usd && usd.mid > req.budgetUsd) {

@@ -313,6 +313,20 @@ describe("forecast: the plan's estimate, a deadline and a budget", () => {
     );
   });
 
+  it("a store it cannot read: says why, estimates nothing, starts the run as planned", async () => {
+    const broken: SummaryStore = {
+      read: () => Promise.reject(new Error("no role-to-assume to read the results store with")),
+      uri: (key) => key,
+    };
+    const f = await forecast({ deadlineMinutes: 60 }, plan(), broken, sizing(), () => {});
+    expect(f.none).toBe(
+      "the previous runs could not be read (no role-to-assume to read the results store with)",
+    );
+    expect(f.notes).toEqual([
+      "deadline-minutes: no previous run of demo level2 to estimate from; the cluster is sized as its YAML says",
+    ]);
+  });
+
   it("a deadline sizes the cluster to the fewest workers within it", async () => {
     const resized: number[] = [];
     // 8 half-hour scenes: 1 + 3 slots → 2 rounds = 60 min.

@@ -94,6 +94,8 @@ interface Session {
   handedOver?: boolean;
   /** STS refused role-duration-seconds (authenticate): the credentials are an hour's session. */
   refusedDuration?: { roleArn: string; seconds: number };
+  /** The run's first authentication (credentialsFor), whatever its outcome. */
+  authenticating?: Promise<CredentialServer>;
   /** deadline-minutes sized the cluster to this many workers: a quota below it is an error. */
   deadlineWorkers?: number;
 }
@@ -105,6 +107,11 @@ export function moduleStore(mod: Module): string {
 
 export function awsTarget(settings: AwsSettings): AwsTarget {
   const session: Session = { cancel: new AbortController() };
+  /** One authentication for the estimate's reads and the preflight: a refusal is not retried. */
+  const credentialsFor = async (plan: Plan) => {
+    session.authenticating ??= authenticate(settings, plan.run_id, session);
+    return (session.credentials ??= await session.authenticating);
+  };
   return {
     place: (mod, runId) => {
       const clusterName = clusterNameFor(mod.name, mod.metadata, runId);
@@ -152,7 +159,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         return undefined;
       }
       try {
-        session.credentials ??= await authenticate(settings, plan.run_id, session);
+        await credentialsFor(plan);
       } catch (error) {
         // A role whose trust policy refuses the token is a finding; a dry run without an OIDC
         // token (a fork's pull request, no id-token permission) only checks nothing.
@@ -174,8 +181,8 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
         // Before the run (the estimate reads the previous runs): with the run's own role.
         if (!session.credentials && !settings.roleArn)
           throw new Error("no role-to-assume to read the results store with");
-        session.credentials ??= await authenticate(settings, plan.run_id, session);
-        session.read = s3TextReader(plan.store, settings.region, session.credentials.provider);
+        const credentials = await credentialsFor(plan);
+        session.read = s3TextReader(plan.store, settings.region, credentials.provider);
       }
       return session.read(key);
     },
@@ -183,6 +190,7 @@ export function awsTarget(settings: AwsSettings): AwsTarget {
     release: async () => {
       await session.credentials?.close();
       session.credentials = undefined;
+      session.authenticating = undefined;
     },
     interrupt: async () => {
       // Stop the `ray` commands running now (a follow, an up), then the driver on the head,
