@@ -15,9 +15,10 @@ import { afterAll, beforeAll, describe, expect, it, type ExpectStatic } from "vi
 import {
   serveCredentials,
   SHADOWING_VARIABLES,
+  type AwsCredentials,
   type CredentialServer,
 } from "../src/aws/credentials.js";
-import { assumeRoleWithOidc, type AwsCredentials } from "../src/aws/oidc.js";
+import { assumeRoleWithOidc } from "../src/aws/oidc.js";
 import {
   createBucket,
   startMoto,

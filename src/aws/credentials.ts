@@ -8,7 +8,14 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { AwsCredentialIdentityProvider } from "@aws-sdk/types";
-import type { AwsCredentials } from "./oidc.js";
+
+/** A set of temporary credentials (STS's AssumeRoleWithWebIdentity gives them). */
+export interface AwsCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+  expiration?: Date;
+}
 
 export interface CredentialServerOptions {
   region: string;

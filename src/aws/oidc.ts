@@ -7,16 +7,14 @@ import { readFileSync } from "node:fs";
 import * as core from "@actions/core";
 import { AssumeRoleWithWebIdentityCommand, STSClient } from "@aws-sdk/client-sts";
 import { InputError } from "../errors.js";
-import { serveCredentials, SHADOWING_VARIABLES, type CredentialServer } from "./credentials.js";
+import {
+  serveCredentials,
+  SHADOWING_VARIABLES,
+  type AwsCredentials,
+  type CredentialServer,
+} from "./credentials.js";
 
 export type { CredentialServer } from "./credentials.js";
-
-export interface AwsCredentials {
-  accessKeyId: string;
-  secretAccessKey: string;
-  sessionToken: string;
-  expiration?: Date;
-}
 
 export interface AssumeOptions {
   roleArn: string;
