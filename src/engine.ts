@@ -5,7 +5,7 @@
 import path from "node:path";
 import { defaultS3Access, isS3Uri, listS3Scenes, type S3SceneSet } from "./aws/scene-set.js";
 import { EnvironmentError, PreflightError, type Finding } from "./errors.js";
-import { forecast, type Forecast, type Sizing } from "./forecast.js";
+import { forecast, readHistory, type Forecast, type Sizing } from "./forecast.js";
 import { loadModule, type Module } from "./module.js";
 import { buildPlan, newRunId, runNames, writeLaunchPhases, type Plan } from "./plan.js";
 import { ensureRay, pinnedRayVersion } from "./ray/install.js";
@@ -15,7 +15,6 @@ import {
   type Phase,
   renderFullMarkdown,
   renderMarkdown,
-  TREND_RUNS,
 } from "./report.js";
 import type { Request } from "./request.js";
 import { loadScenes } from "./scenes.js";
@@ -245,35 +244,6 @@ export function planStore(target: Target, plan: Plan): SummaryStore {
     read: (key: string) => target.readText(plan, key),
     uri: (key: string) => target.link(plan, key).uri,
   };
-}
-
-/**
- * The earlier runs of the same module and level, newest first, following each summary's
- * `previous` (at most TREND_RUNS - 1 of them): the first is what "since the previous run" compares
- * with, all of them make the trend. It stops at a run that names none or cannot be read (said
- * through `warn`): the report then says so, and the run goes on.
- */
-export async function readHistory(
-  store: SummaryStore,
-  summary: RunSummary,
-  warn: (line: string) => void,
-): Promise<RunSummary[]> {
-  const history: RunSummary[] = [];
-  const seen = new Set([summary.run_id]);
-  for (let run = summary; run.previous && history.length < TREND_RUNS - 1;) {
-    if (seen.has(run.previous.run_id)) break; // a loop in the chain: never read it twice
-    seen.add(run.previous.run_id);
-    try {
-      run = (await readSummary(store, run.previous.summary_key, warn)).summary;
-    } catch (error) {
-      const which =
-        history.length === 0 ? "no comparison with the previous run" : "a shorter trend";
-      warn(`${which}: ${(error as Error).message}`);
-      break;
-    }
-    history.push(run);
-  }
-  return history;
 }
 
 export function outcomeCode(summary: RunSummary): number {

@@ -51,20 +51,37 @@ export async function previousRuns(
   const pointer = JSON.parse(text) as { summary_key?: unknown };
   if (typeof pointer.summary_key !== "string")
     throw new Error(`${store.uri(plan.latest_key)} names no run summary`);
-  const runs = [(await readSummary(store, pointer.summary_key, warn)).summary];
-  const seen = new Set([runs[0]!.run_id]);
-  for (let run = runs[0]!; run.previous && runs.length < TREND_RUNS;) {
-    if (seen.has(run.previous.run_id)) break;
+  const latest = (await readSummary(store, pointer.summary_key, warn)).summary;
+  return [latest, ...(await readHistory(store, latest, warn))];
+}
+
+/**
+ * The earlier runs of the same module and level, newest first, following each summary's
+ * `previous` (at most TREND_RUNS - 1 of them): the first is what "since the previous run" compares
+ * with, all of them make the trend. It stops at a run that names none or cannot be read (said
+ * through `warn`): the report then says so, and the run goes on.
+ */
+export async function readHistory(
+  store: SummaryStore,
+  summary: RunSummary,
+  warn: (line: string) => void,
+): Promise<RunSummary[]> {
+  const history: RunSummary[] = [];
+  const seen = new Set([summary.run_id]);
+  for (let run = summary; run.previous && history.length < TREND_RUNS - 1;) {
+    if (seen.has(run.previous.run_id)) break; // a loop in the chain: never read it twice
     seen.add(run.previous.run_id);
     try {
       run = (await readSummary(store, run.previous.summary_key, warn)).summary;
     } catch (error) {
-      warn(`the estimate uses ${runs.length} previous run(s): ${(error as Error).message}`);
+      const which =
+        history.length === 0 ? "no comparison with the previous run" : "a shorter trend";
+      warn(`${which}: ${(error as Error).message}`);
       break;
     }
-    runs.push(run);
+    history.push(run);
   }
-  return runs;
+  return history;
 }
 
 /**

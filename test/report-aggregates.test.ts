@@ -4,7 +4,7 @@
  * from the generator below (not by the code under test), and the job summary's 1 MiB limit.
  */
 import { describe, expect, it } from "vitest";
-import { readHistory } from "../src/engine.js";
+import { readHistory } from "../src/forecast.js";
 import { aggregate, UNCATEGORIZED } from "../src/report-aggregates.js";
 import {
   DEFAULT_BUDGET_BYTES,
