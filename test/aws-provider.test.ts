@@ -2,8 +2,9 @@
  * Ray's AWS provider, for real, against moto with IAM enforced (DESIGN §6). The cluster YAML is
  * the one the action renders (preparePlan + the AWS target on autoscaler/ray_demo_aws.yaml); the
  * credentials are those of a role carrying exactly docs/iam-policy.json, the policy the README
- * links; the launch and teardown are Ray's own code (commands._bootstrap_config, AWSNodeProvider,
- * commands.teardown_cluster) run by test/support/ray_aws_provider.py; the run's key pair and its
+ * and docs/aws-setup.md link (its trust policy the one that page shows); the launch and teardown
+ * are Ray's own code (commands._bootstrap_config, AWSNodeProvider, commands.teardown_cluster)
+ * run by test/support/ray_aws_provider.py; the run's key pair and its
  * removal are the action's own code (targets/aws-resources.ts). Every EC2/IAM call goes through a
  * recording proxy. Nothing is sent beyond loopback: the script refuses it, and says so.
  */
@@ -22,6 +23,7 @@ import { createRunKeyPair, removeRunResources } from "../src/targets/aws-resourc
 import {
   ACCOUNT,
   actions,
+  iamRoleSection,
   inventory,
   motoEnforceable,
   nodePolicy,
@@ -29,6 +31,7 @@ import {
   rayAws,
   readmePolicy,
   renderRun,
+  SETUP_PAGE,
   startIamAccount,
   without,
   type IamAccount,
@@ -188,10 +191,11 @@ describe("with the README's policy (docs/iam-policy.json), IAM enforced", () => 
   });
   afterAll(() => account?.stop());
 
-  it("the README links the policy file, and the role carries exactly that policy", () => {
+  it("the README and the setup page's IAM role link the policy file, and the role carries exactly that policy", () => {
     const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
-    const section = readme.slice(readme.indexOf("### The IAM role"), readme.indexOf("### Inputs"));
-    expect(section).toContain(`(${path.relative(REPO, POLICY_FILE)})`);
+    expect(readme).toContain(`(${path.relative(REPO, POLICY_FILE)})`);
+    // The section whose trust policy the role is made with (docsTrustPolicy) links the file.
+    expect(iamRoleSection()).toContain(`(${path.relative(path.dirname(SETUP_PAGE), POLICY_FILE)})`);
     expect(account.stored.policies).toEqual(["mcs-pipeline"]);
     expect(account.stored.attachedPolicies).toEqual([]);
     // As moto can enforce it: its actions (motoEnforceable); IAM's conditions are evaluated below.

@@ -64,13 +64,29 @@ export function nodePolicy(bucket = "mcs-test-results", scenes = bucket): Policy
   return JSON.parse(text) as PolicyDocument;
 }
 
-/** The README's trust policy (GitHub's OIDC provider), for this account. */
-export function readmeTrustPolicy(): unknown {
-  const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
-  const section = readme.slice(readme.indexOf("### The IAM role"));
-  const json = /```json\n([\s\S]*?)```/.exec(section)?.[1];
-  if (!json) throw new Error("README: no trust policy under 'The IAM role'");
-  return JSON.parse(json.replaceAll("ACCOUNT", ACCOUNT).replaceAll("OWNER/REPO", "mcs/pipeline"));
+/** The docs page of the one-time AWS setup: the IAM role's trust policy and permissions. */
+export const SETUP_PAGE = path.join(REPO, "docs", "aws-setup.md");
+
+/** SETUP_PAGE's section "The IAM role", from its heading to the next heading of its level. */
+export function iamRoleSection(): string {
+  const page = readFileSync(SETUP_PAGE, "utf8");
+  const start = page.indexOf("\n## The IAM role\n");
+  if (start < 0) throw new Error(`${path.relative(REPO, SETUP_PAGE)}: no section 'The IAM role'`);
+  const end = page.indexOf("\n## ", start + 1);
+  return page.slice(start, end < 0 ? undefined : end);
+}
+
+/** The trust policy the docs show (GitHub's OIDC provider), for this account and a repository. */
+export function docsTrustPolicy(): unknown {
+  const json = /```json\n([\s\S]*?)```/.exec(iamRoleSection())?.[1];
+  if (!json) {
+    throw new Error(`${path.relative(REPO, SETUP_PAGE)}: no trust policy under 'The IAM role'`);
+  }
+  return JSON.parse(
+    json
+      .replaceAll("ACCOUNT", ACCOUNT)
+      .replaceAll("OWNER@OWNERID/NAME@REPOID", "mcs@1001/pipeline@2002"),
+  );
 }
 
 /**
@@ -130,7 +146,7 @@ export async function startIamAccount(policy: PolicyDocument): Promise<IamAccoun
     const outFile = path.join(dir, "credentials.json");
     writeFileSync(
       accountFile,
-      JSON.stringify({ role: ROLE, trust: readmeTrustPolicy(), policy: motoEnforceable(policy) }),
+      JSON.stringify({ role: ROLE, trust: docsTrustPolicy(), policy: motoEnforceable(policy) }),
     );
     const setup = await execCommand(
       PYTHON,
