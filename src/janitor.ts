@@ -25,8 +25,8 @@ import { LIFETIME_MARGIN_MINUTES, LIFETIME_TAG } from "./janitor/lifetime.js";
 
 /**
  * The fixed limit, for instances without their cluster's own lifetime (the `mcs-max-minutes`
- * tag, janitor/lifetime.ts). The eval job runs with `timeout-minutes: 360` (README); when that expires GitHub
- * cancels it and the post step still runs `ray down`. An instance of ours launched more than an
+ * tag, janitor/lifetime.ts). The eval job runs with `timeout-minutes: 360` (the README's smallest
+ * workflow); when that expires GitHub cancels it and the post step still runs `ray down`. An instance of ours launched more than an
  * hour past that cannot belong to a job that is still running, or still tearing down.
  */
 const DEFAULT_MAX_AGE_MINUTES = 420;

@@ -22,15 +22,8 @@ import {
   TerminateInstancesCommand,
 } from "@aws-sdk/client-ec2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  startMoto,
-  startStsProxy,
-  TEST_KEYS,
-  TEST_REGION,
-  type MotoServer,
-  type StsProxy,
-} from "./support/moto.js";
-import { startOidcServer, type OidcServer } from "./support/oidc.js";
+import { startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
+import { TEST_KEYS, TEST_REGION } from "./support/moto.js";
 import { pinnedRef } from "./support/pins.js";
 import { NODE24, testNode } from "./support/runner.js";
 import { VENV } from "./support/sshd.js";
@@ -520,23 +513,19 @@ describe("pr-eval.yml's modules job", () => {
 
 describe("janitor.yml, dry run by hand, against loopback EC2 and OIDC", () => {
   const ROLE = "arn:aws:iam::123456789012:role/mcs-janitor";
-  let moto: MotoServer | undefined;
-  let proxy: StsProxy | undefined;
-  let oidc: OidcServer | undefined;
+  let aws: LoopbackAws | undefined;
   let ours = "";
 
   const ec2 = () =>
     new EC2Client({
       region: TEST_REGION,
-      endpoint: moto!.url,
+      endpoint: aws!.moto.url,
       credentials: TEST_KEYS,
       maxAttempts: 1,
     });
 
   beforeAll(async () => {
-    moto = await startMoto();
-    proxy = await startStsProxy(moto.url);
-    oidc = await startOidcServer({ repository: REPOSITORY });
+    aws = await startLoopbackAws({ oidc: { repository: REPOSITORY } });
     const launched = await ec2().send(
       new RunInstancesCommand({
         ImageId: "ami-03cf127a",
@@ -555,12 +544,12 @@ describe("janitor.yml, dry run by hand, against loopback EC2 and OIDC", () => {
   }, ACT_TIMEOUT_MS);
 
   afterAll(async () => {
-    if (moto && ours) {
+    if (aws && ours) {
       await ec2()
         .send(new TerminateInstancesCommand({ InstanceIds: [ours] }))
         .catch(() => undefined);
     }
-    await Promise.allSettled([moto?.stop(), proxy?.close(), oidc?.close()]);
+    await aws?.stop();
   });
 
   it(
@@ -571,7 +560,7 @@ describe("janitor.yml, dry run by hand, against loopback EC2 and OIDC", () => {
         event: "workflow_dispatch",
         payload: { inputs: { "dry-run": "true", "max-age-minutes": "0" } },
         vars: { MCS_AWS_ROLE_ARN: ROLE },
-        env: { ...oidc!.env(), AWS_ENDPOINT_URL: proxy!.url },
+        env: { ...aws!.oidc.env(), AWS_ENDPOINT_URL: aws!.proxy.url },
       });
       expectOffline(run);
       expect(run.code, context(run)).toBe(0);
@@ -583,9 +572,9 @@ describe("janitor.yml, dry run by hand, against loopback EC2 and OIDC", () => {
         "sweep.instances": JSON.stringify([ours]),
       });
       // Through OIDC and STS, as on GitHub; nothing terminated.
-      expect(oidc!.issued.length).toBeGreaterThan(0);
-      expect(proxy!.requests.map((r) => r.action)).toContain("AssumeRoleWithWebIdentity");
-      expect(proxy!.requests.map((r) => r.action)).not.toContain("TerminateInstances");
+      expect(aws!.oidc.issued.length).toBeGreaterThan(0);
+      expect(aws!.proxy.requests.map((r) => r.action)).toContain("AssumeRoleWithWebIdentity");
+      expect(aws!.proxy.requests.map((r) => r.action)).not.toContain("TerminateInstances");
       const state = await ec2().send(new DescribeInstancesCommand({ InstanceIds: [ours] }));
       expect(state.Reservations?.[0]?.Instances?.[0]?.State?.Name).toBe("running");
     },

@@ -192,7 +192,7 @@ const CASES: Case[] = [
     name: "unknown command",
     argv: ["frob", "--module", "demo"],
     input: "command",
-    line: /^command: unknown command "frob": use run, plan, preflight, setup, affected or combine$/,
+    line: /^command: unknown command "frob": use run, plan, preflight, setup, affected, combine or pr-comment$/,
   },
   {
     name: "a stray argument",

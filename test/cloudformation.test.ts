@@ -25,7 +25,7 @@
  */
 import { readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { DeleteKeyPairCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { DeleteKeyPairCommand } from "@aws-sdk/client-ec2";
 import { IAMClient, PutRolePolicyCommand } from "@aws-sdk/client-iam";
 import {
   ListObjectsV2Command,
@@ -54,19 +54,20 @@ import {
   POLICY_FILE,
   rayAws,
   renderRun,
+  roleAccount,
   type IamAccount,
   type RenderedRun,
 } from "./support/aws-provider.js";
+import { startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
 import {
   startMoto,
-  startStsProxy,
   TEST_KEYS,
   TEST_REGION,
   type MotoServer,
   type ProxiedRequest,
   type StsProxy,
 } from "./support/moto.js";
-import { startOidcServer, subjectOf, type OidcServer } from "./support/oidc.js";
+import { subjectOf, type OidcServer } from "./support/oidc.js";
 import { leakedSecrets, runAction } from "./support/runner.js";
 import { execCommand, VENV } from "./support/sshd.js";
 import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
@@ -705,25 +706,26 @@ interface TokenOf {
 describe("a repository in either subject form: its form's tokens are admitted, no other", () => {
   let ids: Deployed;
   let idsMoto: MotoServer | undefined;
-  let proxy: StsProxy;
-  const servers: OidcServer[] = [];
+  /** The STS proxy in front of idsMoto, accepting the tokens of every endpoint oidcFor starts. */
+  let aws: LoopbackAws;
+  /** The endpoint oidcFor started last. */
+  let latest: OidcServer;
 
   /** An OIDC endpoint issuing tokens of this repository (ID form when `ids`) and context. */
   async function oidcFor(token: TokenOf): Promise<OidcServer> {
-    const server = await startOidcServer({
+    latest = await aws.addOidc({
       repository: token.repository ?? "mcs/pipeline",
       ...(token.ids ? { ids: token.ids, immutableSubject: true } : {}),
       ...(token.context ? { context: token.context } : {}),
     });
-    servers.push(server);
-    return server;
+    return latest;
   }
 
   /** The action's AssumeRoleWithWebIdentity with such a token: credentials, or the error. */
   async function assume(roleArn: string, token: TokenOf) {
     const server = await oidcFor(token);
     for (const [name, value] of Object.entries(server.env())) vi.stubEnv(name, value);
-    vi.stubEnv("AWS_ENDPOINT_URL", proxy.url);
+    vi.stubEnv("AWS_ENDPOINT_URL", aws.proxy.url);
     try {
       return await assumeRoleWithOidc({
         roleArn,
@@ -742,18 +744,19 @@ describe("a repository in either subject form: its form's tokens are admitted, n
     const provider = `arn:aws:iam::${ACCOUNT}:oidc-provider/${GITHUB}`;
     const trusts = new Map([defaults, ids].map((stack) => [actionRole(stack).arn, stack]));
     expect(trusts.size).toBe(2);
-    proxy = await startStsProxy(idsMoto!.url, {
-      // Only tokens the OIDC endpoints issued, as only GitHub-signed ones pass STS.
-      acceptToken: (jwt) => servers.some((o) => o.issued.some((t) => t.jwt === jwt)),
-      trust: (arn, claims) => {
-        const stack = trusts.get(arn);
-        const token = { sub: String(claims.sub), aud: String(claims.aud) };
-        return stack !== undefined && trustAllows(actionRole(stack).trust, provider, token);
+    aws = await startLoopbackAws({
+      moto: idsMoto!,
+      proxy: {
+        trust: (arn, claims) => {
+          const stack = trusts.get(arn);
+          const token = { sub: String(claims.sub), aud: String(claims.aud) };
+          return stack !== undefined && trustAllows(actionRole(stack).trust, provider, token);
+        },
       },
     });
   });
   afterAll(async () => {
-    await Promise.allSettled([proxy?.close(), ...servers.map((s) => s.close())]);
+    await aws?.stop();
     await idsMoto?.stop();
   });
 
@@ -864,11 +867,11 @@ describe("a repository in either subject form: its form's tokens are admitted, n
       const role = actionRole(form === "id" ? ids : defaults).arn;
       const result = await assume(role, token);
       const sub = subjectOf(token.repository ?? "mcs/pipeline", token.context, token.ids);
-      const issued = servers.at(-1)!.issued;
+      const issued = latest.issued;
       expect(issued.map((t) => t.subject)).toEqual([sub]);
       if (answer === "admitted") {
         expect(result, String(result)).not.toBeInstanceOf(Error);
-        expect(proxy.credentials.at(-1)!.roleArn).toBe(role);
+        expect(aws.proxy.credentials.at(-1)!.roleArn).toBe(role);
         return;
       }
       // Refused by the trust policy, once; the one line names what the token presented.
@@ -880,7 +883,7 @@ describe("a repository in either subject form: its form's tokens are admitted, n
       expect(message).toContain(
         `StringEquals ${GITHUB}:aud = sts.amazonaws.com and StringLike ${GITHUB}:sub = ${sub}`,
       );
-      expect(proxy.requests.at(-1)).toMatchObject({ roleArn: role, refused: "AccessDenied" });
+      expect(aws.proxy.requests.at(-1)).toMatchObject({ roleArn: role, refused: "AccessDenied" });
       for (const part of issued[0]!.jwt.split(".")) expect(message).not.toContain(part);
     },
   );
@@ -896,7 +899,7 @@ describe("a repository in either subject form: its form's tokens are admitted, n
         workspace: makeTemp("mcs-cfn-janitor-ws-"),
         inputs: { "role-to-assume": role, "dry-run": "true" },
         oidc,
-        awsEndpoint: proxy.url,
+        awsEndpoint: aws.proxy.url,
         timeoutMs: 60_000,
       });
     const sub = `repo:${ID_REPOSITORY}:ref:refs/heads/main`;
@@ -915,7 +918,7 @@ describe("a repository in either subject form: its form's tokens are admitted, n
         ` GitHubRepository ${ID_REPOSITORY}, GitHubSubjects including ref:refs/heads/main)`,
     ]);
     // Neither the token (nor any part of it) nor any credential in what the step leaves.
-    const secrets = [...proxy.secrets(), ...oidc.issued.flatMap((t) => t.jwt.split("."))];
+    const secrets = [...aws.proxy.secrets(), ...oidc.issued.flatMap((t) => t.jwt.split("."))];
     expect(leakedSecrets(refusedRun, secrets)).toEqual([]);
 
     // The stack deployed with the GitHubRepository the line names admits the same job.
@@ -924,7 +927,7 @@ describe("a repository in either subject form: its form's tokens are admitted, n
     expect(oidc.issued.map((t) => t.subject)).toEqual([sub, sub]);
     expect(
       leakedSecrets(admitted, [
-        ...proxy.secrets(),
+        ...aws.proxy.secrets(),
         ...oidc.issued.flatMap((t) => t.jwt.split(".")),
       ]),
     ).toEqual([]);
@@ -964,40 +967,6 @@ async function assume(endpoint: string, roleArn: string, as: "github" | "ec2"): 
   }
 }
 
-/** What test/support/aws-provider.ts's helpers take, for one of the stack's roles. */
-function stackAccount(
-  moto: MotoServer,
-  recorder: StsProxy,
-  roleArn: string,
-  credentials: Keys,
-): IamAccount {
-  const clients: EC2Client[] = [];
-  return {
-    moto,
-    recorder,
-    roleArn,
-    credentials,
-    stored: { policies: [], attachedPolicies: [], policy: undefined },
-    ec2: (recorded = false) => {
-      const endpoint = recorded ? recorder.url : moto.url;
-      const client = new EC2Client({ region: TEST_REGION, endpoint, credentials, maxAttempts: 1 });
-      clients.push(client);
-      return client;
-    },
-    calls: (from = 0) => recorder.requests.slice(from),
-    credentialServer: () => ({
-      env: {},
-      childEnv: (base = process.env) => base,
-      provider: () => Promise.resolve(credentials),
-      close: () => Promise.resolve(),
-    }),
-    stop: () => {
-      for (const client of clients) client.destroy();
-      return Promise.resolve();
-    },
-  };
-}
-
 /** A recorded call: its query action, its JSON operation, or S3's method and path (probe keys as *). */
 const label = (c: ProxiedRequest) =>
   c.action ??
@@ -1009,6 +978,8 @@ const refused = (calls: ProxiedRequest[]) =>
 
 describe("the stack's roles with the action's preflight and Ray's own AWS code, IAM enforced", () => {
   let moto: MotoServer;
+  /** The STS proxy in front of moto, recording every call (its OIDC endpoint goes unused). */
+  let aws: LoopbackAws | undefined;
   let recorder: StsProxy;
   let runner: IamAccount;
   let head: IamAccount;
@@ -1076,15 +1047,16 @@ describe("the stack's roles with the action's preflight and Ray's own AWS code, 
     // From here on moto authorizes every request by the caller's policies (not their conditions).
     const enforce = await fetch(`${moto.url}/moto-api/reset-auth`, { method: "POST", body: "0" });
     expect(enforce.ok).toBe(true);
-    recorder = await startStsProxy(moto.url);
-    runner = stackAccount(moto, recorder, defaults.outputs.RoleArn!, action);
-    head = stackAccount(moto, recorder, defaults.roles[NODE_ROLE]!.arn, node);
+    aws = await startLoopbackAws({ moto });
+    recorder = aws.proxy;
+    runner = roleAccount(moto, recorder, defaults.outputs.RoleArn!, action);
+    head = roleAccount(moto, recorder, defaults.roles[NODE_ROLE]!.arn, node);
   });
   afterAll(async () => {
     vi.unstubAllEnvs();
     await runner?.stop();
     await head?.stop();
-    await recorder?.close();
+    await aws?.stop();
   });
 
   it("the action's preflight passes with the action's role and the stack's outputs, before the launch", async () => {

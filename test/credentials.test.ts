@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
@@ -19,16 +18,9 @@ import {
   type CredentialServer,
 } from "../src/aws/credentials.js";
 import { assumeRoleWithOidc } from "../src/aws/oidc.js";
-import {
-  createBucket,
-  startMoto,
-  startStsProxy,
-  TEST_REGION,
-  type MotoServer,
-  type StsProxy,
-} from "./support/moto.js";
-import { startOidcServer, type OidcServer } from "./support/oidc.js";
-import { VENV } from "./support/sshd.js";
+import { startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
+import { createBucket, TEST_REGION, type StsProxy } from "./support/moto.js";
+import { canConnect, sleep, VENV } from "./support/sshd.js";
 import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
 
 const LIFETIME_SECONDS = 20;
@@ -38,9 +30,8 @@ const INTERVAL_MS = 2_000;
 const BUCKET = "mcs-credentials";
 const ROLE = "arn:aws:iam::123456789012:role/mcs-pipeline";
 
-let moto: MotoServer | undefined;
+let aws: LoopbackAws | undefined;
 let proxy: StsProxy;
-let oidc: OidcServer | undefined;
 let server: CredentialServer | undefined;
 /** What the server logged, masked, and fetched. */
 const logged: string[] = [];
@@ -54,8 +45,6 @@ const PROCESS_ENV = [
   "AWS_ENDPOINT_URL",
 ] as const;
 const saved = Object.fromEntries(PROCESS_ENV.map((name) => [name, process.env[name]]));
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function assume(): Promise<AwsCredentials> {
   return assumeRoleWithOidc({
@@ -189,28 +178,12 @@ function nonLoopbackAddress(): string | undefined {
   return undefined;
 }
 
-function connects(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
-
 beforeAll(async () => {
-  moto = await startMoto();
-  proxy = await startStsProxy(moto.url, {
-    credentialLifetimeSeconds: LIFETIME_SECONDS,
-    // Only tokens our OIDC endpoint issued pass, as only GitHub-signed ones pass real STS.
-    acceptToken: (jwt) => oidc?.issued.some((t) => t.jwt === jwt) ?? false,
-  });
-  oidc = await startOidcServer();
-  Object.assign(process.env, oidc.env(), { AWS_ENDPOINT_URL: proxy.url });
+  aws = await startLoopbackAws({ proxy: { credentialLifetimeSeconds: LIFETIME_SECONDS } });
+  proxy = aws.proxy;
+  Object.assign(process.env, aws.oidc.env(), { AWS_ENDPOINT_URL: proxy.url });
   // Straight to moto: the proxy would refuse the test's static keys.
-  await createBucket(moto.url, BUCKET);
+  await createBucket(aws.moto.url, BUCKET);
   server = await serveCredentials(
     async () => {
       const c = await assume();
@@ -227,7 +200,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const child of children) child.kill("SIGKILL");
-  await Promise.allSettled([server?.close(), proxy?.close(), oidc?.close(), moto?.stop()]);
+  await Promise.allSettled([server?.close(), aws?.stop()]);
   for (const name of PROCESS_ENV) {
     if (saved[name] === undefined) Reflect.deleteProperty(process.env, name);
     else process.env[name] = saved[name];
@@ -347,8 +320,8 @@ describe("credentials served on loopback, renewed before they expire", () => {
       expect(proxy.credentials.map((c) => c.sessionToken)).toContain(body.Token);
 
       const other = nonLoopbackAddress();
-      if (other) expect(await connects(other, Number(uri.port))).toBe(false);
-      expect(await connects("127.0.0.1", Number(uri.port))).toBe(true);
+      if (other) expect(await canConnect(other, Number(uri.port))).toBe(false);
+      expect(await canConnect("127.0.0.1", Number(uri.port))).toBe(true);
     },
   );
 

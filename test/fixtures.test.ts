@@ -13,16 +13,9 @@ import {
 } from "@aws-sdk/client-sts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeActionWorkspace, runRay, type ActionWorkspace } from "./support/cluster.js";
-import {
-  listKeys,
-  startMoto,
-  startStsProxy,
-  TEST_KEYS,
-  TEST_REGION,
-  type MotoServer,
-  type StsProxy,
-} from "./support/moto.js";
-import { jwtClaims, startOidcServer, type OidcServer } from "./support/oidc.js";
+import { nodeAwsEnv, startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
+import { listKeys, TEST_KEYS, TEST_REGION } from "./support/moto.js";
+import { jwtClaims } from "./support/oidc.js";
 import {
   cleanupActions,
   leakedSecrets,
@@ -42,9 +35,7 @@ import { makeTemp, REPO, removeTemps } from "./support/workspace.js";
 const ROLE = "arn:aws:iam::123456789012:role/mcs-ci";
 const DENIED = "arn:aws:iam::123456789012:role/mcs-denied";
 
-let moto: MotoServer | undefined;
-let proxy: StsProxy | undefined;
-let oidc: OidcServer | undefined;
+let aws: LoopbackAws | undefined;
 let node: SshdFixture | undefined;
 let ws: ActionWorkspace | undefined;
 
@@ -59,36 +50,15 @@ async function timed<T>(label: string, work: () => Promise<T>): Promise<T> {
 }
 
 beforeAll(async () => {
-  moto = await timed("moto start", () => startMoto());
-  const motoUrl = moto.url;
   // Each fixture is kept as soon as it runs, so afterAll stops it even if another failed.
-  await Promise.all([
-    startStsProxy(motoUrl, { refuse: [DENIED] }).then((p) => (proxy = p)),
-    startOidcServer().then((o) => (oidc = o)),
-    timed("sshd start", () =>
-      startSshd({
-        env: {
-          AWS_ENDPOINT_URL: motoUrl,
-          AWS_ACCESS_KEY_ID: TEST_KEYS.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: TEST_KEYS.secretAccessKey,
-          AWS_DEFAULT_REGION: TEST_REGION,
-          AWS_EC2_METADATA_DISABLED: "true",
-        },
-      }),
-    ).then((n) => (node = n)),
-  ]);
-  ws = await makeActionWorkspace({ node: node!, s3Endpoint: motoUrl });
+  aws = await timed("loopback AWS start", () => startLoopbackAws({ proxy: { refuse: [DENIED] } }));
+  node = await timed("sshd start", () => startSshd({ env: nodeAwsEnv(aws!.moto.url) }));
+  ws = await makeActionWorkspace({ node, s3Endpoint: aws.moto.url });
 });
 
 afterAll(async () => {
   // Each part stops by its own PID, whatever happened above.
-  await Promise.allSettled([
-    cleanupActions(),
-    node?.stop(),
-    moto?.stop(),
-    proxy?.close(),
-    oidc?.close(),
-  ]);
+  await Promise.allSettled([cleanupActions(), node?.stop(), aws?.stop()]);
   removeTemps();
   console.log("fixture timings (ms):", JSON.stringify(timings));
 });
@@ -106,7 +76,7 @@ describe("the sshd node", () => {
     );
     expect(r.code, r.stderr).toBe(0);
     const [env, python] = r.stdout.trim().split("\n");
-    expect(env).toBe(`${node!.home}|${node!.rayTmpDir}|${moto!.url}|testing`);
+    expect(env).toBe(`${node!.home}|${node!.rayTmpDir}|${aws!.moto.url}|testing`);
     expect(python).toBe(path.join(node!.venv, "bin", "python"));
   });
 
@@ -140,7 +110,7 @@ describe("a Ray cluster on the node (local provider)", () => {
     );
     expect(exec.code, `${exec.stdout}\n${exec.stderr}`).toBe(0);
     expect(exec.stdout).toMatch(/RESOURCES .*'CPU': 2\.0/);
-    expect(exec.stdout).toContain(`TASK-ENV ${moto!.url}`);
+    expect(exec.stdout).toContain(`TASK-ENV ${aws!.moto.url}`);
 
     const down = await timed("ray down", () =>
       runRay(node!, ["down", "-y", yaml], { timeoutMs: 60_000 }),
@@ -155,10 +125,10 @@ describe("the OIDC endpoint", () => {
     fetch(url, { headers: { Authorization: `Bearer ${bearer}`, Accept: "application/json" } });
 
   it("answers core.getIDToken's request with a fresh JWT for the audience", async () => {
-    const before = oidc!.requests.length;
-    const url = `${oidc!.url}&audience=${encodeURIComponent("sts.amazonaws.com")}`;
-    const first = await get(url, oidc!.requestToken);
-    const second = await get(url, oidc!.requestToken);
+    const before = aws!.oidc.requests.length;
+    const url = `${aws!.oidc.url}&audience=${encodeURIComponent("sts.amazonaws.com")}`;
+    const first = await get(url, aws!.oidc.requestToken);
+    const second = await get(url, aws!.oidc.requestToken);
     expect(first.status).toBe(200);
     const a = ((await first.json()) as { value: string }).value;
     const b = ((await second.json()) as { value: string }).value;
@@ -168,16 +138,16 @@ describe("the OIDC endpoint", () => {
     expect(claims.aud).toBe("sts.amazonaws.com");
     expect(claims.iss).toBe("https://token.actions.githubusercontent.com");
     expect(Number(claims.exp) - Number(claims.iat)).toBe(300);
-    expect(oidc!.issued.slice(-2).map((t) => t.jwt)).toEqual([a, b]);
-    expect(oidc!.requests.length - before).toBe(2);
-    expect(oidc!.url).toContain("?");
+    expect(aws!.oidc.issued.slice(-2).map((t) => t.jwt)).toEqual([a, b]);
+    expect(aws!.oidc.requests.length - before).toBe(2);
+    expect(aws!.oidc.url).toContain("?");
   });
 
   it("refuses a wrong bearer with 401 and issues nothing", async () => {
-    const issued = oidc!.issued.length;
-    const r = await get(`${oidc!.url}&audience=sts.amazonaws.com`, "wrong");
+    const issued = aws!.oidc.issued.length;
+    const r = await get(`${aws!.oidc.url}&audience=sts.amazonaws.com`, "wrong");
     expect(r.status).toBe(401);
-    expect(oidc!.issued).toHaveLength(issued);
+    expect(aws!.oidc.issued).toHaveLength(issued);
   });
 });
 
@@ -185,13 +155,13 @@ describe("the STS proxy in front of moto", () => {
   const sts = () =>
     new STSClient({
       region: TEST_REGION,
-      endpoint: proxy!.url,
+      endpoint: aws!.proxy.url,
       credentials: TEST_KEYS,
       maxAttempts: 1,
     });
   const token = async (audience = "sts.amazonaws.com") => {
-    const r = await fetch(`${oidc!.url}&audience=${audience}`, {
-      headers: { Authorization: `Bearer ${oidc!.requestToken}` },
+    const r = await fetch(`${aws!.oidc.url}&audience=${audience}`, {
+      headers: { Authorization: `Bearer ${aws!.oidc.requestToken}` },
     });
     return ((await r.json()) as { value: string }).value;
   };
@@ -219,26 +189,26 @@ describe("the STS proxy in front of moto", () => {
     const out = await assume(ROLE, jwt);
     const c = out.Credentials!;
     expect(c.AccessKeyId).toBeTruthy();
-    expect(proxy!.credentials.at(-1)).toMatchObject({
+    expect(aws!.proxy.credentials.at(-1)).toMatchObject({
       accessKeyId: c.AccessKeyId,
       secretAccessKey: c.SecretAccessKey,
       sessionToken: c.SessionToken,
       action: "AssumeRoleWithWebIdentity",
       roleArn: ROLE,
     });
-    expect(proxy!.webIdentityTokens.at(-1)).toBe(jwt);
-    expect(proxy!.secrets()).toEqual(
+    expect(aws!.proxy.webIdentityTokens.at(-1)).toBe(jwt);
+    expect(aws!.proxy.secrets()).toEqual(
       expect.arrayContaining([c.SecretAccessKey, c.SessionToken, jwt]),
     );
   });
 
   it("refuses a listed role with STS's 403 AccessDenied", async () => {
-    const count = proxy!.credentials.length;
+    const count = aws!.proxy.credentials.length;
     const error = await failure(assume(DENIED, await token()));
     expect(error).toMatchObject({ name: "AccessDenied", status: 403 });
     expect(error!.message).toMatch(/Not authorized to perform sts:AssumeRoleWithWebIdentity/);
-    expect(proxy!.credentials).toHaveLength(count);
-    expect(proxy!.requests.at(-1)).toMatchObject({ roleArn: DENIED, refused: "AccessDenied" });
+    expect(aws!.proxy.credentials).toHaveLength(count);
+    expect(aws!.proxy.requests.at(-1)).toMatchObject({ roleArn: DENIED, refused: "AccessDenied" });
   });
 
   it("refuses what real STS refuses: no JWT, wrong audience, expired", async () => {
@@ -250,18 +220,20 @@ describe("the STS proxy in front of moto", () => {
     expect(await failure(assume(ROLE, await token("someone-else")))).toMatchObject({
       name: "InvalidIdentityTokenException",
     });
-    oidc!.lifetimeSeconds = 0;
+    aws!.oidc.lifetimeSeconds = 0;
     try {
       expect(await failure(assume(ROLE, await token()))).toMatchObject({
         name: "ExpiredTokenException",
       });
     } finally {
-      oidc!.lifetimeSeconds = 300;
+      aws!.oidc.lifetimeSeconds = 300;
     }
   });
 
   it("forwards S3 unchanged", async () => {
-    expect(await listKeys(proxy!.url, ws!.bucket, "smoke/")).toEqual(await ws!.listKeys("smoke/"));
+    expect(await listKeys(aws!.proxy.url, ws!.bucket, "smoke/")).toEqual(
+      await ws!.listKeys("smoke/"),
+    );
   });
 });
 
@@ -355,8 +327,8 @@ describe("the runner harness (stand-in action on the real @actions/core)", () =>
           actionPath,
           workspace: ws!.dir,
           inputs: { module: "demo", "role-to-assume": ROLE },
-          oidc: oidc!,
-          awsEndpoint: proxy!.url,
+          oidc: aws!.oidc,
+          awsEndpoint: aws!.proxy.url,
         }),
       );
     } finally {
@@ -365,7 +337,7 @@ describe("the runner harness (stand-in action on the real @actions/core)", () =>
     }
     expect(main.code, main.stderr).toBe(0);
     expect(main.stdout).toContain(`inputs module=demo scenes=scenes/subset role=${ROLE}`);
-    expect(main.stdout).toContain(`env aws-key=unset endpoint=${proxy!.url}`);
+    expect(main.stdout).toContain(`env aws-key=unset endpoint=${aws!.proxy.url}`);
     expect(main.stdout).toContain("token parts 3");
     expect(main.outputs).toEqual({ status: "success", multi: "a\nb" });
     expect(main.state).toEqual({
@@ -398,7 +370,7 @@ describe("the runner harness (stand-in action on the real @actions/core)", () =>
       actionPath,
       workspace: ws!.dir,
       inputs: { module: "demo", hang: "true" },
-      oidc: oidc!,
+      oidc: aws!.oidc,
     });
     await running.waitForLine(/^ready$/, 10_000);
     const run = await timed("fake cancel", () => running.cancel({ sigtermAfterMs: 300 }));

@@ -44,15 +44,8 @@ import {
 } from "../src/janitor/lifetime.js";
 import { loadModule } from "../src/module.js";
 import { rayAws, type IamAccount, type RenderedRun } from "./support/aws-provider.js";
-import {
-  startMoto,
-  startStsProxy,
-  TEST_KEYS,
-  TEST_REGION,
-  type MotoServer,
-  type StsProxy,
-} from "./support/moto.js";
-import { startOidcServer, type OidcServer } from "./support/oidc.js";
+import { startLoopbackAws, type LoopbackAws } from "./support/loopback.js";
+import { startMoto, TEST_KEYS, TEST_REGION, type MotoServer } from "./support/moto.js";
 import {
   cleanupActions,
   leakedSecrets,
@@ -91,9 +84,7 @@ function everything(client: EC2Client, prefix: string) {
   return findLeftovers(client, { prefix, olderThanMinutes: 0, now });
 }
 
-let moto: MotoServer | undefined;
-let proxy: StsProxy | undefined;
-let oidc: OidcServer | undefined;
+let loopback: LoopbackAws | undefined;
 let actionPath = "";
 let workspace = "";
 /** Instance ids by role: ours, another team's cluster, untagged, and `Name=mcs-...` only. */
@@ -103,7 +94,7 @@ const ids = { ours: "", other: "", untagged: "", nameOnly: "" };
 function ec2(): EC2Client {
   return new EC2Client({
     region: TEST_REGION,
-    endpoint: moto!.url,
+    endpoint: loopback!.moto.url,
     credentials: TEST_KEYS,
     maxAttempts: 1,
   });
@@ -135,32 +126,29 @@ async function states(): Promise<Record<string, string>> {
 
 /** Runs the janitor step; returns the run and the AWS / OIDC requests it made. */
 async function janitor(inputs: Record<string, string>) {
-  const before = { aws: proxy!.requests.length, oidc: oidc!.requests.length };
+  const { proxy, oidc } = loopback!;
+  const before = { aws: proxy.requests.length, oidc: oidc.requests.length };
   const run = await runAction(JANITOR, {
     actionPath,
     workspace,
     inputs: { "role-to-assume": ROLE, ...inputs },
-    oidc: oidc!,
-    awsEndpoint: proxy!.url,
+    oidc,
+    awsEndpoint: proxy.url,
     timeoutMs: 60_000,
   });
-  const aws = proxy!.requests.slice(before.aws).map((r) => r.action ?? `${r.method} ${r.path}`);
-  const oidcCalls = oidc!.requests.length - before.oidc;
+  const aws = proxy.requests.slice(before.aws).map((r) => r.action ?? `${r.method} ${r.path}`);
+  const oidcCalls = oidc.requests.length - before.oidc;
   return { run, aws, oidcCalls };
 }
 
 function expectSucceeded(run: ActionRun) {
   expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
   expect(run.annotations).toEqual([]);
-  expect(leakedSecrets(run, proxy!.secrets())).toEqual([]);
+  expect(leakedSecrets(run, loopback!.proxy.secrets())).toEqual([]);
 }
 
 beforeAll(async () => {
-  moto = await startMoto();
-  await Promise.all([
-    startStsProxy(moto.url).then((p) => (proxy = p)),
-    startOidcServer().then((o) => (oidc = o)),
-  ]);
+  loopback = await startLoopbackAws();
   workspace = makeTemp("mcs-janitor-ws-");
   actionPath = makeTemp("mcs-janitor-action-");
   symlinkSync(path.join(REPO, "janitor", "action.yml"), path.join(actionPath, "action.yml"));
@@ -172,7 +160,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.allSettled([cleanupActions(), moto?.stop(), proxy?.close(), oidc?.close()]);
+  await Promise.allSettled([cleanupActions(), loopback?.stop()]);
   removeTemps();
 });
 
@@ -251,9 +239,10 @@ describe("findLeftovers", () => {
 
   it("reads every page of DescribeInstances", async () => {
     // Through the proxy, to count the calls; moto pages by reservation.
+    const { proxy } = loopback!;
     const client = new EC2Client({
       region: TEST_REGION,
-      endpoint: proxy!.url,
+      endpoint: proxy.url,
       credentials: TEST_KEYS,
       maxAttempts: 1,
     });
@@ -261,14 +250,14 @@ describe("findLeftovers", () => {
     for (let i = 0; i < 7; i++)
       paged.push(await launch([{ Key: RAY_CLUSTER_TAG, Value: `mcs-page-${i}` }]));
     try {
-      const before = proxy!.requests.length;
+      const before = proxy.requests.length;
       const found = await findLeftovers(client, {
         prefix: "mcs-page-",
         olderThanMinutes: 0,
         pageSize: 5,
       });
       expect(found.map((l) => l.id).sort()).toEqual([...paged].sort());
-      const calls = proxy!.requests.slice(before).filter((r) => r.action === "DescribeInstances");
+      const calls = proxy.requests.slice(before).filter((r) => r.action === "DescribeInstances");
       expect(calls.length).toBe(2);
     } finally {
       await ec2().send(new TerminateInstancesCommand({ InstanceIds: paged }));

@@ -2,15 +2,15 @@
  * The preflight (src/aws/preflight.ts) as users meet it: the action run the way the runner runs it
  * (`node dist/main/index.js` on Node 24, test/support/runner.ts) and the CLI's `preflight` command
  * (`node dist/cli/index.js`). AWS is moto on loopback behind the STS trust-policy proxy, with the
- * loopback OIDC endpoint (test/support/moto.ts, oidc.ts). moto's Service Quotas knows no EC2 quota,
- * so moto starts with test/support/moto_quotas on PYTHONPATH, which answers the ones in a file.
+ * loopback OIDC endpoint (test/support/loopback.ts). moto's Service Quotas knows no EC2 quota, so
+ * moto starts with test/support/moto_quotas on PYTHONPATH, which answers the ones in a file.
  *
  * Each wrong setup gives exit code 2 (the quota: a warning, exit 0) and exactly one finding line
  * naming the fix, and EC2 holds no instance afterwards. The action's runs that are not dry runs
  * get no Ray venv: had the preflight let one through, it would stop at the Ray install (exit 1),
  * never reach `ray up`.
  */
-import { randomBytes, randomInt } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import {
@@ -45,22 +45,12 @@ import {
   type SubnetChoice,
 } from "../src/aws/preflight.js";
 import { runCli, type CliResult } from "./support/cli.js";
-import {
-  listKeys,
-  s3Client,
-  startMoto,
-  startStsProxy,
-  TEST_KEYS,
-  TEST_REGION,
-  type MotoServer,
-  type StsProxy,
-} from "./support/moto.js";
-import { startOidcServer, type OidcServer } from "./support/oidc.js";
-import { ActionJob, cleanupActions, leakedSecrets, type ActionRun } from "./support/runner.js";
+import { demoJob, startLoopbackAws, TEST_ROLE, type LoopbackAws } from "./support/loopback.js";
+import { listKeys, s3Client, TEST_KEYS, TEST_REGION } from "./support/moto.js";
+import { cleanupActions, leakedSecrets, type ActionRun } from "./support/runner.js";
 import { execCommand, VENV } from "./support/sshd.js";
 import { copyWorkspace, makeTemp, REPO, removeTemps } from "./support/workspace.js";
 
-const ROLE = "arn:aws:iam::123456789012:role/mcs-eval";
 const UNTRUSTED_ROLE = "arn:aws:iam::123456789012:role/mcs-untrusted";
 const BUCKET = "mcs-preflight-results";
 const PROFILE = "mcs-test-nodes";
@@ -71,9 +61,7 @@ const GOOD_IMAGE =
 const STANDARD = "L-1216C47A";
 const TIMEOUT_MS = 90_000;
 
-let moto: MotoServer | undefined;
-let proxy: StsProxy | undefined;
-let oidc: OidcServer | undefined;
+let aws: LoopbackAws | undefined;
 let quotaFile: string;
 let subnets: string[] = [];
 
@@ -89,22 +77,21 @@ const setQuotas = (quotas: Record<string, number>) =>
 beforeAll(async () => {
   quotaFile = path.join(makeTemp("mcs-quotas-"), "ec2.json");
   setQuotas({ [STANDARD]: 32 });
-  moto = await startMoto({
-    env: {
-      PYTHONPATH: path.join(REPO, "test/support/moto_quotas"),
-      MCS_MOTO_EC2_QUOTAS: quotaFile,
-      // AmazonEC2FullAccess and friends, which Ray's bootstrap attaches to the role it makes.
-      MOTO_IAM_LOAD_MANAGED_POLICIES: "true",
+  aws = await startLoopbackAws({
+    moto: {
+      env: {
+        PYTHONPATH: path.join(REPO, "test/support/moto_quotas"),
+        MCS_MOTO_EC2_QUOTAS: quotaFile,
+        // AmazonEC2FullAccess and friends, which Ray's bootstrap attaches to the role it makes.
+        MOTO_IAM_LOAD_MANAGED_POLICIES: "true",
+      },
     },
   });
-  oidc = await startOidcServer();
-  proxy = await startStsProxy(moto.url, {
-    acceptToken: (jwt) => oidc!.issued.some((t) => t.jwt === jwt),
-  });
-  const config = { region: TEST_REGION, endpoint: moto.url, credentials: TEST_KEYS };
+  const motoUrl = aws.moto.url;
+  const config = { region: TEST_REGION, endpoint: motoUrl, credentials: TEST_KEYS };
   // As the setup stack makes it: versioned (an unversioned bucket is a warning).
-  await s3Client(moto.url).send(new CreateBucketCommand({ Bucket: BUCKET }));
-  await s3Client(moto.url).send(
+  await s3Client(motoUrl).send(new CreateBucketCommand({ Bucket: BUCKET }));
+  await s3Client(motoUrl).send(
     new PutBucketVersioningCommand({
       Bucket: BUCKET,
       VersioningConfiguration: { Status: "Enabled" },
@@ -124,9 +111,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cleanupActions();
-  await proxy?.close();
-  await oidc?.close();
-  await moto?.stop();
+  await aws?.stop();
   removeTemps();
 });
 
@@ -174,32 +159,31 @@ async function action(
   ws: string,
   {
     dryRun = false,
-    role = ROLE,
+    role = TEST_ROLE,
     inputs = {},
   }: { dryRun?: boolean; role?: string; inputs?: Record<string, string> } = {},
 ): Promise<ActionRun> {
-  const job = new ActionJob({
-    oidc: oidc!,
-    awsEndpoint: proxy!.url,
-    workspace: ws,
-    inputs: {
-      module: "demo",
+  const job = demoJob(
+    aws!,
+    ws,
+    {
       "role-to-assume": role,
       "aws-region": TEST_REGION,
-      "job-key": String(randomInt(10_000_000_000, 99_999_999_999)),
       ...(dryRun ? { "dry-run": "true" } : {}),
       ...inputs,
     },
-    // A run gets no Ray: past the preflight it stops at the install, before any `ray up`.
-    ...(dryRun ? {} : { venv: path.join(makeTemp("mcs-no-venv-"), "venv") }),
-    env: dryRun ? {} : { MCS_PYTHON: "/nonexistent/python3" },
-  });
+    {
+      // A run gets no Ray: past the preflight it stops at the install, before any `ray up`.
+      ...(dryRun ? {} : { venv: path.join(makeTemp("mcs-no-venv-"), "venv") }),
+      env: dryRun ? {} : { MCS_PYTHON: "/nonexistent/python3" },
+    },
+  );
   return job.run("main", { timeoutMs: TIMEOUT_MS });
 }
 
 function cli(ws: string): Promise<CliResult> {
   return runCli(["preflight", "--module", "demo", "--metadata", "level2"], ws, TIMEOUT_MS, {
-    AWS_ENDPOINT_URL: moto!.url,
+    AWS_ENDPOINT_URL: aws!.moto.url,
     AWS_ACCESS_KEY_ID: cliKeys.accessKeyId,
     AWS_SECRET_ACCESS_KEY: cliKeys.secretAccessKey,
     AWS_SESSION_TOKEN: undefined,
@@ -225,7 +209,11 @@ const findingLines = (run: CliResult) =>
   run.stderr.split("\n").filter((l) => l.startsWith("mcs-pipeline: preflight "));
 
 async function instancesInMoto(): Promise<string[]> {
-  const ec2 = new EC2Client({ region: TEST_REGION, endpoint: moto!.url, credentials: TEST_KEYS });
+  const ec2 = new EC2Client({
+    region: TEST_REGION,
+    endpoint: aws!.moto.url,
+    credentials: TEST_KEYS,
+  });
   const out = await ec2.send(new DescribeInstancesCommand({}));
   ec2.destroy();
   return (out.Reservations ?? []).flatMap((r) => (r.Instances ?? []).map((i) => i.InstanceId!));
@@ -236,7 +224,11 @@ async function expectNothingStarted(run: ActionRun) {
   expect(await instancesInMoto()).toEqual([]);
   expect(run.stdout).not.toMatch(/^::group::ray /m);
   expect(run.state["cluster-up"]).toBeUndefined();
-  const secrets = [...proxy!.secrets(), ...oidc!.issued.map((t) => t.jwt), oidc!.requestToken];
+  const secrets = [
+    ...aws!.proxy.secrets(),
+    ...aws!.oidc.issued.map((t) => t.jwt),
+    aws!.oidc.requestToken,
+  ];
   expect(leakedSecrets(run, secrets)).toEqual([]);
 }
 
@@ -286,7 +278,7 @@ describe("the preflight", () => {
       expect(dry.stdout).toMatch(/^preflight: passed$/m);
       expect(dry.outputs.status).toBe("planned");
       // The probe objects were written and deleted again.
-      expect(await listKeys(moto!.url, BUCKET)).toEqual([]);
+      expect(await listKeys(aws!.moto.url, BUCKET)).toEqual([]);
       await expectNothingStarted(dry);
     },
     TIMEOUT_MS,
@@ -295,7 +287,7 @@ describe("the preflight", () => {
   it(
     "a role whose trust policy refuses the token: exit 2, one line naming role-to-assume and the trust policy",
     async () => {
-      proxy!.refuse.add(UNTRUSTED_ROLE);
+      aws!.proxy.refuse.add(UNTRUSTED_ROLE);
       try {
         const run = await action(workspace(), { role: UNTRUSTED_ROLE });
         expectOneError(
@@ -304,7 +296,7 @@ describe("the preflight", () => {
         );
         await expectNothingStarted(run);
       } finally {
-        proxy!.refuse.delete(UNTRUSTED_ROLE);
+        aws!.proxy.refuse.delete(UNTRUSTED_ROLE);
       }
     },
     TIMEOUT_MS,
@@ -314,7 +306,7 @@ describe("the preflight", () => {
     "a bucket in another region: exit 2, one line naming its region",
     async () => {
       const bucket = `mcs-eu-${randomBytes(4).toString("hex")}`;
-      await s3Client(moto!.url).send(
+      await s3Client(aws!.moto.url).send(
         new CreateBucketCommand({
           Bucket: bucket,
           CreateBucketConfiguration: { LocationConstraint: "eu-west-1" },
@@ -327,7 +319,7 @@ describe("the preflight", () => {
           `^preflight: bucket ${bucket} \\(s3_bucket in configs/mcs_config_demo_level2\\.ini\\) is in eu-west-1, not us-east-1: run in eu-west-1 \\(aws-region and provider\\.region of autoscaler/ray_demo_aws\\.yaml\\), or use a bucket in us-east-1$`,
         ),
       );
-      expect(await listKeys(moto!.url, bucket)).toEqual([]); // no probe where it does not belong
+      expect(await listKeys(aws!.moto.url, bucket)).toEqual([]); // no probe where it does not belong
       await expectNothingStarted(run);
     },
     TIMEOUT_MS,
@@ -438,7 +430,7 @@ describe("the preflight", () => {
     "a bucket that keeps no versions: a warning (older reports would link newer files)",
     async () => {
       const bucket = "mcs-preflight-unversioned";
-      await s3Client(moto!.url).send(new CreateBucketCommand({ Bucket: bucket }));
+      await s3Client(aws!.moto.url).send(new CreateBucketCommand({ Bucket: bucket }));
       const run = await action(workspace(undefined, bucket), { dryRun: true });
       const ctx = actionContext(run);
       expect(run.code, ctx).toBe(0);
@@ -477,7 +469,11 @@ describe("the preflight", () => {
 describe("the preflight sees what ray up will see", () => {
   const HEAD = "ray.head.default";
   const WORKER = "ray.worker.default";
-  const awsConfig = () => ({ region: TEST_REGION, endpoint: moto!.url, credentials: TEST_KEYS });
+  const awsConfig = () => ({
+    region: TEST_REGION,
+    endpoint: aws!.moto.url,
+    credentials: TEST_KEYS,
+  });
   /** Networks beside the default VPC: A (a private subnet in 1a, a public one in 1c), B (public
    * in 1a), C (private only), each with a security group; and the default VPC's 1a and 1c. */
   const net: Record<string, string> = {};
@@ -535,7 +531,7 @@ describe("the preflight sees what ray up will see", () => {
         env: {
           PATH: process.env.PATH,
           HOME: makeTemp("mcs-ray-home-"),
-          AWS_ENDPOINT_URL: moto!.url,
+          AWS_ENDPOINT_URL: aws!.moto.url,
           AWS_ACCESS_KEY_ID: TEST_KEYS.accessKeyId,
           AWS_SECRET_ACCESS_KEY: TEST_KEYS.secretAccessKey,
           AWS_CONFIG_FILE: "/dev/null",
@@ -822,7 +818,7 @@ describe("the preflight sees what ray up will see", () => {
       iam.destroy();
       const arn = role.Role!.Arn!;
       // STS refuses a longer session than the role's MaxSessionDuration (moto's does not).
-      proxy!.maxSessionDuration.set(arn, role.Role!.MaxSessionDuration!);
+      aws!.proxy.maxSessionDuration.set(arn, role.Role!.MaxSessionDuration!);
       try {
         const run = await action(workspace(), {
           role: arn,
@@ -836,7 +832,7 @@ describe("the preflight sees what ray up will see", () => {
         );
         await expectNothingStarted(run);
       } finally {
-        proxy!.maxSessionDuration.delete(arn);
+        aws!.proxy.maxSessionDuration.delete(arn);
       }
     },
     TIMEOUT_MS,

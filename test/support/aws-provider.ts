@@ -21,14 +21,8 @@ import type { Plan } from "../../src/plan.js";
 import { parseRequest } from "../../src/request.js";
 import { awsTarget } from "../../src/targets/aws.js";
 import { runSshKey } from "../../src/targets/aws-resources.js";
-import {
-  startMoto,
-  startStsProxy,
-  TEST_REGION,
-  type MotoServer,
-  type ProxiedRequest,
-  type StsProxy,
-} from "./moto.js";
+import { startLoopbackAws } from "./loopback.js";
+import { TEST_REGION, type MotoServer, type ProxiedRequest, type StsProxy } from "./moto.js";
 import { execCommand, VENV } from "./sshd.js";
 import { makeTemp, REPO } from "./workspace.js";
 
@@ -133,13 +127,54 @@ export interface IamAccount {
 }
 
 /**
+ * The account of a role whose `credentials` a test already holds, in `moto`, its calls recorded
+ * by `recorder` (which accounts may share). stop() destroys its clients; moto and the recorder
+ * are the caller's to stop.
+ */
+export function roleAccount(
+  moto: MotoServer,
+  recorder: StsProxy,
+  roleArn: string,
+  credentials: IamAccount["credentials"],
+  stored: IamAccount["stored"] = { policies: [], attachedPolicies: [], policy: undefined },
+): IamAccount {
+  const clients: EC2Client[] = [];
+  return {
+    moto,
+    recorder,
+    roleArn,
+    credentials,
+    stored,
+    ec2: (recorded = false) => {
+      const endpoint = recorded ? recorder.url : moto.url;
+      const client = new EC2Client({ region: TEST_REGION, endpoint, credentials, maxAttempts: 1 });
+      clients.push(client);
+      return client;
+    },
+    calls: (from = 0) => recorder.requests.slice(from),
+    credentialServer: () => ({
+      env: {},
+      childEnv: (base = process.env) => base,
+      provider: () => Promise.resolve(credentials),
+      close: () => Promise.resolve(),
+    }),
+    stop: () => {
+      for (const client of clients) client.destroy();
+      return Promise.resolve();
+    },
+  };
+}
+
+/**
  * A fresh moto, the role made with `policy` while moto authenticates nobody, then IAM enforced
  * for every later request: moto's server-mode switch for INITIAL_NO_AUTH_ACTION_COUNT
  * (POST /moto-api/reset-auth; `0` = no unauthenticated actions left).
  */
 export async function startIamAccount(policy: PolicyDocument): Promise<IamAccount> {
-  // RunInstances refuses a KeyName EC2 does not know, as AWS does.
-  const moto = await startMoto({ env: { MOTO_ENABLE_KEYPAIR_VALIDATION: "true" } });
+  // RunInstances refuses a KeyName EC2 does not know, as AWS does. The STS proxy in front of
+  // moto records the calls (its OIDC endpoint goes unused: the role's keys come from moto_iam.py).
+  const aws = await startLoopbackAws({ moto: { env: { MOTO_ENABLE_KEYPAIR_VALIDATION: "true" } } });
+  const { moto } = aws;
   try {
     const dir = makeTemp("mcs-iam-");
     const accountFile = path.join(dir, "account.json");
@@ -167,49 +202,25 @@ export async function startIamAccount(policy: PolicyDocument): Promise<IamAccoun
     };
     const enforce = await fetch(`${moto.url}/moto-api/reset-auth`, { method: "POST", body: "0" });
     if (!enforce.ok) throw new Error(`moto reset-auth: ${enforce.status}`);
-    const recorder = await startStsProxy(moto.url);
     const credentials = {
       accessKeyId: out.accessKeyId,
       secretAccessKey: out.secretAccessKey,
       sessionToken: out.sessionToken,
     };
-    const clients: EC2Client[] = [];
+    const account = roleAccount(moto, aws.proxy, out.roleArn, credentials, {
+      policies: out.policies,
+      attachedPolicies: out.attachedPolicies,
+      policy: out.policy,
+    });
     return {
-      moto,
-      recorder,
-      roleArn: out.roleArn,
-      credentials,
-      stored: {
-        policies: out.policies,
-        attachedPolicies: out.attachedPolicies,
-        policy: out.policy,
-      },
-      ec2: (recorded = false) => {
-        const client = new EC2Client({
-          region: TEST_REGION,
-          endpoint: recorded ? recorder.url : moto.url,
-          credentials,
-          maxAttempts: 1,
-        });
-        clients.push(client);
-        return client;
-      },
-      calls: (from = 0) => recorder.requests.slice(from),
-      credentialServer: () =>
-        ({
-          env: {},
-          childEnv: (base = process.env) => base,
-          provider: () => Promise.resolve(credentials),
-          close: () => Promise.resolve(),
-        }) satisfies CredentialServer,
+      ...account,
       stop: async () => {
-        for (const client of clients) client.destroy();
-        await recorder.close();
-        await moto.stop();
+        await account.stop();
+        await aws.stop();
       },
     };
   } catch (error) {
-    await moto.stop();
+    await aws.stop();
     throw error;
   }
 }

@@ -1,6 +1,6 @@
 /**
  * What the action tests' runs talk to, all on loopback: moto (S3, STS ...) behind the STS proxy
- * that accepts only the OIDC endpoint's own tokens, that OIDC endpoint, and the AWS settings a
+ * that accepts only the OIDC endpoints' own tokens, those OIDC endpoints, and the AWS settings a
  * test node gets in place of an instance profile.
  */
 import { randomInt } from "node:crypto";
@@ -9,12 +9,13 @@ import {
   startStsProxy,
   TEST_KEYS,
   TEST_REGION,
+  type MotoOptions,
   type MotoServer,
   type StsProxy,
   type StsProxyOptions,
 } from "./moto.js";
-import { startOidcServer, type OidcServer } from "./oidc.js";
-import { ActionJob } from "./runner.js";
+import { startOidcServer, type OidcServer, type OidcServerOptions } from "./oidc.js";
+import { ActionJob, type JobOptions } from "./runner.js";
 
 /** The role the STS proxy lets every token assume (its trust policy refuses none by default). */
 export const TEST_ROLE = "arn:aws:iam::123456789012:role/mcs-eval";
@@ -22,38 +23,69 @@ export const TEST_ROLE = "arn:aws:iam::123456789012:role/mcs-eval";
 export interface LoopbackAws {
   moto: MotoServer;
   proxy: StsProxy;
+  /** The OIDC endpoint (the first one, when addOidc has started others). */
   oidc: OidcServer;
-  /** Stops all three (by PID, or closes them), whatever state they are in. */
+  /**
+   * Another OIDC endpoint (another repository, subject ...) whose tokens the proxy accepts too,
+   * as STS accepts every token GitHub signs; stop() closes it with the rest.
+   */
+  addOidc(options?: OidcServerOptions): Promise<OidcServer>;
+  /**
+   * Stops what it started (by PID, or closes it), whatever state it is in: moto too, unless it
+   * was handed one already running.
+   */
   stop(): Promise<void>;
 }
 
-/** moto, the STS proxy in front of it (only our OIDC endpoint's tokens pass), the endpoint. */
-export async function startLoopbackAws(
-  options: Omit<StsProxyOptions, "acceptToken"> = {},
-): Promise<LoopbackAws> {
-  const moto = await startMoto();
-  let oidc: OidcServer | undefined;
+export interface LoopbackAwsOptions {
+  /**
+   * How moto starts (its script, environment), or a moto already running to stand in front of
+   * (its caller stops it).
+   */
+  moto?: MotoOptions | MotoServer;
+  /** The STS proxy's trust rules and credential lifetime. */
+  proxy?: Omit<StsProxyOptions, "acceptToken">;
+  /** The OIDC endpoint's repository and subject. */
+  oidc?: OidcServerOptions;
+}
+
+/** moto, the STS proxy in front of it (only our OIDC endpoints' tokens pass), the endpoint. */
+export async function startLoopbackAws(options: LoopbackAwsOptions = {}): Promise<LoopbackAws> {
+  const given = options.moto;
+  const running = given !== undefined && "url" in given;
+  const moto = running ? given : await startMoto(given);
+  const endpoints: OidcServer[] = [];
   const [proxy, endpoint] = await Promise.allSettled([
     startStsProxy(moto.url, {
-      ...options,
-      // Only tokens our OIDC endpoint issued pass, as only GitHub-signed ones pass real STS.
-      acceptToken: (jwt) => oidc?.issued.some((t) => t.jwt === jwt) ?? false,
+      ...options.proxy,
+      // Only tokens our OIDC endpoints issued pass, as only GitHub-signed ones pass real STS.
+      acceptToken: (jwt) => endpoints.some((o) => o.issued.some((t) => t.jwt === jwt)),
     }),
-    startOidcServer(),
+    startOidcServer(options.oidc),
   ]);
-  if (endpoint.status === "fulfilled") oidc = endpoint.value;
+  if (endpoint.status === "fulfilled") endpoints.push(endpoint.value);
   const stop = async () => {
     await Promise.allSettled([
-      moto.stop(),
+      running ? undefined : moto.stop(),
       proxy.status === "fulfilled" && proxy.value.close(),
-      oidc?.close(),
+      ...endpoints.map((o) => o.close()),
     ]);
   };
   if (proxy.status === "rejected" || endpoint.status === "rejected") {
     await stop();
     throw proxy.status === "rejected" ? proxy.reason : (endpoint as PromiseRejectedResult).reason;
   }
-  return { moto, proxy: proxy.value, oidc: oidc!, stop };
+  return {
+    moto,
+    proxy: proxy.value,
+    oidc: endpoints[0]!,
+    addOidc: async (oidcOptions) => {
+      const added = await startOidcServer(oidcOptions);
+      endpoints.push(added);
+      return added;
+    },
+    stop,
+  };
 }
 
 /** A node's own AWS settings, like an instance profile's: the driver writes to moto directly. */
@@ -74,14 +106,17 @@ export function newJobKey(): string {
 
 /**
  * A job of the demo module in `workspace` (scenes/subset, us-east-1: the action's defaults) that
- * authenticates through `aws`, with a job key of its own and `inputs` over those.
+ * authenticates through `aws`, with a job key of its own, `inputs` over those, and the job's
+ * other settings (its venv, environment ...) from `job`.
  */
 export function demoJob(
   aws: LoopbackAws,
   workspace: string,
   inputs: Record<string, string> = {},
+  job: Omit<JobOptions, "oidc" | "awsEndpoint" | "workspace" | "inputs"> = {},
 ): ActionJob {
   return new ActionJob({
+    ...job,
     oidc: aws.oidc,
     awsEndpoint: aws.proxy.url,
     workspace,

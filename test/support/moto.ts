@@ -59,13 +59,15 @@ function exited(child: ChildProcess): Promise<void> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/**
- * Starts `python -m moto.server` on a free loopback port; resolves once it listens. `script`: a
- * Python file to run instead, which takes moto.server's arguments (e.g. moto_cfn.py).
- */
-export async function startMoto(
-  options: { venv?: string; env?: Record<string, string>; script?: string } = {},
-): Promise<MotoServer> {
+export interface MotoOptions {
+  venv?: string;
+  env?: Record<string, string>;
+  /** A Python file to run instead of moto.server, taking its arguments (e.g. moto_cfn.py). */
+  script?: string;
+}
+
+/** Starts `python -m moto.server` on a free loopback port; resolves once it listens. */
+export async function startMoto(options: MotoOptions = {}): Promise<MotoServer> {
   const python = path.join(options.venv ?? VENV, "bin", "python");
   const dir = mkdtempSync(path.join(os.tmpdir(), "mcs-moto-"));
   const log = path.join(dir, "moto.log");
