@@ -3,7 +3,7 @@ import tseslint from "typescript-eslint";
 import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", ".venv/", ".mcs-local/", "build/", ".tools/"] },
+  { ignores: ["dist/", "node_modules/", ".venv/", ".mcs-local/", "build/", ".tools/", ".dist-*/"] },
   js.configs.recommended,
   ...tseslint.configs.strict,
   {

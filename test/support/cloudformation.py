@@ -14,9 +14,9 @@ import json
 import sys
 import time
 
-import boto3
 from botocore.exceptions import ClientError
 from cfnlint.decode import cfn_yaml
+from moto_admin import admin_clients, read_json
 
 GITHUB = "https://token.actions.githubusercontent.com"
 
@@ -41,14 +41,8 @@ def s3_setting(call, key, bucket):
 
 def main():
     endpoint, template, parameters_file, out_file = sys.argv[1:5]
-    with open(parameters_file) as f:
-        parameters = json.load(f)
-    session = boto3.Session(
-        aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1"
-    )
-    cfn = session.client("cloudformation", endpoint_url=endpoint)
-    iam = session.client("iam", endpoint_url=endpoint)
-    s3 = session.client("s3", endpoint_url=endpoint)
+    parameters = read_json(parameters_file)
+    cfn, iam, s3 = admin_clients(endpoint, "cloudformation", "iam", "s3")
 
     provider = None
     if parameters.get("CreateOidcProvider") == "false":

@@ -12,7 +12,7 @@ The caller then turns IAM enforcement on (moto's /moto-api/reset-auth).
 import json
 import sys
 
-import boto3
+from moto_admin import admin_clients, read_json
 
 EC2_TRUST = {
     "Version": "2012-10-17",
@@ -28,13 +28,8 @@ EC2_TRUST = {
 
 def main():
     endpoint, account_file, out_file = sys.argv[1:4]
-    with open(account_file) as f:
-        account = json.load(f)
-    session = boto3.Session(
-        aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1"
-    )
-    iam = session.client("iam", endpoint_url=endpoint)
-    sts = session.client("sts", endpoint_url=endpoint)
+    account = read_json(account_file)
+    iam, sts = admin_clients(endpoint, "iam", "sts")
 
     role = iam.create_role(
         RoleName=account["role"], AssumeRolePolicyDocument=json.dumps(account["trust"])

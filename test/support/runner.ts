@@ -19,7 +19,7 @@ import { randomInt } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { VENV, type NodeProcess } from "./sshd.js";
+import { onDrainedExit, VENV, type NodeProcess } from "./sshd.js";
 import { makeTemp, REPO } from "./workspace.js";
 
 export type Entry = "main" | "post" | "janitor";
@@ -469,39 +469,26 @@ export class ActionJob {
 
     const done = new Promise<ActionRun>((resolve, reject) => {
       child.on("error", reject);
-      child.on("exit", (code, signal) => {
+      child.on("exit", () => {
         exited = true;
         for (const t of timers) clearTimeout(t);
-        let finished = false;
-        const finish = () => {
-          if (finished) return;
-          finished = true;
-          child.stdout.removeAllListeners("data");
-          child.stderr.removeAllListeners("data");
-          child.stdout.destroy();
-          child.stderr.destroy();
-          if (partial) offer(partial);
-          for (const w of waiters) {
-            w.reject(new Error(`step exited before a line matched ${w.pattern}:\n${stdout}`));
-          }
-          waiters.clear();
-          const run = this.finish(entry, files, {
-            code,
-            signal,
-            stdout,
-            stderr,
-            ms: performance.now() - start,
-            signalsSent,
-            timedOut,
-          });
-          resolve(run);
-        };
-        // Resolve on exit: a grandchild (ssh ControlPersist's ProxyCommand) may hold the pipes.
-        const grace = setTimeout(finish, 200);
-        child.once("close", () => {
-          clearTimeout(grace);
-          finish();
+      });
+      onDrainedExit(child, (code, signal) => {
+        if (partial) offer(partial);
+        for (const w of waiters) {
+          w.reject(new Error(`step exited before a line matched ${w.pattern}:\n${stdout}`));
+        }
+        waiters.clear();
+        const run = this.finish(entry, files, {
+          code,
+          signal,
+          stdout,
+          stderr,
+          ms: performance.now() - start,
+          signalsSent,
+          timedOut,
         });
+        resolve(run);
       });
     });
 

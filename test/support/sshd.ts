@@ -11,7 +11,12 @@
  *
  * Needs root (CI runs as root): unshare of a PID namespace, and sshd's privilege separation.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import {
+  spawn,
+  type ChildProcess,
+  type ChildProcessByStdio,
+  type ChildProcessWithoutNullStreams,
+} from "node:child_process";
 import {
   closeSync,
   existsSync,
@@ -27,6 +32,7 @@ import {
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import type { Readable } from "node:stream";
 import { REPO } from "./workspace.js";
 
 /** The pinned Ray venv the tests use (client and node alike). */
@@ -79,25 +85,38 @@ export function execCommand(
       clearTimeout(timer);
       reject(error);
     });
-    child.on("exit", (code, signal) => {
+    onDrainedExit(child, (code, signal) => {
       clearTimeout(timer);
       clearTimeout(kill);
-      // Give the pipes a moment to deliver what was written just before exit.
-      let finished = false;
-      const finish = () => {
-        if (finished) return;
-        finished = true;
-        child.stdout.removeAllListeners("data");
-        child.stderr.removeAllListeners("data");
-        child.stdout.destroy();
-        child.stderr.destroy();
-        resolve({ code, signal, stdout, stderr, ms: performance.now() - start });
-      };
-      const grace = setTimeout(finish, 200);
-      child.on("close", () => {
-        clearTimeout(grace);
-        finish();
-      });
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - start });
+    });
+  });
+}
+
+/**
+ * Calls `done` once `child` has exited and its pipes have delivered what it wrote just before:
+ * on `close`, or 200 ms after `exit` when a grandchild (ssh ControlPersist's ProxyCommand, a
+ * daemon) holds the pipes open. The pipes are then closed on our side.
+ */
+export function onDrainedExit(
+  child: ChildProcessWithoutNullStreams | ChildProcessByStdio<null, Readable, Readable>,
+  done: (code: number | null, signal: NodeJS.Signals | null) => void,
+): void {
+  child.once("exit", (code, signal) => {
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      child.stdout.removeAllListeners("data");
+      child.stderr.removeAllListeners("data");
+      child.stdout.destroy();
+      child.stderr.destroy();
+      done(code, signal);
+    };
+    const grace = setTimeout(finish, 200);
+    child.once("close", () => {
+      clearTimeout(grace);
+      finish();
     });
   });
 }
@@ -296,6 +315,22 @@ export function within(promise: Promise<void>, ms: number): Promise<boolean> {
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Sends `sig` to `pid` if it is still there. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone already
+  }
+}
+
+/** SIGKILL to the namespace's init (the kernel ends the rest), then to `unshare`; waits for it. */
+async function killNamespace(initPid: number | undefined, unshare: ChildProcess): Promise<void> {
+  if (initPid !== undefined) signal(initPid, "SIGKILL");
+  if (!(await within(exited(unshare), 5_000))) unshare.kill("SIGKILL");
+  await exited(unshare);
+}
+
 export function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
@@ -462,20 +497,8 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
         if (live.has(pid)) {
           // SIGTERM to unshare does nothing (it blocks SIGINT/SIGTERM while it waits for its
           // child): stop the namespace's init; the kernel then kills the rest of the namespace.
-          try {
-            process.kill(initPid, "SIGTERM");
-          } catch {
-            // gone already
-          }
-          if (!(await within(exited(child), 5_000))) {
-            try {
-              process.kill(initPid, "SIGKILL");
-            } catch {
-              // gone already
-            }
-            if (!(await within(exited(child), 5_000))) child.kill("SIGKILL");
-            await exited(child);
-          }
+          signal(initPid, "SIGTERM");
+          if (!(await within(exited(child), 5_000))) await killNamespace(initPid, child);
           live.delete(pid);
         }
         if (!options.keep) rmSync(root, { recursive: true, force: true });
@@ -503,15 +526,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<SshdFixture>
     }
 
     // Not ready: stop what started, and retry only if another process took the port meanwhile.
-    if (initPid !== undefined) {
-      try {
-        process.kill(initPid, "SIGKILL");
-      } catch {
-        // gone already
-      }
-    }
-    if (!(await within(exited(child), 5_000))) child.kill("SIGKILL");
-    await exited(child);
+    await killNamespace(initPid, child);
     live.delete(pid);
     const text = existsSync(log) ? readFileSync(log, "utf8") : "";
     if (attempt < 3 && /Address already in use/.test(text)) continue;
