@@ -5,7 +5,7 @@
 // from the sources as they are now. Every build of dist/ records a hash of its inputs (src/, the
 // package files, this script) and of its output in node_modules/.cache; a changed source file, or a
 // dist/ changed since, means a new build. So tests never run a bundle older than src/.
-import { execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   existsSync,
@@ -58,6 +58,17 @@ function digest(roots) {
   return hash.digest("hex");
 }
 
+/** Runs `command`, its output through ours; rejects when it fails. */
+function run(command, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: "inherit" });
+    child.on("error", reject);
+    child.on("exit", (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} ${args.join(" ")} exited ${code}`)),
+    );
+  });
+}
+
 const inputs = digest(INPUTS);
 if (ifStale && recorded && existsSync(STAMP)) {
   const stamp = JSON.parse(readFileSync(STAMP, "utf8"));
@@ -71,22 +82,25 @@ mkdirSync(outRoot, { recursive: true });
 const staging = mkdtempSync(path.join(path.dirname(path.resolve(outRoot)), ".dist-"));
 
 try {
-  for (const [name, source] of Object.entries(entries)) {
-    const out = path.join(staging, name);
-    const args = [
-      "ncc",
-      "build",
-      source,
-      "-o",
-      out,
-      "--target",
-      "es2022",
-      "--license",
-      "licenses.txt",
-      "-q",
-    ];
-    execFileSync("npx", args, { stdio: "inherit" });
-  }
+  // The bundles are independent: built side by side (each ncc type-checks and bundles on one core).
+  await Promise.all(
+    Object.entries(entries).map(([name, source]) => {
+      const out = path.join(staging, name);
+      const args = [
+        "ncc",
+        "build",
+        source,
+        "-o",
+        out,
+        "--target",
+        "es2022",
+        "--license",
+        "licenses.txt",
+        "-q",
+      ];
+      return run("npx", args);
+    }),
+  );
   // Bundles of entries that no longer exist go; the rest are replaced one by one.
   for (const old of readdirSync(outRoot, { withFileTypes: true })) {
     if (!(old.name in entries))

@@ -10,7 +10,9 @@ for (const dir of paths) {
         "This likely indicates that there are no dependencies to cache. " +
         "Consider removing the cache step if it is not needed.",
     );
-    process.exit(1);
+    // As core.setFailed does: the exit code, and the process ends once its output is written.
+    process.exitCode = 1;
+    break;
   }
   console.log(`pip cache folder ${dir} exists: it would be saved`);
 }
